@@ -1,0 +1,47 @@
+"""Local engine: turn files and folders on disk into ingest items (raw files are only read)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from malmoi.ids import nfc, root_id
+from malmoi.stage import Item
+
+
+def file_item(path: Path) -> Item:
+    """The item for one media file: id from its name and absolute path, fingerprint from its
+    size and modification time (so an edited file is ingested again)."""
+    abs_path = Path(nfc(str(Path(path).expanduser().absolute())))
+    try:
+        st = abs_path.stat()
+        fingerprint = f"{st.st_size}:{st.st_mtime_ns}"
+    except OSError:
+        fingerprint = "missing"
+    return Item(id=root_id(abs_path.stem, str(abs_path)), path=abs_path, source=str(abs_path),
+                fingerprint=fingerprint)
+
+
+def discover(paths: Iterable[Path], extensions: Iterable[str], recursive: bool = True
+             ) -> Iterator[Item]:
+    """Items for ``paths``: a file is taken whatever its ending (so a bad one is reported, not
+    ignored); a folder contributes its files with one of ``extensions``, in sorted order."""
+    exts = {e.lower().lstrip(".") for e in extensions}
+    for path in paths:
+        path = Path(path).expanduser()
+        if path.is_dir():
+            walker = sorted(_walk(path) if recursive else path.iterdir())
+            for child in walker:
+                if child.is_file() and not child.name.startswith(".") and \
+                        child.suffix.lower().lstrip(".") in exts:
+                    yield file_item(child)
+        else:
+            yield file_item(path)
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            yield Path(root) / name

@@ -1,0 +1,17 @@
+"""Turn the config's ``sources`` into ingest items, one engine module per kind of source."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from crawl import local, synthetic
+from malmoi.config import IngestConfig, LocalSource, SyntheticSource
+from malmoi.stage import Item
+
+
+def gather(source: LocalSource | SyntheticSource, raw_dir: Path, ingest: IngestConfig
+           ) -> list[Item]:
+    """The items of one source; generated or downloaded media goes under ``raw_dir``."""
+    if isinstance(source, SyntheticSource):
+        return [local.file_item(p) for p in synthetic.generate(source, raw_dir / "synthetic")]
+    return list(local.discover(source.paths, ingest.extensions, source.recursive))

@@ -1,0 +1,159 @@
+"""Synthetic engine: the demo's media, made on the spot so the pipeline runs with no input.
+
+Writes into ``<raw>/``: ``말모이_데모.mp4`` (or ``.m4a`` without video) — Korean sentences
+spoken by espeak-ng in alternating voices over a synthesised music bed — and, under
+``reference/``, the clean speech, the music alone and who speaks when (``turns.csv``), so later
+stages can be scored against the truth. Everything is deterministic; existing files are kept.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from malmoi.config import SyntheticSource
+from malmoi.logs import get_logger
+from malmoi.media import atomic_path, atomic_write_text, require_ffmpeg
+
+log = get_logger(__name__)
+
+SAMPLE_RATE = 44100
+SENTENCES = [
+    "안녕하세요. 말모이 데모에 오신 것을 환영합니다.",
+    "오늘은 날씨가 정말 맑고 따뜻하네요.",
+    "이 도구는 한국어 음성 데이터를 모아서 정리합니다.",
+    "음악을 걷어내고 목소리만 남기는 것이 첫 단계입니다.",
+    "그다음에는 말하는 사람과 성별을 구분합니다.",
+    "짧은 감탄사도 중요한 학습 자료가 될 수 있어요.",
+    "라디오 방송 천 편에서도 한 사람의 목소리를 찾을 수 있습니다.",
+    "잡음을 줄이고 나면 문장 단위로 잘라서 저장합니다.",
+    "모든 결과는 매니페스트 파일에 기록됩니다.",
+    "다시 실행하면 끝난 작업은 건너뜁니다.",
+    "고맙습니다. 다음에 또 만나요.",
+    "말모이는 우리말을 모은다는 뜻입니다.",
+]
+
+
+def generate(source: SyntheticSource, raw_dir: Path) -> list[Path]:
+    """Make the demo media in ``raw_dir`` (once) and return the media file paths."""
+    require_ffmpeg()
+    if shutil.which("espeak-ng") is None:
+        raise RuntimeError(
+            "espeak-ng not found on PATH: the demo speaks Korean with it "
+            "(Debian/Ubuntu: sudo apt-get install espeak-ng; macOS: brew install espeak-ng)"
+        )
+    media = raw_dir / ("말모이_데모.mp4" if source.video else "말모이_데모.m4a")
+    if media.exists():
+        return [media]
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    speech, turns = _speech(source.voices)
+    music = _music(len(speech) + SAMPLE_RATE)  # a second of outro
+    speech = np.pad(speech, (SAMPLE_RATE // 2, len(music) - len(speech) - SAMPLE_RATE // 2))
+    gain = _rms(speech) / max(_rms(music), 1e-9) * 10 ** (source.music_gain_db / 20)
+    music_st = np.stack([music * 0.9, music * 1.1], axis=1) * gain  # a little stereo width
+    speech_st = np.stack([speech, speech], axis=1)
+    mix = speech_st + music_st
+    peak = float(np.max(np.abs(mix)))
+    scale = 0.9 / peak if peak > 0.9 else 1.0
+
+    ref = raw_dir / "reference"
+    _write_wav(ref / "speech.wav", speech_st * scale)
+    _write_wav(ref / "music.wav", music_st * scale)
+    offset = 0.5
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["start", "stop", "voice", "text"])
+    for start, stop, voice, text in turns:
+        writer.writerow([f"{start + offset:.3f}", f"{stop + offset:.3f}", voice, text])
+    atomic_write_text(ref / "turns.csv", buf.getvalue())
+
+    with tempfile.TemporaryDirectory() as tmp:
+        mix_wav = Path(tmp) / "mix.wav"
+        _write_wav(mix_wav, mix * scale)
+        _mux(mix_wav, media, video=source.video, seconds=len(mix) / SAMPLE_RATE)
+    log.info("demo media written: %s (%.1f s)", media, len(mix) / SAMPLE_RATE)
+    return [media]
+
+
+def _speech(voices: list[str]) -> tuple[np.ndarray, list[tuple[float, float, str, str]]]:
+    """Speak the sentences, alternating voices, with pauses; return audio and the turns."""
+    parts: list[np.ndarray] = []
+    turns: list[tuple[float, float, str, str]] = []
+    t = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, text in enumerate(SENTENCES):
+            voice = voices[i % len(voices)]
+            wav = Path(tmp) / f"{i}.wav"
+            subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(wav), text],
+                           check=True, capture_output=True)
+            clip = _read_resampled(wav)
+            turns.append((t / SAMPLE_RATE, (t + len(clip)) / SAMPLE_RATE, voice, text))
+            pause = np.zeros(int(SAMPLE_RATE * (0.4 + 0.3 * (i % 3))), dtype=np.float32)
+            parts += [clip, pause]
+            t += len(clip) + len(pause)
+    speech = np.concatenate(parts)
+    return speech / max(float(np.max(np.abs(speech))), 1e-9) * 0.5, turns
+
+
+def _read_resampled(path: Path) -> np.ndarray:
+    """Read a WAV and resample it to :data:`SAMPLE_RATE` mono with ffmpeg."""
+    proc = subprocess.run(
+        ["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(path), "-ac", "1", "-ar",
+         str(SAMPLE_RATE), "-f", "f32le", "-"], check=True, capture_output=True,
+    )
+    return np.frombuffer(proc.stdout, dtype=np.float32).copy()
+
+
+def _music(n: int) -> np.ndarray:
+    """A deterministic music bed: a four-chord progression with plucked notes and a beat."""
+    sr = SAMPLE_RATE
+    t = np.arange(n) / sr
+    out = np.zeros(n, dtype=np.float64)
+    chords = [(220.0, 277.18, 329.63), (196.0, 246.94, 293.66), (174.61, 220.0, 261.63),
+              (196.0, 246.94, 311.13)]
+    beat = 0.5  # seconds, 120 bpm
+    for k, start in enumerate(np.arange(0, n / sr, beat)):
+        i0, i1 = int(start * sr), min(n, int((start + beat * 2) * sr))
+        seg = t[i0:i1] - start
+        env = np.exp(-seg * 3.0)
+        chord = chords[(k // 8) % len(chords)]
+        note = chord[k % 3] * (2 if k % 4 == 3 else 1)
+        out[i0:i1] += env * sum(np.sin(2 * np.pi * note * h * seg) / h for h in (1, 2, 3))
+        pad = sum(np.sin(2 * np.pi * f * seg) for f in chord) * 0.15
+        out[i0:i1] += pad
+        kick_len = min(i1 - i0, int(0.12 * sr))
+        ks = seg[:kick_len]
+        out[i0:i0 + kick_len] += 0.8 * np.sin(2 * np.pi * (50 + 80 * np.exp(-ks * 30)) * ks) \
+            * np.exp(-ks * 25)
+    return (out / np.max(np.abs(out)) * 0.5).astype(np.float32)
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+
+
+def _write_wav(path: Path, audio: np.ndarray) -> None:
+    import soundfile as sf
+
+    with atomic_path(path, suffix=".wav") as tmp:
+        sf.write(str(tmp), audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+
+
+def _mux(audio: Path, dest: Path, video: bool, seconds: float) -> None:
+    """Encode ``audio`` as AAC into ``dest`` (mp4 with a plain video track, or m4a)."""
+    with atomic_path(dest) as tmp:
+        cmd = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y"]
+        if video:
+            cmd += ["-f", "lavfi", "-i", f"testsrc2=size=320x240:rate=10:duration={seconds:.3f}"]
+        cmd += ["-i", str(audio)]
+        if video:
+            cmd += ["-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-preset", "ultrafast",
+                    "-pix_fmt", "yuv420p"]
+        cmd += ["-c:a", "aac", "-b:a", "192k", "-shortest", str(tmp)]
+        subprocess.run(cmd, check=True, capture_output=True)

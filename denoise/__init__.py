@@ -1,0 +1,1 @@
+"""Denoise stage: low-pass and notch filtering of the speech slices."""

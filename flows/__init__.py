@@ -1,0 +1,1 @@
+"""Prefect flows: the only package that imports Prefect. Stages know nothing of it."""

@@ -1,0 +1,76 @@
+"""The ``build-dataset`` flow: a thin Prefect flow over small retrying tasks, one per step.
+
+Each task calls a stage's :meth:`~malmoi.stage.Stage.run`, which skips finished items, so a task
+retry — or a rerun of the whole flow — resumes where the last one stopped. Stage logs (the
+``malmoi`` loggers) reach the Prefect UI through ``PREFECT_LOGGING_EXTRA_LOGGERS``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "malmoi")
+
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.artifacts import create_table_artifact  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+
+from crawl.ingest import IngestStage  # noqa: E402
+from crawl.sources import gather  # noqa: E402
+from malmoi.config import PipelineConfig, load_config  # noqa: E402
+from malmoi.stage import Item, StageReport  # noqa: E402
+
+FLOW_NAME = "build-dataset"
+
+
+@task(name="gather-sources", retries=2, retry_delay_seconds=30, cache_policy=NO_CACHE)
+def gather_sources(cfg: PipelineConfig) -> list[Item]:
+    """Collect the items of every configured source (generating or downloading media)."""
+    items: list[Item] = []
+    for source in cfg.sources:
+        items += gather(source, cfg.output_dir / "raw", cfg.ingest)
+    get_run_logger().info("%d input file(s) from %d source(s)", len(items), len(cfg.sources))
+    return items
+
+
+@task(name="ingest", retries=1, retry_delay_seconds=10, cache_policy=NO_CACHE)
+def ingest(cfg: PipelineConfig, items: list[Item], retry_failed: bool) -> StageReport:
+    """Decode every input to the working WAV format (see :mod:`crawl.ingest`)."""
+    stage = IngestStage(cfg.ingest, cfg.stage_dir("ingest"))
+    return stage.run(items, retry_failed=retry_failed, config=cfg)
+
+
+def _report_artifact(cfg: PipelineConfig, reports: list[StageReport]) -> None:
+    key = re.sub(r"[^a-z0-9-]+", "-", f"{cfg.name}-stages".lower()).strip("-")
+    rows = [{k: v for k, v in asdict(r).items() if k != "failures"} for r in reports]
+    create_table_artifact(table=rows, key=key, description=f"Stage counts of {cfg.name}")
+    failures = [{"stage": r.stage, "input": i, "reason": why} for r in reports
+                for i, why in r.failures]
+    if failures:
+        create_table_artifact(table=failures, key=key.replace("-stages", "-failures"),
+                              description=f"Inputs that failed in this run of {cfg.name}")
+
+
+@flow(name=FLOW_NAME, log_prints=False)
+def build_dataset(config_path: str, retry_failed: bool = False) -> dict[str, Any]:
+    """Build the dataset described by the YAML file at ``config_path``."""
+    logger = get_run_logger()
+    cfg = load_config(config_path)
+    logger.info("building %s into %s", cfg.name, Path(cfg.output_dir).absolute())
+    items = gather_sources(cfg)
+    reports = [ingest(cfg, items, retry_failed)]
+    _report_artifact(cfg, reports)
+    for report in reports:
+        logger.info(report.summary())
+    return {r.stage: asdict(r) for r in reports}
+
+
+def serve(config_path: str) -> None:
+    """Serve the flow as deployment ``build-dataset/<name>`` (blocks until stopped)."""
+    cfg = load_config(config_path)
+    build_dataset.serve(name=cfg.name, parameters={"config_path": str(Path(config_path).absolute())},
+                        description=f"Build the {cfg.name} dataset from {config_path}")

@@ -1,0 +1,3 @@
+from malmoi.cli import main
+
+main()

@@ -1,0 +1,191 @@
+"""Pipeline configuration: one YAML file per dataset build, validated by pydantic.
+
+Every stage has its own model; :class:`PipelineConfig` composes them. Unknown keys are errors
+(``extra="forbid"``) and :func:`load_config` turns pydantic's errors into one line per problem
+naming the key and what is allowed. Relative paths are resolved against the working directory.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+AUDIO_EXTENSIONS = ("wav", "flac", "mp3", "m4a", "aac", "ogg", "opus", "wma", "aiff", "aif")
+VIDEO_EXTENSIONS = ("mp4", "mkv", "webm", "mov", "avi", "flv", "ts", "m4v", "3gp", "mpg", "mpeg")
+
+
+class StrictModel(BaseModel):
+    """Base of every config model: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing, unreadable or invalid; the message says where and why."""
+
+
+# --- sources -------------------------------------------------------------------------------
+
+
+class LocalSource(StrictModel):
+    """Audio/video files or folders already on disk."""
+
+    kind: Literal["local"] = "local"
+    paths: list[Path] = Field(min_length=1, description="files or folders to ingest")
+    recursive: bool = Field(True, description="descend into sub-folders")
+
+
+class SyntheticSource(StrictModel):
+    """Media the project makes itself (the demo): Korean speech from espeak-ng in two voices
+    over a music bed, muxed into an mp4 with ffmpeg."""
+
+    kind: Literal["synthetic"]
+    voices: list[str] = Field(["ko+m3", "ko+f2"], min_length=1, description="espeak-ng voices")
+    music_gain_db: float = Field(-12.0, le=0, description="music bed level relative to speech")
+    video: bool = Field(True, description="mux the audio into an mp4 with a video track")
+
+
+Source = Annotated[Union[LocalSource, SyntheticSource], Field(discriminator="kind")]  # noqa: UP007
+
+
+# --- stages --------------------------------------------------------------------------------
+
+
+class IngestConfig(StrictModel):
+    """Decode every input to the pipeline's working format (PCM WAV)."""
+
+    sample_rate: int = Field(44100, ge=8000, le=192000, description="Hz of the working WAVs")
+    channels: Literal["keep", "mono", "stereo"] = Field(
+        "keep", description="keep: mono stays mono, more than two channels become stereo"
+    )
+    extensions: list[str] = Field(
+        list(AUDIO_EXTENSIONS + VIDEO_EXTENSIONS),
+        description="file endings picked up when a folder is given",
+    )
+
+
+class ModelsConfig(StrictModel):
+    """Where model weights are kept and looked for."""
+
+    dir: Path | None = Field(
+        None, description="the model store; default $MALMOI_MODEL_DIR or ~/.cache/malmoi/models"
+    )
+    search_dirs: list[Path] = Field(
+        [], description="read-only folders searched first (also $MALMOI_MODEL_PATH, ':'-separated)"
+    )
+    offline: bool = Field(False, description="never download; only the store and search_dirs")
+
+
+class PipelineConfig(StrictModel):
+    """One dataset build: where the media comes from, where the dataset goes, each stage's
+    parameters."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="the build's name; also the Prefect deployment name build-dataset/<name>",
+    )
+    output_dir: Path = Field(description="every stage writes into a sub-folder of this")
+    sources: list[Source] = Field(min_length=1)
+    ingest: IngestConfig = IngestConfig()
+    models: ModelsConfig = ModelsConfig()
+
+    def stage_dir(self, stage: str) -> Path:
+        """The folder a stage writes its outputs and manifest into."""
+        return self.output_dir / stage
+
+
+def resolve_models_dir(cfg: ModelsConfig | None = None) -> Path:
+    """The model store folder: config, then ``$MALMOI_MODEL_DIR``, then ``~/.cache``."""
+    if cfg is not None and cfg.dir is not None:
+        return cfg.dir.expanduser()
+    env = os.environ.get("MALMOI_MODEL_DIR")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "malmoi" / "models"
+
+
+# --- loading and errors ----------------------------------------------------------------------
+
+
+def load_config(path: Path | str) -> PipelineConfig:
+    """Read and validate a pipeline YAML file; raise :class:`ConfigError` naming every problem."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    return parse_config(data, origin=str(path))
+
+
+def parse_config(data: dict[str, Any], origin: str = "<config>") -> PipelineConfig:
+    """Validate an already-parsed mapping; see :func:`load_config`."""
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"{origin}: {_describe(err)}" for err in exc.errors()]
+        raise ConfigError("\n".join(lines)) from None
+
+
+def _describe(err: Any) -> str:
+    loc = tuple(err["loc"])
+    key = ".".join(str(p) for p in loc) or "<top>"
+    if err["type"] == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        hint = f"; allowed: {', '.join(allowed)}" if allowed else ""
+        return f"unknown key '{key}'{hint}"
+    if err["type"] == "missing":
+        return f"missing required key '{key}'"
+    if err["type"] == "union_tag_invalid":
+        return f"'{key}': {err['msg']}"
+    return f"'{key}': {err['msg']} (got {err.get('input')!r})"
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The field names of the model found at ``loc`` inside :class:`PipelineConfig`."""
+    model: Any = PipelineConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if isinstance(model, dict):  # a discriminated union: part is the tag
+            model = model.get(part)
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return []
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return []
+        model = _unwrap(field.annotation)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return list(model.model_fields)
+    return []
+
+
+def _unwrap(tp: Any) -> Any:
+    """Strip Optional/list/Annotated down to a model class, or a {tag: model} dict for unions."""
+    while True:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (list, tuple, set):
+            tp = typing.get_args(tp)[0]
+        elif origin in (Union, types.UnionType):
+            models = [a for a in typing.get_args(tp) if isinstance(a, type) and issubclass(a, BaseModel)]
+            if len(models) == 1:
+                return models[0]
+            return {m.model_fields["kind"].default or _tag(m): m for m in models}
+        else:
+            return tp
+
+
+def _tag(model: type[BaseModel]) -> str:
+    return typing.get_args(model.model_fields["kind"].annotation)[0]

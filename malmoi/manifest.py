@@ -1,0 +1,210 @@
+"""Manifests: one CSV table per stage and kind of row, typed by a pydantic row model.
+
+A stage folder holds
+
+- ``manifest.csv``: the rows the stage kept (one per output file),
+- ``rejected.csv``: rows the stage produced but dropped, with a ``reason`` (thresholds can move
+  later without recomputing: the scores are stored),
+- ``failures.csv``: inputs the stage could not process, with a one-line ``reason``,
+- ``progress.csv``: one row per finished input (its id, the key of the parameters and input it
+  was processed with, and the ids it produced) — what makes reruns skip finished work,
+- ``config.yaml``: the resolved pipeline config the stage ran with.
+
+Tables are CSV (UTF-8, header line) so they can be appended to row by row while a long batch
+runs — a crash loses at most the row being written — and are rewritten atomically, without stale
+or duplicate rows, when the stage finishes. ``path`` columns are relative to the table's folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from malmoi.media import atomic_write_text
+
+MANIFEST = "manifest.csv"
+REJECTED = "rejected.csv"
+FAILURES = "failures.csv"
+PROGRESS = "progress.csv"
+
+
+# --- row models ------------------------------------------------------------------------------
+
+
+class Row(BaseModel):
+    """Base row: every table row has an id."""
+
+    model_config = ConfigDict(extra="forbid")
+    table: ClassVar[str] = MANIFEST
+
+    id: str
+
+    @classmethod
+    def columns(cls) -> list[str]:
+        return list(cls.model_fields)
+
+    def record(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class AudioRow(Row):
+    """One audio file a stage wrote, with its lineage and the parameters that made it."""
+
+    parent_id: str = Field("", description="id of the row this one was made from ('' at the root)")
+    path: str = Field(description="audio file, relative to the manifest's folder")
+    duration: float = Field(description="seconds, exact (frames / sample_rate)")
+    sample_rate: int
+    channels: int
+    source: str = Field(description="the original file path or URL this descends from")
+    key: str = Field(description="hash of the stage parameters and the input it was made from")
+    params: str = Field(description="the stage parameters, JSON")
+
+
+class FailureRow(Row):
+    """An input a stage could not process."""
+
+    table: ClassVar[str] = FAILURES
+    input: str = Field(description="the input's path or URL")
+    stage: str
+    reason: str = Field(description="one line")
+    key: str
+
+
+class ProgressRow(Row):
+    """An input a stage has finished with (status ok or failed)."""
+
+    table: ClassVar[str] = PROGRESS
+    key: str
+    status: str
+    outputs: str = Field(description="JSON list of the ids written to manifest.csv")
+    rejected: str = Field(description="JSON list of the ids written to rejected.csv")
+
+
+def rejected_model(row_type: type[AudioRow]) -> type[AudioRow]:
+    """The row model of ``rejected.csv`` for a stage whose kept rows are ``row_type``."""
+    cached = _REJECTED_MODELS.get(row_type)
+    if cached is None:
+        cached = create_model(
+            f"Rejected{row_type.__name__}",
+            __base__=row_type,
+            reason=(str, Field(description="why the stage dropped this row")),
+        )
+        cached.table = REJECTED
+        _REJECTED_MODELS[row_type] = cached
+    return cached
+
+
+_REJECTED_MODELS: dict[type[AudioRow], type[AudioRow]] = {}
+
+
+# --- tables ----------------------------------------------------------------------------------
+
+
+class Table:
+    """An append-only CSV journal of ``row_type`` rows, compacted atomically on demand."""
+
+    def __init__(self, folder: Path, row_type: type[Row]):
+        self.path = folder / row_type.table
+        self.row_type = row_type
+        self.columns = row_type.columns()
+        self._repair()
+
+    def _repair(self) -> None:
+        """Drop a torn last line (a crash mid-append) and migrate a changed header."""
+        if not self.path.exists():
+            return
+        text = self.path.read_text(encoding="utf-8")
+        if not text:
+            return
+        header = next(csv.reader([text.split("\n", 1)[0]]), [])
+        torn = not text.endswith("\n")
+        if torn or header != self.columns:
+            records = _parse(text if not torn else text[: text.rfind("\n") + 1])
+            self.rewrite(records)
+
+    def read(self) -> list[dict[str, Any]]:
+        """All records as dicts of strings, in file order (later rows win on a repeated id)."""
+        if not self.path.exists():
+            return []
+        return _parse(self.path.read_text(encoding="utf-8"))
+
+    def rows(self) -> list[Row]:
+        """All records as typed rows, one per id (the last written wins)."""
+        latest: dict[str, dict[str, Any]] = {}
+        for rec in self.read():
+            latest[rec["id"]] = rec
+        return [self.row_type.model_validate(_typed(self.row_type, r)) for r in latest.values()]
+
+    def append(self, rows: Iterable[Row]) -> None:
+        """Append rows and flush them to disk."""
+        rows = list(rows)
+        if not rows:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        with self.path.open("a", encoding="utf-8", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=self.columns, lineterminator="\n")
+            if new:
+                writer.writeheader()
+            for row in rows:
+                writer.writerow(row.record())
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def rewrite(self, records: Iterable[dict[str, Any]]) -> None:
+        """Replace the table with ``records`` (dicts), atomically."""
+        buf = io.StringIO()
+        writer = csv.DictWriter(
+            buf, fieldnames=self.columns, lineterminator="\n", extrasaction="ignore"
+        )
+        writer.writeheader()
+        for rec in records:
+            writer.writerow({c: rec.get(c, "") for c in self.columns})
+        atomic_write_text(self.path, buf.getvalue())
+
+    def keep_only(self, ids: set[str]) -> None:
+        """Rewrite the table with one row per id in ``ids`` (the last written), in first order."""
+        latest: dict[str, dict[str, Any]] = {}
+        for rec in self.read():
+            if rec["id"] in ids:
+                latest[rec["id"]] = rec
+        if latest or self.path.exists():
+            self.rewrite(latest.values())
+
+
+def _parse(text: str) -> list[dict[str, Any]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def _typed(row_type: type[Row], rec: dict[str, Any]) -> dict[str, Any]:
+    """Drop columns the model does not know (an older header) before validation."""
+    return {k: v for k, v in rec.items() if k in row_type.model_fields}
+
+
+# --- reading manifests with pandas ----------------------------------------------------------------
+
+
+def read_manifest(folder: Path, table: str = MANIFEST):  # -> pandas.DataFrame
+    """Load a stage's table as a DataFrame; ``path`` made absolute; empty frame if none."""
+    import pandas as pd
+
+    path = Path(folder) / table
+    if not path.exists() or path.stat().st_size == 0:
+        return pd.DataFrame()
+    df = pd.read_csv(path, dtype={"id": str, "parent_id": str}, keep_default_na=False)
+    if "path" in df.columns:
+        df["path"] = [str((Path(folder) / p).resolve()) for p in df["path"]]
+    return df
+
+
+def params_json(params: BaseModel | dict[str, Any]) -> str:
+    """Canonical JSON of a stage's parameters (sorted keys) for rows and keys."""
+    data = params.model_dump(mode="json") if isinstance(params, BaseModel) else params
+    return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))

@@ -1,0 +1,166 @@
+"""Media I/O: probing and decoding with ffmpeg, and atomic file writes.
+
+Every file malmoi writes goes to a temporary name in the destination folder first and is renamed
+into place, so a crash never leaves a half-written file under a final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from malmoi.errors import ItemError
+
+
+class MediaError(ItemError):
+    """An input cannot be used; ``str(exc)`` is a one-line reason."""
+
+
+# --- atomic writes ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_path(dest: Path, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``dest``; on success rename it onto ``dest``.
+
+    The temporary name keeps ``dest``'s suffix (or ``suffix``) so tools that guess the format
+    from the file name (ffmpeg, soundfile) still work.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{dest.name}.", suffix=".tmp" + (suffix or dest.suffix), dir=dest.parent
+    )
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, dest)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def atomic_write_text(dest: Path, text: str) -> None:
+    """Write ``text`` to ``dest`` atomically (UTF-8)."""
+    with atomic_path(dest) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+# --- ffmpeg ----------------------------------------------------------------------------------
+
+
+def require_ffmpeg() -> None:
+    """Raise a clear error when ffmpeg/ffprobe are not on PATH."""
+    missing = [tool for tool in ("ffmpeg", "ffprobe") if shutil.which(tool) is None]
+    if missing:
+        raise RuntimeError(
+            f"{' and '.join(missing)} not found on PATH: install ffmpeg "
+            "(Debian/Ubuntu: sudo apt-get install ffmpeg; macOS: brew install ffmpeg)"
+        )
+
+
+@dataclass(frozen=True)
+class ProbeInfo:
+    """What ffprobe says of a media file's first audio stream."""
+
+    format_name: str
+    codec: str
+    duration: float
+    sample_rate: int
+    channels: int
+    has_video: bool
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else "no message"
+
+
+def probe(path: Path) -> ProbeInfo:
+    """Probe ``path``; raise :class:`MediaError` if it holds no decodable audio."""
+    if not path.exists():
+        raise MediaError("no such file")
+    if path.is_dir():
+        raise MediaError("is a folder, not a media file")
+    if path.stat().st_size == 0:
+        raise MediaError("empty file (0 bytes)")
+    proc = subprocess.run(
+        ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams",
+         str(path)],
+        capture_output=True, text=True, errors="replace", check=False,
+    )
+    if proc.returncode != 0:
+        raise MediaError(f"not a readable media file (ffprobe: {_last_line(proc.stderr)})")
+    try:
+        info = json.loads(proc.stdout or "{}")
+    except json.JSONDecodeError:
+        raise MediaError("ffprobe returned no usable description") from None
+    streams = info.get("streams", [])
+    audio = [s for s in streams if s.get("codec_type") == "audio"]
+    kinds = sorted({s.get("codec_type", "?") for s in streams})
+    if not audio:
+        raise MediaError(f"no audio stream (streams: {', '.join(kinds) or 'none'})")
+    stream = audio[0]
+    duration = _float(stream.get("duration")) or _float(info.get("format", {}).get("duration"))
+    return ProbeInfo(
+        format_name=str(info.get("format", {}).get("format_name", "")),
+        codec=str(stream.get("codec_name", "")),
+        duration=duration or 0.0,
+        sample_rate=int(_float(stream.get("sample_rate")) or 0),
+        channels=int(stream.get("channels") or 0),
+        has_video=any(
+            s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")
+            for s in streams
+        ),
+    )
+
+
+def _float(value: object) -> float | None:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def decode_to_wav(src: Path, dest: Path, sample_rate: int, channels: int) -> None:
+    """Decode the first audio stream of ``src`` to 16-bit PCM WAV at ``dest``, atomically.
+
+    Large outputs switch to RF64 automatically, so multi-hour inputs stay valid WAV.
+    """
+    with atomic_path(dest, suffix=".wav") as tmp:
+        cmd = [
+            "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(src),
+            "-map", "0:a:0", "-vn", "-sn", "-dn", "-ac", str(channels), "-ar", str(sample_rate),
+            "-c:a", "pcm_s16le", "-rf64", "auto", "-f", "wav", str(tmp),
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", check=False)
+        if proc.returncode != 0:
+            raise MediaError(f"ffmpeg could not decode it ({_last_line(proc.stderr)})")
+
+
+@dataclass(frozen=True)
+class WavInfo:
+    """Exact length and format of a decoded WAV."""
+
+    frames: int
+    sample_rate: int
+    channels: int
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+def wav_info(path: Path) -> WavInfo:
+    """Read a WAV header (frames counted exactly, not estimated)."""
+    import soundfile as sf
+
+    info = sf.info(str(path))
+    return WavInfo(frames=int(info.frames), sample_rate=int(info.samplerate),
+                   channels=int(info.channels))

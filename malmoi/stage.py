@@ -1,0 +1,221 @@
+"""The stage base class: it owns the loop, a stage fills in the per-item work.
+
+:meth:`Stage.run` takes the stage's input items and, for each one, skips it if ``progress.csv``
+says it was finished with the same key (same parameters, same input) and its outputs are still
+on disk; otherwise it calls :meth:`Stage.process` and appends the kept rows to ``manifest.csv``,
+the dropped ones to ``rejected.csv``, a bad input to ``failures.csv`` — one bad input never
+stops the batch. :meth:`Stage.setup` (model loading, heavy imports) runs once per process, and
+only when there is work to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar
+
+import yaml
+from pydantic import BaseModel
+
+from malmoi.errors import ItemError
+from malmoi.logs import get_logger
+from malmoi.media import atomic_write_text
+from malmoi.manifest import (
+    AudioRow,
+    FailureRow,
+    ProgressRow,
+    Table,
+    params_json,
+    rejected_model,
+)
+
+log = get_logger(__name__)
+
+P = TypeVar("P", bound=BaseModel)
+R = TypeVar("R", bound=AudioRow)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input of a stage: a file with an id, its lineage, and a fingerprint of its content."""
+
+    id: str
+    path: Path
+    source: str
+    fingerprint: str = ""
+    row: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Result(Generic[R]):
+    """What :meth:`Stage.process` returns: the rows kept and the rows dropped (with reasons)."""
+
+    kept: list[R] = field(default_factory=list)
+    rejected: list[tuple[R, str]] = field(default_factory=list)
+
+
+@dataclass
+class StageReport:
+    """Counts of one :meth:`Stage.run`."""
+
+    stage: str
+    processed: int = 0
+    skipped: int = 0
+    failed: int = 0
+    kept: int = 0
+    rejected: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (
+            f"{self.stage}: {self.processed} processed, {self.skipped} skipped (done before), "
+            f"{self.failed} failed; {self.kept} rows kept, {self.rejected} rejected "
+            f"in {self.seconds:.1f} s"
+        )
+
+
+class Stage(ABC, Generic[P, R]):
+    """Base class of every stage. Subclasses set ``name``, ``version`` and ``row_type`` and
+    implement :meth:`process` (and :meth:`setup` when they load a model)."""
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"  # bump when a code change must recompute finished items
+    row_type: ClassVar[type[AudioRow]]
+
+    def __init__(self, params: P, out_dir: Path):
+        self.params = params
+        self.out_dir = Path(out_dir)
+        self._ready = False
+        self.params_json = params_json(params)
+
+    # --- what a stage implements ------------------------------------------------------------
+
+    def setup(self) -> None:  # noqa: B027 - optional hook
+        """Load models; heavy imports belong here. Called once, before the first item."""
+
+    @abstractmethod
+    def process(self, item: Item) -> Result[R]:
+        """Do the work for one item: write its outputs (atomically) and return its rows.
+
+        Raise :class:`ItemError` (or any exception) for an input that cannot be processed.
+        """
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def key(self, item: Item) -> str:
+        """Identifies the work: stage, its version and parameters, and the input's fingerprint."""
+        text = json.dumps([self.name, self.version, self.params_json, item.id, item.fingerprint])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def ensure_setup(self) -> None:
+        if not self._ready:
+            started = time.perf_counter()
+            self.setup()
+            self._ready = True
+            log.debug("%s: setup took %.1f s", self.name, time.perf_counter() - started)
+
+    def run(self, items: Iterable[Item], retry_failed: bool = False,
+            config: BaseModel | None = None) -> StageReport:
+        """Process every item not already finished; return the counts.
+
+        ``config`` (the whole pipeline config, when there is one) is written beside the
+        manifest as ``config.yaml``; without it, the stage's own parameters are.
+        """
+        started = time.perf_counter()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._write_config(config)
+        kept_t = Table(self.out_dir, self.row_type)
+        rejected_t = Table(self.out_dir, rejected_model(self.row_type))
+        failures_t = Table(self.out_dir, FailureRow)
+        progress_t = Table(self.out_dir, ProgressRow)
+        progress = {r.id: r for r in progress_t.rows()}
+        kept_paths = {r.id: r.path for r in kept_t.rows()}  # type: ignore[attr-defined]
+        report = StageReport(stage=self.name)
+        seen: set[str] = set()
+
+        for item in items:
+            if item.id in seen:
+                continue
+            seen.add(item.id)
+            key = self.key(item)
+            done = progress.get(item.id)
+            if done is not None and done.key == key and self._still_valid(done, kept_paths,
+                                                                           retry_failed):
+                report.skipped += 1
+                continue
+            self.ensure_setup()
+            try:
+                result = self.process(item)
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # one bad input never stops the batch
+                reason = _one_line(exc)
+                log.error("FAILED %s: %s", item.path, reason)
+                log.debug("traceback of %s", item.id, exc_info=True)
+                failures_t.append([FailureRow(id=item.id, input=str(item.path), stage=self.name,
+                                              reason=reason, key=key)])
+                done = ProgressRow(id=item.id, key=key, status="failed", outputs="[]",
+                                   rejected="[]")
+                progress_t.append([done])
+                progress[item.id] = done
+                report.failed += 1
+                report.failures.append((str(item.path), reason))
+                continue
+            rej_type = rejected_model(self.row_type)
+            rejected_rows = [rej_type(**r.record(), reason=why) for r, why in result.rejected]
+            kept_t.append(result.kept)
+            rejected_t.append(rejected_rows)
+            done = ProgressRow(
+                id=item.id, key=key, status="ok",
+                outputs=json.dumps([r.id for r in result.kept], ensure_ascii=False),
+                rejected=json.dumps([r.id for r in rejected_rows], ensure_ascii=False),
+            )
+            progress_t.append([done])
+            progress[item.id] = done
+            kept_paths.update({r.id: r.path for r in result.kept})
+            report.processed += 1
+            report.kept += len(result.kept)
+            report.rejected += len(rejected_rows)
+
+        self._compact(progress, kept_t, rejected_t, failures_t, progress_t)
+        report.seconds = time.perf_counter() - started
+        log.info("%s", report.summary())
+        return report
+
+    def _write_config(self, config: BaseModel | None) -> None:
+        data = config.model_dump(mode="json") if config is not None else {
+            self.name: self.params.model_dump(mode="json")}
+        text = yaml.safe_dump(data, allow_unicode=True, sort_keys=False)
+        atomic_write_text(self.out_dir / "config.yaml", text)
+
+    def _still_valid(self, done: ProgressRow, kept_paths: dict[str, str], retry_failed: bool
+                     ) -> bool:
+        if done.status == "failed":
+            return not retry_failed
+        for out_id in json.loads(done.outputs):
+            rel = kept_paths.get(out_id)
+            if rel is None or not (self.out_dir / rel).exists():
+                return False
+        return True
+
+    def _compact(self, progress: dict[str, ProgressRow], kept_t: Table, rejected_t: Table,
+                 failures_t: Table, progress_t: Table) -> None:
+        """Rewrite the tables with one row per id and nothing left from superseded runs."""
+        ok = [p for p in progress.values() if p.status == "ok"]
+        kept_t.keep_only({i for p in ok for i in json.loads(p.outputs)})
+        rejected_t.keep_only({i for p in ok for i in json.loads(p.rejected)})
+        failures_t.keep_only({p.id for p in progress.values() if p.status == "failed"})
+        progress_t.keep_only(set(progress))
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, ItemError):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,2 @@
+"""Speaker filter stage: keep the slices whose Resemblyzer embedding is close to the target
+speaker's."""
