@@ -36,6 +36,7 @@ class IngestStage(Stage[IngestConfig, IngestRow]):
 
     name: ClassVar[str] = "ingest"
     row_type: ClassVar[type[IngestRow]] = IngestRow
+    unkeyed_params: ClassVar[frozenset[str]] = frozenset({"extensions"})  # discovery only
 
     def setup(self) -> None:
         require_ffmpeg()
@@ -53,7 +54,8 @@ class IngestStage(Stage[IngestConfig, IngestRow]):
             raise ItemError("zero-length audio (duration 0 s)")
         rel = Path("audio") / f"{item.id}.wav"
         channels = self.out_channels(info.channels)
-        decode_to_wav(item.path, self.out_dir / rel, self.params.sample_rate, channels)
+        decode_to_wav(item.path, self.out_dir / rel, self.params.sample_rate, channels,
+                      exact_duration=info.stream_duration)
         out = wav_info(self.out_dir / rel)
         if out.frames == 0:
             (self.out_dir / rel).unlink(missing_ok=True)

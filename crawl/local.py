@@ -13,13 +13,14 @@ from malmoi.stage import Item
 def file_item(path: Path) -> Item:
     """The item for one media file: id from its name and absolute path, fingerprint from its
     size and modification time (so an edited file is ingested again)."""
-    abs_path = Path(nfc(str(Path(path).expanduser().absolute())))
+    abs_path = Path(path).expanduser().absolute()  # as on disk: Linux does not normalise
     try:
         st = abs_path.stat()
         fingerprint = f"{st.st_size}:{st.st_mtime_ns}"
     except OSError:
         fingerprint = "missing"
-    return Item(id=root_id(abs_path.stem, str(abs_path)), path=abs_path, source=str(abs_path),
+    source = nfc(str(abs_path))
+    return Item(id=root_id(abs_path.stem, source), path=abs_path, source=source,
                 fingerprint=fingerprint)
 
 

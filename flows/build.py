@@ -7,6 +7,7 @@ retry — or a rerun of the whole flow — resumes where the last one stopped. S
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import asdict
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "malmoi")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_table_artifact  # noqa: E402
@@ -25,6 +27,7 @@ from malmoi.config import PipelineConfig, load_config  # noqa: E402
 from malmoi.stage import Item, StageReport  # noqa: E402
 
 FLOW_NAME = "build-dataset"
+logging.getLogger("malmoi").setLevel(logging.INFO)
 
 
 @task(name="gather-sources", retries=2, retry_delay_seconds=30, cache_policy=NO_CACHE)

@@ -72,6 +72,7 @@ class ProbeInfo:
     format_name: str
     codec: str
     duration: float
+    stream_duration: float | None  # from the stream's own timestamps, when the container has it
     sample_rate: int
     channels: int
     has_video: bool
@@ -112,6 +113,7 @@ def probe(path: Path) -> ProbeInfo:
         format_name=str(info.get("format", {}).get("format_name", "")),
         codec=str(stream.get("codec_name", "")),
         duration=duration or 0.0,
+        stream_duration=_float(stream.get("duration")),
         sample_rate=int(_float(stream.get("sample_rate")) or 0),
         channels=int(stream.get("channels") or 0),
         has_video=any(
@@ -128,20 +130,35 @@ def _float(value: object) -> float | None:
         return None
 
 
-def decode_to_wav(src: Path, dest: Path, sample_rate: int, channels: int) -> None:
+def decode_to_wav(src: Path, dest: Path, sample_rate: int, channels: int,
+                  exact_duration: float | None = None) -> None:
     """Decode the first audio stream of ``src`` to 16-bit PCM WAV at ``dest``, atomically.
 
-    Large outputs switch to RF64 automatically, so multi-hour inputs stay valid WAV.
+    Large outputs switch to RF64 automatically, so multi-hour inputs stay valid WAV. When the
+    container states the stream's exact duration (``exact_duration``), encoder padding that the
+    decoder leaves at the end (ffmpeg 5 keeps up to a frame of AAC padding) is cut off.
     """
     with atomic_path(dest, suffix=".wav") as tmp:
         cmd = [
             "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(src),
             "-map", "0:a:0", "-vn", "-sn", "-dn", "-ac", str(channels), "-ar", str(sample_rate),
-            "-c:a", "pcm_s16le", "-rf64", "auto", "-f", "wav", str(tmp),
+            "-c:a", "pcm_s16le", "-rf64", "auto", "-map_metadata", "-1", "-fflags", "+bitexact",
+            "-flags:a", "+bitexact", "-f", "wav", str(tmp),
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", check=False)
         if proc.returncode != 0:
             raise MediaError(f"ffmpeg could not decode it ({_last_line(proc.stderr)})")
+        if exact_duration:
+            _trim_padding(tmp, round(exact_duration * sample_rate), max_excess=sample_rate // 10)
+
+
+def _trim_padding(wav: Path, frames: int, max_excess: int) -> None:
+    """Cut ``wav`` to ``frames`` if it is longer by at most ``max_excess`` (codec padding)."""
+    import soundfile as sf
+
+    with sf.SoundFile(str(wav), "r+") as fh:
+        if 0 < fh.frames - frames <= max_excess:
+            fh.truncate(frames)
 
 
 @dataclass(frozen=True)

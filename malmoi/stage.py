@@ -86,13 +86,15 @@ class Stage(ABC, Generic[P, R]):
 
     name: ClassVar[str]
     version: ClassVar[str] = "1"  # bump when a code change must recompute finished items
+    unkeyed_params: ClassVar[frozenset[str]] = frozenset()  # params that do not change outputs
     row_type: ClassVar[type[AudioRow]]
 
     def __init__(self, params: P, out_dir: Path):
         self.params = params
         self.out_dir = Path(out_dir)
         self._ready = False
-        self.params_json = params_json(params)
+        self.params_json = params_json(params.model_dump(mode="json",
+                                                         exclude=set(self.unkeyed_params)))
 
     # --- what a stage implements ------------------------------------------------------------
 

@@ -1,0 +1,80 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from malmoi.config import ConfigError, PipelineConfig, load_config, parse_config
+from tests.conftest import REPO, run_malmoi
+
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+
+def test_there_are_configs() -> None:
+    assert any(p.name == "demo.yaml" for p in CONFIGS)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_config_in_the_repo_is_valid(path: Path) -> None:
+    cfg = load_config(path)
+    assert isinstance(cfg, PipelineConfig)
+    assert cfg.name == path.stem
+
+
+def _base(**extra: object) -> dict:
+    data = {"name": "t", "output_dir": "out", "sources": [{"kind": "local", "paths": ["x"]}]}
+    data.update(extra)
+    return data
+
+
+def test_unknown_key_is_named_with_the_allowed_keys() -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(_base(ingest={"smaple_rate": 16000}), origin="x.yaml")
+    msg = str(exc.value)
+    assert "x.yaml: unknown key 'ingest.smaple_rate'" in msg
+    assert "allowed: sample_rate, channels, extensions" in msg
+
+
+def test_unknown_key_inside_a_source_lists_that_source_kinds_keys() -> None:
+    data = _base(sources=[{"kind": "local", "paths": ["x"], "recursiv": False}])
+    with pytest.raises(ConfigError, match=r"unknown key 'sources.0.local.recursiv'; "
+                                          r"allowed: kind, paths, recursive"):
+        parse_config(data)
+
+
+def test_unknown_top_level_key() -> None:
+    with pytest.raises(ConfigError, match=r"unknown key 'separte'; allowed: name, output_dir"):
+        parse_config(_base(separte={}))
+
+
+def test_bad_value_names_the_allowed_values() -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(_base(ingest={"channels": "quad"}))
+    assert "'ingest.channels'" in str(exc.value)
+    assert "'keep', 'mono' or 'stereo'" in str(exc.value)
+
+
+def test_unknown_source_kind_names_the_kinds() -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(_base(sources=[{"kind": "ftp"}]))
+    assert "'local', 'synthetic'" in str(exc.value)
+
+
+def test_missing_key_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="missing required key 'output_dir'"):
+        parse_config({"name": "t", "sources": [{"kind": "local", "paths": ["x"]}]})
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_validate_command_reports_every_problem(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(_base(ingest={"sample_rate": 100, "chanels": "mono"})))
+    proc = run_malmoi("validate", str(REPO / "configs" / "demo.yaml"), str(bad))
+    assert proc.returncode == 1
+    assert "ok:" in proc.stdout
+    assert "unknown key 'ingest.chanels'" in proc.stderr
+    assert "'ingest.sample_rate': Input should be greater than or equal to 8000" in proc.stderr

