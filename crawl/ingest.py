@@ -54,18 +54,32 @@ class IngestStage(Stage[IngestConfig, IngestRow]):
             raise ItemError("zero-length audio (duration 0 s)")
         rel = Path("audio") / f"{item.id}.wav"
         channels = self.out_channels(info.channels)
-        decode_to_wav(item.path, self.out_dir / rel, self.params.sample_rate, channels,
-                      exact_duration=info.stream_duration)
+        decode_to_wav(
+            item.path,
+            self.out_dir / rel,
+            self.params.sample_rate,
+            channels,
+            exact_duration=info.stream_duration,
+        )
         out = wav_info(self.out_dir / rel)
         if out.frames == 0:
             (self.out_dir / rel).unlink(missing_ok=True)
             raise ItemError("decoded to zero samples (empty audio stream)")
         row = IngestRow(
-            id=item.id, parent_id="", path=rel.as_posix(), duration=out.duration,
-            sample_rate=out.sample_rate, channels=out.channels, source=item.source,
-            key=self.key(item), params=self.params_json, source_format=info.format_name,
-            source_codec=info.codec, source_duration=info.duration,
-            source_sample_rate=info.sample_rate, source_channels=info.channels,
+            id=item.id,
+            parent_id="",
+            path=rel.as_posix(),
+            duration=out.duration,
+            sample_rate=out.sample_rate,
+            channels=out.channels,
+            source=item.source,
+            key=self.key(item),
+            params=self.params_json,
+            source_format=info.format_name,
+            source_codec=info.codec,
+            source_duration=info.duration,
+            source_sample_rate=info.sample_rate,
+            source_channels=info.channels,
             has_video=info.has_video,
         )
         return Result(kept=[row])

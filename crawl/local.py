@@ -20,12 +20,14 @@ def file_item(path: Path) -> Item:
     except OSError:
         fingerprint = "missing"
     source = nfc(str(abs_path))
-    return Item(id=root_id(abs_path.stem, source), path=abs_path, source=source,
-                fingerprint=fingerprint)
+    return Item(
+        id=root_id(abs_path.stem, source), path=abs_path, source=source, fingerprint=fingerprint
+    )
 
 
-def discover(paths: Iterable[Path], extensions: Iterable[str], recursive: bool = True
-             ) -> Iterator[Item]:
+def discover(
+    paths: Iterable[Path], extensions: Iterable[str], recursive: bool = True
+) -> Iterator[Item]:
     """Items for ``paths``: a file is taken whatever its ending (so a bad one is reported, not
     ignored); a folder contributes its files with one of ``extensions``, in sorted order."""
     exts = {e.lower().lstrip(".") for e in extensions}
@@ -34,8 +36,11 @@ def discover(paths: Iterable[Path], extensions: Iterable[str], recursive: bool =
         if path.is_dir():
             walker = sorted(_walk(path) if recursive else path.iterdir())
             for child in walker:
-                if child.is_file() and not child.name.startswith(".") and \
-                        child.suffix.lower().lstrip(".") in exts:
+                if (
+                    child.is_file()
+                    and not child.name.startswith(".")
+                    and child.suffix.lower().lstrip(".") in exts
+                ):
                     yield file_item(child)
         else:
             yield file_item(path)

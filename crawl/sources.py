@@ -9,8 +9,9 @@ from malmoi.config import IngestConfig, LocalSource, SyntheticSource
 from malmoi.stage import Item
 
 
-def gather(source: LocalSource | SyntheticSource, raw_dir: Path, ingest: IngestConfig
-           ) -> list[Item]:
+def gather(
+    source: LocalSource | SyntheticSource, raw_dir: Path, ingest: IngestConfig
+) -> list[Item]:
     """The items of one source; generated or downloaded media goes under ``raw_dir``."""
     if isinstance(source, SyntheticSource):
         return [local.file_item(p) for p in synthetic.generate(source, raw_dir / "synthetic")]

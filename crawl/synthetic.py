@@ -90,8 +90,11 @@ def _speech(voices: list[str]) -> tuple[np.ndarray, list[tuple[float, float, str
         for i, text in enumerate(SENTENCES):
             voice = voices[i % len(voices)]
             wav = Path(tmp) / f"{i}.wav"
-            subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(wav), text],
-                           check=True, capture_output=True)
+            subprocess.run(
+                ["espeak-ng", "-v", voice, "-s", "150", "-w", str(wav), text],
+                check=True,
+                capture_output=True,
+            )
             clip = _read_resampled(wav)
             turns.append((t / SAMPLE_RATE, (t + len(clip)) / SAMPLE_RATE, voice, text))
             pause = np.zeros(int(SAMPLE_RATE * (0.4 + 0.3 * (i % 3))), dtype=np.float32)
@@ -104,8 +107,23 @@ def _speech(voices: list[str]) -> tuple[np.ndarray, list[tuple[float, float, str
 def _read_resampled(path: Path) -> np.ndarray:
     """Read a WAV and resample it to :data:`SAMPLE_RATE` mono with ffmpeg."""
     proc = subprocess.run(
-        ["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(path), "-ac", "1", "-ar",
-         str(SAMPLE_RATE), "-f", "f32le", "-"], check=True, capture_output=True,
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-i",
+            str(path),
+            "-ac",
+            "1",
+            "-ar",
+            str(SAMPLE_RATE),
+            "-f",
+            "f32le",
+            "-",
+        ],
+        check=True,
+        capture_output=True,
     )
     return np.frombuffer(proc.stdout, dtype=np.float32).copy()
 
@@ -115,8 +133,12 @@ def _music(n: int) -> np.ndarray:
     sr = SAMPLE_RATE
     t = np.arange(n) / sr
     out = np.zeros(n, dtype=np.float64)
-    chords = [(220.0, 277.18, 329.63), (196.0, 246.94, 293.66), (174.61, 220.0, 261.63),
-              (196.0, 246.94, 311.13)]
+    chords = [
+        (220.0, 277.18, 329.63),
+        (196.0, 246.94, 293.66),
+        (174.61, 220.0, 261.63),
+        (196.0, 246.94, 311.13),
+    ]
     beat = 0.5  # seconds, 120 bpm
     for k, start in enumerate(np.arange(0, n / sr, beat)):
         i0, i1 = int(start * sr), min(n, int((start + beat * 2) * sr))
@@ -129,8 +151,9 @@ def _music(n: int) -> np.ndarray:
         out[i0:i1] += pad
         kick_len = min(i1 - i0, int(0.12 * sr))
         ks = seg[:kick_len]
-        out[i0:i0 + kick_len] += 0.8 * np.sin(2 * np.pi * (50 + 80 * np.exp(-ks * 30)) * ks) \
-            * np.exp(-ks * 25)
+        out[i0 : i0 + kick_len] += (
+            0.8 * np.sin(2 * np.pi * (50 + 80 * np.exp(-ks * 30)) * ks) * np.exp(-ks * 25)
+        )
     return (out / np.max(np.abs(out)) * 0.5).astype(np.float32)
 
 
@@ -153,7 +176,17 @@ def _mux(audio: Path, dest: Path, video: bool, seconds: float) -> None:
             cmd += ["-f", "lavfi", "-i", f"testsrc2=size=320x240:rate=10:duration={seconds:.3f}"]
         cmd += ["-i", str(audio)]
         if video:
-            cmd += ["-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-preset", "ultrafast",
-                    "-pix_fmt", "yuv420p"]
+            cmd += [
+                "-map",
+                "0:v",
+                "-map",
+                "1:a",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-pix_fmt",
+                "yuv420p",
+            ]
         cmd += ["-c:a", "aac", "-b:a", "192k", "-shortest", str(tmp)]
         subprocess.run(cmd, check=True, capture_output=True)

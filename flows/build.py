@@ -17,14 +17,14 @@ from typing import Any
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "malmoi")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from prefect import flow, get_run_logger, task  # noqa: E402
-from prefect.artifacts import create_table_artifact  # noqa: E402
-from prefect.cache_policies import NO_CACHE  # noqa: E402
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
 
-from crawl.ingest import IngestStage  # noqa: E402
-from crawl.sources import gather  # noqa: E402
-from malmoi.config import PipelineConfig, load_config  # noqa: E402
-from malmoi.stage import Item, StageReport  # noqa: E402
+from crawl.ingest import IngestStage
+from crawl.sources import gather
+from malmoi.config import PipelineConfig, load_config
+from malmoi.stage import Item, StageReport
 
 FLOW_NAME = "build-dataset"
 logging.getLogger("malmoi").setLevel(logging.INFO)
@@ -51,11 +51,15 @@ def _report_artifact(cfg: PipelineConfig, reports: list[StageReport]) -> None:
     key = re.sub(r"[^a-z0-9-]+", "-", f"{cfg.name}-stages".lower()).strip("-")
     rows = [{k: v for k, v in asdict(r).items() if k != "failures"} for r in reports]
     create_table_artifact(table=rows, key=key, description=f"Stage counts of {cfg.name}")
-    failures = [{"stage": r.stage, "input": i, "reason": why} for r in reports
-                for i, why in r.failures]
+    failures = [
+        {"stage": r.stage, "input": i, "reason": why} for r in reports for i, why in r.failures
+    ]
     if failures:
-        create_table_artifact(table=failures, key=key.replace("-stages", "-failures"),
-                              description=f"Inputs that failed in this run of {cfg.name}")
+        create_table_artifact(
+            table=failures,
+            key=key.replace("-stages", "-failures"),
+            description=f"Inputs that failed in this run of {cfg.name}",
+        )
 
 
 @flow(name=FLOW_NAME, log_prints=False)
@@ -75,5 +79,8 @@ def build_dataset(config_path: str, retry_failed: bool = False) -> dict[str, Any
 def serve(config_path: str) -> None:
     """Serve the flow as deployment ``build-dataset/<name>`` (blocks until stopped)."""
     cfg = load_config(config_path)
-    build_dataset.serve(name=cfg.name, parameters={"config_path": str(Path(config_path).absolute())},
-                        description=f"Build the {cfg.name} dataset from {config_path}")
+    build_dataset.serve(
+        name=cfg.name,
+        parameters={"config_path": str(Path(config_path).absolute())},
+        description=f"Build the {cfg.name} dataset from {config_path}",
+    )

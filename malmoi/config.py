@@ -174,12 +174,12 @@ def _unwrap(tp: Any) -> Any:
     """Strip Optional/list/Annotated down to a model class, or a {tag: model} dict for unions."""
     while True:
         origin = typing.get_origin(tp)
-        if origin is Annotated:
-            tp = typing.get_args(tp)[0]
-        elif origin in (list, tuple, set):
+        if origin is Annotated or origin in (list, tuple, set):
             tp = typing.get_args(tp)[0]
         elif origin in (Union, types.UnionType):
-            models = [a for a in typing.get_args(tp) if isinstance(a, type) and issubclass(a, BaseModel)]
+            models = [
+                a for a in typing.get_args(tp) if isinstance(a, type) and issubclass(a, BaseModel)
+            ]
             if len(models) == 1:
                 return models[0]
             return {m.model_fields["kind"].default or _tag(m): m for m in models}

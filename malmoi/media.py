@@ -92,9 +92,20 @@ def probe(path: Path) -> ProbeInfo:
     if path.stat().st_size == 0:
         raise MediaError("empty file (0 bytes)")
     proc = subprocess.run(
-        ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams",
-         str(path)],
-        capture_output=True, text=True, errors="replace", check=False,
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_format",
+            "-show_streams",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        check=False,
     )
     if proc.returncode != 0:
         raise MediaError(f"not a readable media file (ffprobe: {_last_line(proc.stderr)})")
@@ -130,8 +141,9 @@ def _float(value: object) -> float | None:
         return None
 
 
-def decode_to_wav(src: Path, dest: Path, sample_rate: int, channels: int,
-                  exact_duration: float | None = None) -> None:
+def decode_to_wav(
+    src: Path, dest: Path, sample_rate: int, channels: int, exact_duration: float | None = None
+) -> None:
     """Decode the first audio stream of ``src`` to 16-bit PCM WAV at ``dest``, atomically.
 
     Large outputs switch to RF64 automatically, so multi-hour inputs stay valid WAV. When the
@@ -140,10 +152,36 @@ def decode_to_wav(src: Path, dest: Path, sample_rate: int, channels: int,
     """
     with atomic_path(dest, suffix=".wav") as tmp:
         cmd = [
-            "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(src),
-            "-map", "0:a:0", "-vn", "-sn", "-dn", "-ac", str(channels), "-ar", str(sample_rate),
-            "-c:a", "pcm_s16le", "-rf64", "auto", "-map_metadata", "-1", "-fflags", "+bitexact",
-            "-flags:a", "+bitexact", "-f", "wav", str(tmp),
+            "ffmpeg",
+            "-nostdin",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-i",
+            str(src),
+            "-map",
+            "0:a:0",
+            "-vn",
+            "-sn",
+            "-dn",
+            "-ac",
+            str(channels),
+            "-ar",
+            str(sample_rate),
+            "-c:a",
+            "pcm_s16le",
+            "-rf64",
+            "auto",
+            "-map_metadata",
+            "-1",
+            "-fflags",
+            "+bitexact",
+            "-flags:a",
+            "+bitexact",
+            "-f",
+            "wav",
+            str(tmp),
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", check=False)
         if proc.returncode != 0:
@@ -179,5 +217,6 @@ def wav_info(path: Path) -> WavInfo:
     import soundfile as sf
 
     info = sf.info(str(path))
-    return WavInfo(frames=int(info.frames), sample_rate=int(info.samplerate),
-                   channels=int(info.channels))
+    return WavInfo(
+        frames=int(info.frames), sample_rate=int(info.samplerate), channels=int(info.channels)
+    )

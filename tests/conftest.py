@@ -37,9 +37,11 @@ def _tools() -> None:
         pytest.exit(f"missing system tools: {missing}; run scripts/bootstrap", returncode=3)
 
 
-def run_malmoi(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-               timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def run_malmoi(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
     """Run the real CLI in a child process."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([*MALMOI, *args], cwd=cwd, env=full_env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [*MALMOI, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )

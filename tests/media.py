@@ -11,7 +11,7 @@ import soundfile as sf
 
 def tone(seconds: float, sr: int = 44100, channels: int = 2, freq: float = 440.0) -> np.ndarray:
     """A sine tone (with a little noise) of exactly ``seconds`` × ``sr`` frames."""
-    n = int(round(seconds * sr))
+    n = round(seconds * sr)
     t = np.arange(n) / sr
     rng = np.random.default_rng(0)
     mono = 0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(n)
@@ -31,16 +31,47 @@ def ffmpeg(*args: str) -> None:
 def mp4_with_audio(path: Path, seconds: float, sr: int = 44100, channels: int = 2) -> Path:
     """An mp4 with an H.264 video track and an AAC audio track of exactly ``seconds``."""
     wav = write_wav(path.with_suffix(".src.wav"), tone(seconds, sr, channels), sr)
-    ffmpeg("-f", "lavfi", "-i", f"testsrc2=size=160x120:rate=10:duration={seconds}",
-           "-i", str(wav), "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-preset",
-           "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", str(path))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc2=size=160x120:rate=10:duration={seconds}",
+        "-i",
+        str(wav),
+        "-map",
+        "0:v",
+        "-map",
+        "1:a",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "128k",
+        str(path),
+    )
     wav.unlink()
     return path
 
 
 def video_only(path: Path, seconds: float = 1.0) -> Path:
-    ffmpeg("-f", "lavfi", "-i", f"testsrc2=size=160x120:rate=10:duration={seconds}",
-           "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc2=size=160x120:rate=10:duration={seconds}",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+        str(path),
+    )
     return path
 
 
@@ -49,8 +80,9 @@ def encode(src_wav: Path, dest: Path, *codec_args: str) -> Path:
     return dest
 
 
-def korean_speech(path: Path, text: str = "안녕하세요. 말모이 시험입니다.",
-                  voice: str = "ko") -> Path:
+def korean_speech(
+    path: Path, text: str = "안녕하세요. 말모이 시험입니다.", voice: str = "ko"
+) -> Path:
     """Korean speech from espeak-ng (22.05 kHz mono WAV)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(["espeak-ng", "-v", voice, "-w", str(path), text], check=True)

@@ -36,8 +36,11 @@ def test_unknown_key_is_named_with_the_allowed_keys() -> None:
 
 def test_unknown_key_inside_a_source_lists_that_source_kinds_keys() -> None:
     data = _base(sources=[{"kind": "local", "paths": ["x"], "recursiv": False}])
-    with pytest.raises(ConfigError, match=r"unknown key 'sources.0.local.recursiv'; "
-                                          r"allowed: kind, paths, recursive"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown key 'sources.0.local.recursiv'; "
+        r"allowed: kind, paths, recursive",
+    ):
         parse_config(data)
 
 

@@ -72,8 +72,7 @@ def test_folder_batch_records_failures_and_goes_on(media: Path, tmp_path: Path) 
     assert all("\n" not in r for r in reasons.values())
 
 
-def test_rerun_processes_nothing_and_changed_params_recompute(media: Path, tmp_path: Path
-                                                              ) -> None:
+def test_rerun_processes_nothing_and_changed_params_recompute(media: Path, tmp_path: Path) -> None:
     items = list(discover([media], IngestConfig().extensions))
     IngestStage(IngestConfig(), tmp_path).run(items)
     again = IngestStage(IngestConfig(), tmp_path).run(items)
@@ -96,20 +95,25 @@ def test_nfd_file_name_is_normalised(tmp_path: Path, media: Path) -> None:
 
 def test_cli_exit_code_zero_with_failure_reason_printed(media: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    proc = run_malmoi("ingest", str(media / "한국어 방송 1회.mp4"), str(media / "corrupt.mp3"),
-                      "--out", str(out))
+    proc = run_malmoi(
+        "ingest", str(media / "한국어 방송 1회.mp4"), str(media / "corrupt.mp3"), "--out", str(out)
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"FAILED {media / 'corrupt.mp3'}: not a readable media file" in proc.stderr
     assert "1 processed, 0 skipped (done before), 1 failed" in proc.stdout
     assert len(read_manifest(out)) == 1 and len(read_manifest(out, "failures.csv")) == 1
-    again = run_malmoi("ingest", str(media / "한국어 방송 1회.mp4"), str(media / "corrupt.mp3"),
-                       "--out", str(out))
+    again = run_malmoi(
+        "ingest", str(media / "한국어 방송 1회.mp4"), str(media / "corrupt.mp3"), "--out", str(out)
+    )
     assert "0 processed, 2 skipped" in again.stdout
 
 
 def test_shared_edge_cases(shared: Path, tmp_path: Path) -> None:
-    files = [shared / "data/ina/0021.mp3", shared / "data/ina/silence2sec.wav",
-             shared / "data/music/audio_example.mp3"]
+    files = [
+        shared / "data/ina/0021.mp3",
+        shared / "data/ina/silence2sec.wav",
+        shared / "data/music/audio_example.mp3",
+    ]
     report = IngestStage(IngestConfig(), tmp_path).run(discover(files, []))
     assert report.failed == 0 and report.processed == 3
     df = read_manifest(tmp_path).set_index("source")

@@ -4,8 +4,17 @@ from malmoi.manifest import MANIFEST, AudioRow, FailureRow, Table, read_manifest
 
 
 def _row(i: int, **kw: object) -> AudioRow:
-    base = dict(id=f"r{i}", parent_id="", path=f"audio/r{i}.wav", duration=1.5, sample_rate=16000,
-                channels=1, source="/x", key="k", params="{}")
+    base = dict(
+        id=f"r{i}",
+        parent_id="",
+        path=f"audio/r{i}.wav",
+        duration=1.5,
+        sample_rate=16000,
+        channels=1,
+        source="/x",
+        key="k",
+        params="{}",
+    )
     base.update(kw)
     return AudioRow(**base)
 
@@ -53,7 +62,16 @@ def test_rejected_rows_carry_a_reason(tmp_path: Path) -> None:
 
 def test_unicode_and_commas_survive(tmp_path: Path) -> None:
     t = Table(tmp_path, FailureRow)
-    t.append([FailureRow(id="깨진,파일", input="/x/깨진, 파일.mp3", stage="ingest",
-                         reason='not "audio"', key="k")])
+    t.append(
+        [
+            FailureRow(
+                id="깨진,파일",
+                input="/x/깨진, 파일.mp3",
+                stage="ingest",
+                reason='not "audio"',
+                key="k",
+            )
+        ]
+    )
     row = t.rows()[0]
     assert row.id == "깨진,파일" and row.reason == 'not "audio"'

