@@ -1,0 +1,150 @@
+"""The build-dataset flow, run through Prefect for real: a temporary server for `malmoi build`,
+and a `prefect server` with a served deployment for `prefect deployment run`."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import soundfile as sf
+import yaml
+
+from malmoi.manifest import read_manifest
+from tests.conftest import REPO, run_malmoi
+from tests.media import mp4_with_audio
+
+PREFECT = str(Path(sys.executable).parent / "prefect")
+
+
+def _local_config(tmp_path: Path, name: str = "flowtest") -> Path:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    mp4_with_audio(raw / "첫 번째 영상.mp4", seconds=3.0)
+    (raw / "broken.mkv").write_bytes(b"\x1aE\xdf\xa3 not a real matroska file" * 10)
+    cfg = {
+        "name": name,
+        "output_dir": str(tmp_path / "out"),
+        "sources": [{"kind": "local", "paths": [str(raw)]}],
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg, allow_unicode=True))
+    return path
+
+
+def test_build_runs_ingest_through_the_flow_and_resumes(tmp_path: Path) -> None:
+    config = _local_config(tmp_path)
+    proc = run_malmoi("build", str(config))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ingest: 1 processed, 0 skipped, 1 failed, 1 kept" in proc.stdout
+    assert "for flow 'build-dataset'" in proc.stderr
+    assert "broken.mkv: not a readable media file" in proc.stderr  # stage logs reach Prefect
+    out = tmp_path / "out/ingest"
+    assert len(read_manifest(out)) == 1 and len(read_manifest(out, "failures.csv")) == 1
+    assert yaml.safe_load((out / "config.yaml").read_text())["name"] == "flowtest"
+    again = run_malmoi("build", str(config))
+    assert again.returncode == 0
+    assert "ingest: 0 processed, 2 skipped, 0 failed, 0 kept" in again.stdout
+
+
+def test_build_with_a_bad_config_names_the_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: x\noutput_dir: o\nsources: [{kind: local, paths: [a]}]\ningest: {rate: 1}\n"
+    )
+    proc = run_malmoi("build", str(bad))
+    assert proc.returncode == 2
+    assert "unknown key 'ingest.rate'; allowed: sample_rate, channels, extensions" in proc.stderr
+
+
+@pytest.mark.slow
+def test_demo_config_builds_from_generated_media(tmp_path: Path) -> None:
+    proc = run_malmoi("build", str(REPO / "configs/demo.yaml"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    raw = tmp_path / "runs/demo/raw/synthetic"
+    assert (raw / "말모이_데모.mp4").is_file()
+    row = read_manifest(tmp_path / "runs/demo/ingest").iloc[0]
+    assert row["has_video"] and row["channels"] == 2 and row["sample_rate"] == 44100
+    reference = sf.info(str(raw / "reference/speech.wav"))
+    assert abs(row["duration"] - reference.frames / reference.samplerate) <= 0.010
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_deployment_run_on_a_real_prefect_server(tmp_path: Path) -> None:
+    """`prefect server start`, `malmoi serve`, then `prefect deployment run
+    'build-dataset/<name>' --watch`, as a user does; the run must end Completed."""
+    config = _local_config(tmp_path, name="served")
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    procs = []
+    try:
+        server = subprocess.Popen(
+            [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=(logs / "server.log").open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        procs.append(server)
+        _wait_for(lambda: requests.get(f"{env['PREFECT_API_URL']}/health", timeout=2).ok, 120)
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "malmoi", "serve", str(config)],
+            env=env,
+            cwd=tmp_path,
+            stdout=(logs / "serve.log").open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        procs.append(serve)
+        _wait_for(
+            lambda: (
+                "build-dataset/served"
+                in subprocess.run(
+                    [PREFECT, "deployment", "ls"], env=env, capture_output=True, text=True
+                ).stdout
+            ),
+            120,
+        )
+        run = subprocess.run(
+            [PREFECT, "deployment", "run", "build-dataset/served", "--watch"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert run.returncode == 0, run.stdout[-2000:] + (logs / "serve.log").read_text()[-2000:]
+        assert "Completed" in run.stdout
+        assert len(read_manifest(tmp_path / "out/ingest")) == 1
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def _wait_for(check, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"gave up after {seconds} s")
