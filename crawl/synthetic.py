@@ -76,7 +76,7 @@ def generate(source: SyntheticSource, raw_dir: Path) -> list[Path]:
     with tempfile.TemporaryDirectory() as tmp:
         mix_wav = Path(tmp) / "mix.wav"
         _write_wav(mix_wav, mix * scale)
-        _mux(mix_wav, media, video=source.video, seconds=len(mix) / SAMPLE_RATE)
+        mux(media, len(mix) / SAMPLE_RATE, mix_wav, video=source.video)
     log.info("demo media written: %s (%.1f s)", media, len(mix) / SAMPLE_RATE)
     return [media]
 
@@ -168,25 +168,19 @@ def _write_wav(path: Path, audio: np.ndarray) -> None:
         sf.write(str(tmp), audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
 
 
-def _mux(audio: Path, dest: Path, video: bool, seconds: float) -> None:
-    """Encode ``audio`` as AAC into ``dest`` (mp4 with a plain video track, or m4a)."""
+def mux(dest: Path, seconds: float, audio: Path | None, video: bool = True) -> Path:
+    """Write ``dest`` atomically: ``audio`` (a WAV) encoded as AAC, with a test-pattern H.264
+    video track of ``seconds`` when ``video`` (an mp4 as crawled videos are), else audio only
+    (m4a). With ``audio=None`` the file has video and no sound."""
+    video_in = ["-f", "lavfi", "-i", f"testsrc2=size=320x240:rate=10:duration={seconds:.3f}"]
+    video_out = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
     with atomic_path(dest) as tmp:
         cmd = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y"]
-        if video:
-            cmd += ["-f", "lavfi", "-i", f"testsrc2=size=320x240:rate=10:duration={seconds:.3f}"]
-        cmd += ["-i", str(audio)]
-        if video:
-            cmd += [
-                "-map",
-                "0:v",
-                "-map",
-                "1:a",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-pix_fmt",
-                "yuv420p",
-            ]
-        cmd += ["-c:a", "aac", "-b:a", "192k", "-shortest", str(tmp)]
-        subprocess.run(cmd, check=True, capture_output=True)
+        cmd += video_in if video else []
+        cmd += ["-i", str(audio)] if audio is not None else []
+        if video and audio is not None:
+            cmd += ["-map", "0:v", "-map", "1:a"]
+        cmd += video_out if video else []
+        cmd += ["-c:a", "aac", "-b:a", "192k"] if audio is not None else []
+        subprocess.run([*cmd, str(tmp)], check=True, capture_output=True)
+    return dest

@@ -137,10 +137,8 @@ class Table:
 
     def rows(self) -> list[Row]:
         """All records as typed rows, one per id (the last written wins)."""
-        latest: dict[str, dict[str, Any]] = {}
-        for rec in self.read():
-            latest[rec["id"]] = rec
-        return [self.row_type.model_validate(_typed(self.row_type, r)) for r in latest.values()]
+        records = read_records(self.path)
+        return [self.row_type.model_validate(_typed(self.row_type, r)) for r in records]
 
     def append(self, rows: Iterable[Row]) -> None:
         """Append rows and flush them to disk."""
@@ -180,7 +178,18 @@ class Table:
 
 
 def _parse(text: str) -> list[dict[str, Any]]:
-    return list(csv.DictReader(io.StringIO(text)))
+    return [r for r in csv.DictReader(io.StringIO(text)) if None not in r.values()]
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """A table's rows as dicts of strings, read-only (a torn last row is left out), one per id
+    (the last written wins)."""
+    if not path.exists():
+        return []
+    latest: dict[str, dict[str, Any]] = {}
+    for rec in _parse(path.read_text(encoding="utf-8")):
+        latest[rec["id"]] = rec
+    return list(latest.values())
 
 
 def _typed(row_type: type[Row], rec: dict[str, Any]) -> dict[str, Any]:

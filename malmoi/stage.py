@@ -25,11 +25,13 @@ from pydantic import BaseModel
 from malmoi.errors import ItemError
 from malmoi.logs import get_logger
 from malmoi.manifest import (
+    MANIFEST,
     AudioRow,
     FailureRow,
     ProgressRow,
     Table,
     params_json,
+    read_records,
     rejected_model,
 )
 from malmoi.media import atomic_write_text
@@ -241,6 +243,27 @@ class Stage(ABC, Generic[P, R]):
         rejected_t.keep_only({i for p in ok for i in json.loads(p.rejected)})
         failures_t.keep_only({p.id for p in progress.values() if p.status == "failed"})
         progress_t.keep_only(set(progress))
+
+
+def items_from(stage_dir: Path) -> list[Item]:
+    """The next stage's inputs: one item per row of ``stage_dir``'s ``manifest.csv``.
+
+    An item's fingerprint is its row's ``key``, so changing an earlier stage's parameters (or
+    its input) changes the keys after it, and the later stages recompute; changing a later
+    stage's parameters leaves the earlier ones alone.
+    """
+    items = []
+    for rec in read_records(stage_dir / MANIFEST):
+        items.append(
+            Item(
+                id=rec["id"],
+                path=(stage_dir / rec["path"]).absolute(),
+                source=rec["source"],
+                fingerprint=rec["key"],
+                row=rec,
+            )
+        )
+    return items
 
 
 def _one_line(exc: BaseException) -> str:

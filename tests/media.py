@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from crawl.synthetic import mux
+
 
 def tone(seconds: float, sr: int = 44100, channels: int = 2, freq: float = 440.0) -> np.ndarray:
     """A sine tone (with a little noise) of exactly ``seconds`` × ``sr`` frames."""
@@ -31,48 +33,13 @@ def ffmpeg(*args: str) -> None:
 def mp4_with_audio(path: Path, seconds: float, sr: int = 44100, channels: int = 2) -> Path:
     """An mp4 with an H.264 video track and an AAC audio track of exactly ``seconds``."""
     wav = write_wav(path.with_suffix(".src.wav"), tone(seconds, sr, channels), sr)
-    ffmpeg(
-        "-f",
-        "lavfi",
-        "-i",
-        f"testsrc2=size=160x120:rate=10:duration={seconds}",
-        "-i",
-        str(wav),
-        "-map",
-        "0:v",
-        "-map",
-        "1:a",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-pix_fmt",
-        "yuv420p",
-        "-c:a",
-        "aac",
-        "-b:a",
-        "128k",
-        str(path),
-    )
+    mux(path, seconds, wav)
     wav.unlink()
     return path
 
 
 def video_only(path: Path, seconds: float = 1.0) -> Path:
-    ffmpeg(
-        "-f",
-        "lavfi",
-        "-i",
-        f"testsrc2=size=160x120:rate=10:duration={seconds}",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-pix_fmt",
-        "yuv420p",
-        str(path),
-    )
-    return path
+    return mux(path, seconds, audio=None)
 
 
 def encode(src_wav: Path, dest: Path, *codec_args: str) -> Path:

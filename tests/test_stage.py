@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from malmoi.errors import ItemError
 from malmoi.manifest import AudioRow, read_manifest
 from malmoi.media import atomic_write_text
-from malmoi.stage import Item, Result, Stage
+from malmoi.stage import Item, Result, Stage, items_from
 
 
 class Params(BaseModel):
@@ -119,3 +119,21 @@ def test_retry_failed(inputs: Path, tmp_path: Path) -> None:
 def test_config_is_written_beside_the_manifest(inputs: Path, tmp_path: Path) -> None:
     CopyStage(Params(factor=3), tmp_path / "out").run(_items(inputs))
     assert "factor: 3" in (tmp_path / "out/config.yaml").read_text()
+
+
+def test_upstream_param_change_recomputes_downstream_not_the_reverse(
+    inputs: Path, tmp_path: Path
+) -> None:
+    """Two stages chained through the manifest (items_from): the contract of the pipeline."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    CopyStage(Params(), first).run(_items(inputs))
+    report = CopyStage(Params(), second).run(items_from(first))
+    assert report.processed == 2
+    # the later stage's parameters change: only it recomputes
+    assert CopyStage(Params(), first).run(_items(inputs)).processed == 0
+    assert CopyStage(Params(factor=2), second).run(items_from(first)).processed == 2
+    # the earlier stage's parameters change: it and the later one recompute
+    assert CopyStage(Params(factor=3), first).run(_items(inputs)).processed == 2
+    report = CopyStage(Params(factor=2), second).run(items_from(first))
+    assert report.processed == 2 and report.skipped == 0
+    assert (second / "out/a.copy.txt").read_text() == "aaaa" * 3 * 2
