@@ -19,7 +19,7 @@ import numpy as np
 
 from malmoi.config import SyntheticSource
 from malmoi.logs import get_logger
-from malmoi.media import atomic_path, atomic_write_text, require_ffmpeg
+from malmoi.media import atomic_path, atomic_write_text, read_audio, require_ffmpeg
 
 log = get_logger(__name__)
 
@@ -53,7 +53,7 @@ def generate(source: SyntheticSource, raw_dir: Path) -> list[Path]:
         return [media]
     raw_dir.mkdir(parents=True, exist_ok=True)
     speech, turns = _speech(source.voices)
-    music = _music(len(speech) + SAMPLE_RATE)  # a second of outro
+    music = music_bed(len(speech) + SAMPLE_RATE)  # a second of outro
     speech = np.pad(speech, (SAMPLE_RATE // 2, len(music) - len(speech) - SAMPLE_RATE // 2))
     gain = _rms(speech) / max(_rms(music), 1e-9) * 10 ** (source.music_gain_db / 20)
     music_st = np.stack([music * 0.9, music * 1.1], axis=1) * gain  # a little stereo width
@@ -95,7 +95,7 @@ def _speech(voices: list[str]) -> tuple[np.ndarray, list[tuple[float, float, str
                 check=True,
                 capture_output=True,
             )
-            clip = _read_resampled(wav)
+            clip = read_audio(wav, SAMPLE_RATE)
             turns.append((t / SAMPLE_RATE, (t + len(clip)) / SAMPLE_RATE, voice, text))
             pause = np.zeros(int(SAMPLE_RATE * (0.4 + 0.3 * (i % 3))), dtype=np.float32)
             parts += [clip, pause]
@@ -104,31 +104,7 @@ def _speech(voices: list[str]) -> tuple[np.ndarray, list[tuple[float, float, str
     return speech / max(float(np.max(np.abs(speech))), 1e-9) * 0.5, turns
 
 
-def _read_resampled(path: Path) -> np.ndarray:
-    """Read a WAV and resample it to :data:`SAMPLE_RATE` mono with ffmpeg."""
-    proc = subprocess.run(
-        [
-            "ffmpeg",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-i",
-            str(path),
-            "-ac",
-            "1",
-            "-ar",
-            str(SAMPLE_RATE),
-            "-f",
-            "f32le",
-            "-",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return np.frombuffer(proc.stdout, dtype=np.float32).copy()
-
-
-def _music(n: int) -> np.ndarray:
+def music_bed(n: int) -> np.ndarray:
     """A deterministic music bed: a four-chord progression with plucked notes and a beat."""
     sr = SAMPLE_RATE
     t = np.arange(n) / sr

@@ -24,7 +24,8 @@ from prefect.cache_policies import NO_CACHE
 from crawl.ingest import IngestStage
 from crawl.sources import gather
 from malmoi.config import PipelineConfig, load_config
-from malmoi.stage import Item, StageReport
+from malmoi.stage import Item, StageReport, items_from
+from separate.stage import SeparateStage
 
 FLOW_NAME = "build-dataset"
 logging.getLogger("malmoi").setLevel(logging.INFO)
@@ -45,6 +46,13 @@ def ingest(cfg: PipelineConfig, items: list[Item], retry_failed: bool) -> StageR
     """Decode every input to the working WAV format (see :mod:`crawl.ingest`)."""
     stage = IngestStage(cfg.ingest, cfg.stage_dir("ingest"))
     return stage.run(items, retry_failed=retry_failed, config=cfg)
+
+
+@task(name="separate", retries=1, retry_delay_seconds=10, cache_policy=NO_CACHE)
+def separate(cfg: PipelineConfig, retry_failed: bool) -> StageReport:
+    """Split every ingested file into vocals and accompaniment (see :mod:`separate.stage`)."""
+    stage = SeparateStage(cfg.separate, cfg.stage_dir("separate"), models=cfg.models)
+    return stage.run(items_from(cfg.stage_dir("ingest")), retry_failed=retry_failed, config=cfg)
 
 
 def _report_artifact(cfg: PipelineConfig, reports: list[StageReport]) -> None:
@@ -70,6 +78,7 @@ def build_dataset(config_path: str, retry_failed: bool = False) -> dict[str, Any
     logger.info("building %s into %s", cfg.name, Path(cfg.output_dir).absolute())
     items = gather_sources(cfg)
     reports = [ingest(cfg, items, retry_failed)]
+    reports.append(separate(cfg, retry_failed))
     _report_artifact(cfg, reports)
     for report in reports:
         logger.info(report.summary())

@@ -25,12 +25,30 @@ models_app = typer.Typer(
     help="List and fetch model weights (Spleeter, inaSpeechSegmenter…).", no_args_is_help=True
 )
 app.add_typer(models_app, name="models")
+eval_app = typer.Typer(
+    help="Measure the quality of a stage on data with known answers.", no_args_is_help=True
+)
+app.add_typer(eval_app, name="eval")
 
 
 class Channels(StrEnum):
     keep = "keep"
     mono = "mono"
     stereo = "stereo"
+
+
+class Engine(StrEnum):
+    spleeter = "spleeter"
+    repet = "repet"
+
+
+class Codec(StrEnum):
+    wav = "wav"
+    flac = "flac"
+    mp3 = "mp3"
+    ogg = "ogg"
+    m4a = "m4a"
+    wma = "wma"
 
 
 class ModelSource(StrEnum):
@@ -77,6 +95,48 @@ def ingest(
     typer.echo(f"manifest: {out / 'manifest.csv'}")
     if report.failed:
         typer.echo(f"failures: {out / 'failures.csv'}")
+
+
+@app.command()
+def separate(
+    inputs: Annotated[list[Path], typer.Argument(help="Audio/video files or folders.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder of the stage.")],
+    engine: Annotated[Engine, typer.Option(help="Separation engine.")] = Engine.spleeter,
+    codec: Annotated[Codec, typer.Option(help="Format of the stems.")] = Codec.wav,
+    chunk_seconds: Annotated[
+        float, typer.Option(help="Chunk length in seconds (0: whole file at once).")
+    ] = 30.0,
+    threads: Annotated[int, typer.Option(help="TensorFlow threads (0: all cores).")] = 0,
+    retry_failed: RetryFailed = False,
+    verbose: Verbose = False,
+) -> None:
+    """Split inputs into vocals and accompaniment: OUT/<id>/vocals.<codec>, accompaniment.<codec>.
+
+    Inputs are decoded first (into OUT/ingest/), so video files work too.
+    """
+    setup_cli_logging(verbose)
+    from crawl.ingest import IngestStage
+    from crawl.local import discover
+    from malmoi.config import IngestConfig, SeparateConfig
+    from malmoi.models import ModelUnavailable
+    from malmoi.stage import items_from
+    from separate.stage import SeparateStage
+
+    ingest_params = IngestConfig()
+    ingest_dir = out / "ingest"
+    first = IngestStage(ingest_params, ingest_dir).run(
+        discover(inputs, ingest_params.extensions), retry_failed=retry_failed
+    )
+    params = SeparateConfig(
+        engine=engine.value, codec=codec.value, chunk_seconds=chunk_seconds, threads=threads
+    )
+    try:
+        report = SeparateStage(params, out).run(items_from(ingest_dir), retry_failed=retry_failed)
+    except ModelUnavailable as exc:
+        _fail(str(exc), code=1)
+    typer.echo(first.summary())
+    typer.echo(report.summary())
+    typer.echo(f"manifest: {out / 'manifest.csv'}")
 
 
 @app.command()
@@ -180,6 +240,47 @@ def models_fetch(
             typer.echo(f"error: {exc}", err=True)
     if failed:
         raise typer.Exit(1)
+
+
+@eval_app.command("separation")
+def eval_separation(
+    mixtures: Annotated[Path, typer.Option(help="Folder of the mixtures (built there if absent).")],
+    out: Annotated[Path, typer.Option(help="Where stems, table and plot go.")] = Path(
+        "runs/eval-separation"
+    ),
+    shared: Annotated[Path, typer.Option(help="The shared data folder.")] = Path("../shared"),
+    engine: Annotated[
+        list[Engine] | None,
+        typer.Option(help="Engines to score (default: all)."),
+    ] = None,
+    seconds: Annotated[float, typer.Option(help="Length of each mixture.")] = 30.0,
+    verbose: Verbose = False,
+) -> None:
+    """Score separation engines on speech+music and speech+noise mixtures (0 and -5 dB):
+    SI-SDR, its improvement over the mixture, and SNR of the vocals."""
+    setup_cli_logging(verbose)
+    import csv
+    from dataclasses import asdict
+
+    from malmoi.config import SeparateConfig
+    from separate.evaluate import build_mixtures, evaluate, plot, table
+    from separate.stage import make_engine
+
+    names = [e.value for e in engine] if engine else [e.value for e in Engine]
+    mixes = build_mixtures(shared, mixtures, seconds=seconds)
+    engines = {n: make_engine(SeparateConfig(engine=n)) for n in names}
+    scores = evaluate(engines, mixes, out)
+    text = table(scores)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "separation.md").write_text(text + "\n", encoding="utf-8")
+    with (out / "separation.csv").open("w", newline="", encoding="utf-8") as fh:
+        rows = [asdict(s) | {"improvement": s.improvement} for s in scores]
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    plot(mixes[0], names, out, out / "separation.png")
+    typer.echo(text)
+    typer.echo(f"table: {out / 'separation.csv'}; plot: {out / 'separation.png'}")
 
 
 def _store(config: Path | None):  # -> ModelStore

@@ -70,6 +70,22 @@ class IngestConfig(StrictModel):
     )
 
 
+class SeparateConfig(StrictModel):
+    """Split each input into vocals and background (accompaniment)."""
+
+    engine: Literal["spleeter", "repet"] = Field(
+        "spleeter", description="spleeter: Spleeter 2stems; repet: REPET-SIM, no weights"
+    )
+    codec: Literal["wav", "flac", "mp3", "ogg", "m4a", "wma"] = Field(
+        "wav", description="file format of the stems; wav (32-bit float) loses nothing"
+    )
+    chunk_seconds: float = Field(
+        30.0, ge=0, description="process in chunks of about this length (0: the whole file)"
+    )
+    overlap_seconds: float = Field(2.0, ge=0, description="cross-fade between chunks (repet)")
+    threads: int = Field(0, ge=0, description="TensorFlow threads (0: all cores)")
+
+
 class ModelsConfig(StrictModel):
     """Where model weights are kept and looked for."""
 
@@ -93,6 +109,7 @@ class PipelineConfig(StrictModel):
     output_dir: Path = Field(description="every stage writes into a sub-folder of this")
     sources: list[Source] = Field(min_length=1)
     ingest: IngestConfig = IngestConfig()
+    separate: SeparateConfig = SeparateConfig()
     models: ModelsConfig = ModelsConfig()
 
     def stage_dir(self, stage: str) -> Path:

@@ -26,6 +26,15 @@ class MediaError(ItemError):
 # --- atomic writes ---------------------------------------------------------------------------
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(dest: Path, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; on success rename it onto ``dest``.
@@ -41,6 +50,7 @@ def atomic_path(dest: Path, suffix: str | None = None) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, _FILE_MODE)  # mkstemp makes it private; a dataset is for sharing
         os.replace(tmp_path, dest)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -220,3 +230,81 @@ def wav_info(path: Path) -> WavInfo:
     return WavInfo(
         frames=int(info.frames), sample_rate=int(info.samplerate), channels=int(info.channels)
     )
+
+
+CODEC_ARGS: dict[str, list[str]] = {
+    "flac": ["-c:a", "flac", "-sample_fmt", "s32"],
+    "mp3": ["-c:a", "libmp3lame", "-q:a", "2"],
+    "ogg": ["-c:a", "libvorbis", "-q:a", "6"],
+    "m4a": ["-c:a", "aac", "-b:a", "256k"],
+    "wma": ["-c:a", "wmav2", "-b:a", "256k", "-f", "asf"],
+}
+
+
+def encode(src_wav: Path, dest: Path, codec: str) -> None:
+    """Encode a WAV to ``codec`` (flac, mp3, ogg, m4a, wma) at ``dest``, atomically."""
+    with atomic_path(dest) as tmp:
+        cmd = [
+            "ffmpeg",
+            "-nostdin",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-i",
+            str(src_wav),
+            *CODEC_ARGS[codec],
+            str(tmp),
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", check=False)
+        if proc.returncode != 0:
+            raise MediaError(f"ffmpeg could not encode {codec} ({_last_line(proc.stderr)})")
+
+
+def energy(path: Path, block_frames: int = 1 << 20) -> tuple[float, int]:
+    """Sum of squared samples (all channels) and frame count, read block by block."""
+    import numpy as np
+    import soundfile as sf
+
+    total, frames = 0.0, 0
+    with sf.SoundFile(str(path)) as fh:
+        for block in fh.blocks(blocksize=block_frames, dtype="float32", always_2d=True):
+            total += float(np.sum(np.square(block, dtype=np.float64)))
+            frames += len(block)
+        channels = fh.channels
+    return total / max(channels, 1), frames
+
+
+def read_audio(path: Path, sample_rate: int, mono: bool = True):  # -> numpy.ndarray
+    """Decode a (short) file with ffmpeg to float32 at ``sample_rate``: (n,) if ``mono`` else
+    (n, channels). Loads it all: for clips, references and tests, not for long inputs."""
+    import numpy as np
+
+    channels = 1 if mono else (probe(path).channels or 1)
+    proc = subprocess.run(
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-i",
+            str(path),
+            "-map",
+            "0:a:0",
+            "-ac",
+            str(channels),
+            "-ar",
+            str(sample_rate),
+            "-f",
+            "f32le",
+            "-",
+        ],
+        capture_output=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise MediaError(
+            f"ffmpeg could not decode it ({_last_line(proc.stderr.decode(errors='replace'))})"
+        )
+    audio = np.frombuffer(proc.stdout, dtype=np.float32).copy()
+    return audio if mono else audio.reshape(-1, channels)

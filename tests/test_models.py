@@ -50,11 +50,12 @@ SEPARATE_SCRIPT = textwrap.dedent("""
     import numpy as np
     from spleeter.separator import Separator
     from tests.media import korean_speech
-    from crawl.synthetic import _music, _read_resampled
+    from crawl.synthetic import music_bed
+    from malmoi.media import read_audio
     from pathlib import Path
 
-    speech = _read_resampled(korean_speech(Path(sys.argv[1]) / "ko.wav"))
-    music = _music(len(speech))
+    speech = read_audio(korean_speech(Path(sys.argv[1]) / "ko.wav"), 44100)
+    music = music_bed(len(speech))
     music *= np.sqrt(np.mean(speech ** 2) / np.mean(music ** 2))  # 0 dB
     mix = np.stack([speech + music] * 2, axis=1).astype(np.float32)
     out = Separator("spleeter:2stems", multiprocess=False).separate(mix)
