@@ -65,16 +65,14 @@ class IngestStage(Stage[IngestConfig, IngestRow]):
         if out.frames == 0:
             (self.out_dir / rel).unlink(missing_ok=True)
             raise ItemError("decoded to zero samples (empty audio stream)")
-        row = IngestRow(
+        row = self.make_row(
+            item,
             id=item.id,
             parent_id="",
             path=rel.as_posix(),
-            duration=out.duration,
+            frames=out.frames,
             sample_rate=out.sample_rate,
             channels=out.channels,
-            source=item.source,
-            key=self.key(item),
-            params=self.params_json,
             source_format=info.format_name,
             source_codec=info.codec,
             source_duration=info.duration,

@@ -161,41 +161,35 @@ def decode_to_wav(
     decoder leaves at the end (ffmpeg 5 keeps up to a frame of AAC padding) is cut off.
     """
     with atomic_path(dest, suffix=".wav") as tmp:
-        cmd = [
-            "ffmpeg",
-            "-nostdin",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-i",
-            str(src),
-            "-map",
-            "0:a:0",
-            "-vn",
-            "-sn",
-            "-dn",
-            "-ac",
-            str(channels),
-            "-ar",
-            str(sample_rate),
-            "-c:a",
-            "pcm_s16le",
-            "-rf64",
-            "auto",
-            "-map_metadata",
-            "-1",
-            "-fflags",
-            "+bitexact",
-            "-flags:a",
-            "+bitexact",
-            "-f",
-            "wav",
-            str(tmp),
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", check=False)
-        if proc.returncode != 0:
-            raise MediaError(f"ffmpeg could not decode it ({_last_line(proc.stderr)})")
+        run_ffmpeg(
+            [
+                "-i",
+                str(src),
+                "-map",
+                "0:a:0",
+                "-vn",
+                "-sn",
+                "-dn",
+                "-ac",
+                str(channels),
+                "-ar",
+                str(sample_rate),
+                "-c:a",
+                "pcm_s16le",
+                "-rf64",
+                "auto",
+                "-map_metadata",
+                "-1",
+                "-fflags",
+                "+bitexact",
+                "-flags:a",
+                "+bitexact",
+                "-f",
+                "wav",
+                str(tmp),
+            ],
+            "ffmpeg could not decode it",
+        )
         if exact_duration:
             _trim_padding(tmp, round(exact_duration * sample_rate), max_excess=sample_rate // 10)
 
@@ -244,21 +238,21 @@ CODEC_ARGS: dict[str, list[str]] = {
 def encode(src_wav: Path, dest: Path, codec: str) -> None:
     """Encode a WAV to ``codec`` (flac, mp3, ogg, m4a, wma) at ``dest``, atomically."""
     with atomic_path(dest) as tmp:
-        cmd = [
-            "ffmpeg",
-            "-nostdin",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-i",
-            str(src_wav),
-            *CODEC_ARGS[codec],
-            str(tmp),
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", check=False)
-        if proc.returncode != 0:
-            raise MediaError(f"ffmpeg could not encode {codec} ({_last_line(proc.stderr)})")
+        run_ffmpeg(
+            ["-i", str(src_wav), *CODEC_ARGS[codec], str(tmp)], f"ffmpeg could not encode {codec}"
+        )
+
+
+def run_ffmpeg(args: list[str], failure: str) -> bytes:
+    """Run ffmpeg quietly; return its stdout; raise :class:`MediaError` ``failure (reason)``."""
+    proc = subprocess.run(
+        ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args],
+        capture_output=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise MediaError(f"{failure} ({_last_line(proc.stderr.decode(errors='replace'))})")
+    return proc.stdout
 
 
 def energy(path: Path, block_frames: int = 1 << 20) -> tuple[float, int]:
@@ -281,12 +275,8 @@ def read_audio(path: Path, sample_rate: int, mono: bool = True):  # -> numpy.nda
     import numpy as np
 
     channels = 1 if mono else (probe(path).channels or 1)
-    proc = subprocess.run(
+    out = run_ffmpeg(
         [
-            "ffmpeg",
-            "-nostdin",
-            "-loglevel",
-            "error",
             "-i",
             str(path),
             "-map",
@@ -299,12 +289,7 @@ def read_audio(path: Path, sample_rate: int, mono: bool = True):  # -> numpy.nda
             "f32le",
             "-",
         ],
-        capture_output=True,
-        check=False,
+        "ffmpeg could not decode it",
     )
-    if proc.returncode != 0:
-        raise MediaError(
-            f"ffmpeg could not decode it ({_last_line(proc.stderr.decode(errors='replace'))})"
-        )
-    audio = np.frombuffer(proc.stdout, dtype=np.float32).copy()
+    audio = np.frombuffer(out, dtype=np.float32).copy()
     return audio if mono else audio.reshape(-1, channels)

@@ -111,6 +111,33 @@ class Stage(ABC, Generic[P, R]):
         Raise :class:`ItemError` (or any exception) for an input that cannot be processed.
         """
 
+    def make_row(
+        self,
+        item: Item,
+        *,
+        id: str,
+        path: str,
+        frames: int,
+        sample_rate: int,
+        channels: int,
+        parent_id: str | None = None,
+        **measurements: object,
+    ) -> R:
+        """A row of this stage for an output of ``item``: lineage, key and parameters filled
+        in; ``parent_id`` defaults to the item's id; ``path`` is relative to ``out_dir``."""
+        return self.row_type(  # type: ignore[return-value]
+            id=id,
+            parent_id=item.id if parent_id is None else parent_id,
+            path=path,
+            duration=frames / sample_rate if sample_rate else 0.0,
+            sample_rate=sample_rate,
+            channels=channels,
+            source=item.source,
+            key=self.key(item),
+            params=self.params_json,
+            **measurements,
+        )
+
     # --- the loop ---------------------------------------------------------------------------
 
     def key(self, item: Item) -> str:

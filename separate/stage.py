@@ -88,16 +88,13 @@ class SeparateStage(Stage[SeparateConfig, SeparateRow]):
         for s in stems:
             rms = math.sqrt(energies[s] / max(info.frames, 1))
             rows.append(
-                SeparateRow(
+                self.make_row(
+                    item,
                     id=child_id(item.id, s),
-                    parent_id=item.id,
                     path=f"{item.id}/{s}.{codec}",
-                    duration=info.duration,
+                    frames=info.frames,
                     sample_rate=info.sample_rate,
                     channels=info.channels,
-                    source=item.source,
-                    key=self.key(item),
-                    params=self.params_json,
                     stem=s,
                     engine=self.params.engine,
                     codec=codec,
