@@ -320,12 +320,12 @@ class ModelStore:
 
     def _install_from(self, spec: ModelSpec, src: Path, label: str, prefix: str = "") -> None:
         """Copy ``spec``'s files out of a folder, a single file, a zip/wheel or a tar archive,
-        verify them, and move the complete folder into the store in one rename."""
+        verify them all, then rename each into the store."""
         if not src.exists():
             raise ModelUnavailable(f"{src}: no such file or folder")
         dest = self.root / spec.subdir
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+        dest.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging.", dir=dest))
         try:
             wanted = {f.name for f in spec.files}
             found = _extract(src, wanted, staging, prefix)
@@ -335,11 +335,10 @@ class ModelStore:
             bad = _check(staging, spec.files)
             if bad is not None:
                 raise ModelUnavailable(f"{label}: {bad}")
-            for marker, content in spec.marker_files.items():
-                (staging / marker).write_text(content)
-            if dest.exists():
-                shutil.rmtree(dest)
-            os.replace(staging, dest)
+            dest.mkdir(parents=True, exist_ok=True)
+            for f in spec.files:  # file by file: models may share a folder
+                os.replace(staging / f.name, dest / f.name)
+            self._write_markers(spec)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
