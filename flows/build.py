@@ -25,6 +25,7 @@ from crawl.ingest import IngestStage
 from crawl.sources import gather
 from malmoi.config import PipelineConfig, load_config
 from malmoi.stage import Item, StageReport, items_from
+from segment.stage import SegmentStage
 from separate.stage import SeparateStage
 
 FLOW_NAME = "build-dataset"
@@ -55,6 +56,14 @@ def separate(cfg: PipelineConfig, retry_failed: bool) -> StageReport:
     return stage.run(items_from(cfg.stage_dir("ingest")), retry_failed=retry_failed, config=cfg)
 
 
+@task(name="segment", retries=1, retry_delay_seconds=10, cache_policy=NO_CACHE)
+def segment(cfg: PipelineConfig, retry_failed: bool) -> StageReport:
+    """Find speech and gender in the vocals and cut slices (see :mod:`segment.stage`)."""
+    stage = SegmentStage(cfg.segment, cfg.stage_dir("segment"), models=cfg.models)
+    items = items_from(cfg.stage_dir("separate"), stem="vocals")
+    return stage.run(items, retry_failed=retry_failed, config=cfg)
+
+
 def _report_artifact(cfg: PipelineConfig, reports: list[StageReport]) -> None:
     key = re.sub(r"[^a-z0-9-]+", "-", f"{cfg.name}-stages".lower()).strip("-")
     rows = [{k: v for k, v in asdict(r).items() if k != "failures"} for r in reports]
@@ -79,6 +88,7 @@ def build_dataset(config_path: str, retry_failed: bool = False) -> dict[str, Any
     items = gather_sources(cfg)
     reports = [ingest(cfg, items, retry_failed)]
     reports.append(separate(cfg, retry_failed))
+    reports.append(segment(cfg, retry_failed))
     _report_artifact(cfg, reports)
     for report in reports:
         logger.info(report.summary())

@@ -51,6 +51,21 @@ class Codec(StrEnum):
     wma = "wma"
 
 
+class Gender(StrEnum):
+    male = "male"
+    female = "female"
+    any = "any"
+
+
+class GenderEngine(StrEnum):
+    ina = "ina"
+    embedding = "embedding"
+
+
+class SpeechEngine(StrEnum):
+    ina = "ina"
+
+
 class ModelSource(StrEnum):
     local = "local"
     official = "official"
@@ -137,6 +152,82 @@ def separate(
     typer.echo(first.summary())
     typer.echo(report.summary())
     typer.echo(f"manifest: {out / 'manifest.csv'}")
+
+
+@app.command()
+def segment(
+    inputs: Annotated[list[Path], typer.Argument(help="Audio/video files or folders.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder of the stage.")],
+    gender: Annotated[Gender, typer.Option(help="Slices of this gender are kept.")] = Gender.any,
+    min_duration: Annotated[float, typer.Option(help="Shortest slice, seconds.")] = 1.0,
+    max_duration: Annotated[float, typer.Option(help="Longest slice, seconds.")] = 15.0,
+    engine: Annotated[SpeechEngine, typer.Option(help="Speech detector.")] = SpeechEngine.ina,
+    gender_engine: Annotated[
+        GenderEngine, typer.Option(help="Gender classifier.")
+    ] = GenderEngine.ina,
+    padding: Annotated[float, typer.Option(help="Seconds added around speech.")] = 0.1,
+    retry_failed: RetryFailed = False,
+    verbose: Verbose = False,
+) -> None:
+    """Find speech, music, noise and silence, tell male from female, and cut slices:
+    OUT/<id>/segments.csv and .TextGrid, OUT/<id>/<id>.<n>.wav, OUT/manifest.csv.
+
+    Inputs are decoded first (into OUT/ingest/), so video files work too.
+    """
+    setup_cli_logging(verbose)
+    from pydantic import ValidationError
+
+    from crawl.ingest import IngestStage
+    from crawl.local import discover
+    from malmoi.config import IngestConfig, SegmentConfig
+    from malmoi.models import ModelUnavailable
+    from malmoi.stage import items_from
+    from segment.stage import SegmentStage
+
+    try:
+        params = SegmentConfig(
+            engine=engine.value,
+            gender=gender.value,
+            gender_engine=gender_engine.value,
+            min_duration=min_duration,
+            max_duration=max_duration,
+            padding=padding,
+        )
+    except ValidationError as exc:
+        _fail("; ".join(e["msg"] for e in exc.errors()))
+    ingest_params = IngestConfig()
+    first = IngestStage(ingest_params, out / "ingest").run(
+        discover(inputs, ingest_params.extensions), retry_failed=retry_failed
+    )
+    try:
+        report = SegmentStage(params, out).run(
+            items_from(out / "ingest"), retry_failed=retry_failed
+        )
+    except ModelUnavailable as exc:
+        _fail(str(exc), code=1)
+    typer.echo(first.summary())
+    typer.echo(report.summary())
+    typer.echo(f"manifest: {out / 'manifest.csv'}")
+
+
+@app.command()
+def sweep(
+    segments: Annotated[Path, typer.Argument(help="A segment stage's output folder.")],
+    min_duration: Annotated[
+        list[float], typer.Option(help="Values to try (repeat the option).")
+    ] = [0.3, 0.5, 1.0, 2.0],  # noqa: B006 - typer needs a literal default
+) -> None:
+    """Slice counts and total hours per min-duration, from the stored segment tables and
+    energies: no model is run again."""
+    from segment.sweep import sweep_min_duration
+
+    rows = sweep_min_duration(segments, min_duration)
+    typer.echo("| min_duration (s) | slices | hours | rejected as too short |")
+    typer.echo("| ---: | ---: | ---: | ---: |")
+    for r in rows:
+        typer.echo(
+            f"| {r['min_duration']:g} | {r['slices']} | {r['hours']:.4f} | {r['too_short']} |"
+        )
 
 
 @app.command()

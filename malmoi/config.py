@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 AUDIO_EXTENSIONS = ("wav", "flac", "mp3", "m4a", "aac", "ogg", "opus", "wma", "aiff", "aif")
 VIDEO_EXTENSIONS = ("mp4", "mkv", "webm", "mov", "avi", "flv", "ts", "m4v", "3gp", "mpg", "mpeg")
@@ -86,6 +86,32 @@ class SeparateConfig(StrictModel):
     threads: int = Field(0, ge=0, description="TensorFlow threads (0: all cores)")
 
 
+class SegmentConfig(StrictModel):
+    """Find speech and its gender, and cut utterance-sized slices."""
+
+    engine: Literal["ina"] = Field("ina", description="speech detector: inaSpeechSegmenter smn")
+    gender: Literal["male", "female", "any"] = Field("any", description="slices to keep")
+    gender_engine: Literal["ina", "embedding"] = Field(
+        "ina",
+        description="ina: inaSpeechSegmenter's gender CNN; embedding: Resemblyzer + "
+        "a linear classifier",
+    )
+    min_duration: float = Field(1.0, gt=0, description="shorter slices are rejected (seconds)")
+    max_duration: float = Field(15.0, gt=0, description="longer speech is split (seconds)")
+    max_gap: float = Field(0.5, ge=0, description="merge same-label speech across gaps this short")
+    padding: float = Field(0.1, ge=0, description="seconds added before and after each region")
+    chunk_seconds: float = Field(300.0, ge=0, description="CNN chunk for long inputs (0: whole)")
+    margin_seconds: float = Field(20.0, ge=0, description="context on each side of a chunk")
+
+    @model_validator(mode="after")
+    def _durations(self) -> SegmentConfig:
+        if self.max_duration <= self.min_duration:
+            raise ValueError(
+                f"max_duration ({self.max_duration}) must exceed min_duration ({self.min_duration})"
+            )
+        return self
+
+
 class ModelsConfig(StrictModel):
     """Where model weights are kept and looked for."""
 
@@ -110,6 +136,7 @@ class PipelineConfig(StrictModel):
     sources: list[Source] = Field(min_length=1)
     ingest: IngestConfig = IngestConfig()
     separate: SeparateConfig = SeparateConfig()
+    segment: SegmentConfig = SegmentConfig()
     models: ModelsConfig = ModelsConfig()
 
     def stage_dir(self, stage: str) -> Path:

@@ -21,6 +21,7 @@ import csv
 import io
 import json
 import os
+import typing
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -193,8 +194,15 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 
 def _typed(row_type: type[Row], rec: dict[str, Any]) -> dict[str, Any]:
-    """Drop columns the model does not know (an older header) before validation."""
-    return {k: v for k, v in rec.items() if k in row_type.model_fields}
+    """Drop columns the model does not know (an older header); empty optional cells are None."""
+    out = {}
+    for k, v in rec.items():
+        field = row_type.model_fields.get(k)
+        if field is None:
+            continue
+        optional = type(None) in typing.get_args(field.annotation)
+        out[k] = None if (v == "" and optional) else v
+    return out
 
 
 # --- reading manifests with pandas ----------------------------------------------------------------

@@ -272,7 +272,7 @@ class Stage(ABC, Generic[P, R]):
         progress_t.keep_only(set(progress))
 
 
-def items_from(stage_dir: Path) -> list[Item]:
+def items_from(stage_dir: Path, **where: str) -> list[Item]:
     """The next stage's inputs: one item per row of ``stage_dir``'s ``manifest.csv``.
 
     An item's fingerprint is its row's ``key``, so changing an earlier stage's parameters (or
@@ -281,6 +281,8 @@ def items_from(stage_dir: Path) -> list[Item]:
     """
     items = []
     for rec in read_records(stage_dir / MANIFEST):
+        if any(rec.get(k) != v for k, v in where.items()):
+            continue
         items.append(
             Item(
                 id=rec["id"],

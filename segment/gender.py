@@ -1,0 +1,64 @@
+"""Gender from Resemblyzer d-vectors: a logistic regression whose 256 weights are committed in
+``gender_embedding.json`` beside this file, trained by :mod:`segment.train_gender` on
+LibriSpeech speakers (see that module for the split and the measured accuracy)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+WEIGHTS = Path(__file__).with_name("gender_embedding.json")
+CLASSES = ("female", "male")
+SR = 16000
+
+
+def load_weights(path: Path = WEIGHTS) -> dict:
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    data["_coef"] = np.asarray(data["coef"], dtype=np.float64)
+    return data
+
+
+def predict(embedding: np.ndarray, weights: dict) -> tuple[str, float]:
+    """(label, probability of that label) for one 256-d embedding."""
+    e = np.asarray(embedding, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(e)):
+        raise ValueError("embedding contains NaN or inf")
+    z = float(e @ weights["_coef"] + float(weights["intercept"]))
+    p_male = 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+    classes = weights.get("classes", CLASSES)
+    return (classes[1], p_male) if p_male >= 0.5 else (classes[0], 1.0 - p_male)
+
+
+class EmbeddingGender:
+    """Resemblyzer's encoder (weights in its wheel) loaded once, plus the linear classifier."""
+
+    name = "embedding"
+
+    def __init__(self, weights: Path = WEIGHTS, min_speech_seconds: float = 1.0):
+        import torch
+        from resemblyzer import VoiceEncoder
+
+        if torch.get_num_threads() > 2:
+            torch.set_num_threads(2)
+        self.encoder = VoiceEncoder("cpu", verbose=False)
+        self.weights = load_weights(weights)
+        self.min_speech_seconds = min_speech_seconds
+
+    def embed(self, audio: np.ndarray, sample_rate: int) -> np.ndarray | None:
+        """Resemblyzer embedding of mono ``audio``, or None if its VAD leaves too little
+        speech (a silent slice would otherwise get a confident, meaningless answer)."""
+        from resemblyzer import preprocess_wav
+
+        wav = preprocess_wav(np.asarray(audio, dtype=np.float32), source_sr=sample_rate)
+        if len(wav) / SR < self.min_speech_seconds:
+            return None
+        return self.encoder.embed_utterance(wav)
+
+    def classify(self, audio: np.ndarray, sample_rate: int) -> tuple[str | None, float | None]:
+        embedding = self.embed(audio, sample_rate)
+        if embedding is None:
+            return None, None
+        return predict(embedding, self.weights)

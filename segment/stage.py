@@ -1,0 +1,194 @@
+"""Segment stage: where speech is, whose gender, and utterance slices for training.
+
+Reads: the previous stage's WAVs (the separate stage's vocals in the pipeline). Writes, per
+input ``<out>/<id>/``: ``segments.csv`` (inaSpeechSegmenter's table: labels, start, stop;
+labels ``male``, ``female`` or ``speech``, ``music``, ``noise``, ``noEnergy``),
+``segments.TextGrid`` (Praat), ``energy.npy`` (10-ms frame energies, for re-slicing without the
+model) and the slices ``<id>.<nnnn>.wav``; one :class:`SliceRow` per slice in
+``manifest.csv``, and the slices it dropped (too short, other gender) in ``rejected.csv``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import soundfile as sf
+from pydantic import Field
+
+from malmoi.config import ModelsConfig, SegmentConfig
+from malmoi.ids import child_id
+from malmoi.manifest import AudioRow
+from malmoi.media import atomic_path, require_ffmpeg
+from malmoi.stage import Item, Result, Stage
+from segment.slicing import Segment, SliceParams, make_slices
+
+FRAME = 0.01  # seconds per energy frame
+
+
+class SliceRow(AudioRow):
+    """One utterance slice cut from its parent."""
+
+    start: float = Field(description="seconds into the parent")
+    stop: float
+    label: str = Field(description="the segmenter's label of the speech: male, female, speech")
+    gender: str = Field(description="male, female, or '' when it could not be told")
+    gender_score: float | None = Field(description="probability of that gender (embedding)")
+    gender_engine: str
+
+
+def wanted_labels(params: SegmentConfig) -> tuple[str, ...]:
+    if params.gender_engine == "embedding":
+        return ("speech",)
+    return ("male", "female") if params.gender == "any" else (params.gender,)
+
+
+def slice_params(params: SegmentConfig, min_duration: float | None = None) -> SliceParams:
+    return SliceParams(
+        labels=wanted_labels(params),
+        min_duration=params.min_duration if min_duration is None else min_duration,
+        max_duration=params.max_duration,
+        max_gap=params.max_gap,
+        padding=params.padding,
+    )
+
+
+def energy_track(path: Path, frame: float = FRAME) -> tuple[np.ndarray, int, int]:
+    """Mean-square energy of ``frame``-second frames of the mono downmix, read block by block;
+    also the file's sample rate and length in frames."""
+    with sf.SoundFile(str(path)) as fh:
+        hop = max(1, round(frame * fh.samplerate))
+        parts = []
+        for block in fh.blocks(blocksize=hop * 6000, dtype="float32", always_2d=True):
+            mono = block.mean(axis=1).astype(np.float64)
+            n = len(mono) // hop
+            if n:
+                parts.append(np.mean(mono[: n * hop].reshape(n, hop) ** 2, axis=1))
+        return (np.concatenate(parts) if parts else np.zeros(0)), fh.samplerate, fh.frames
+
+
+def energy_fn(track: np.ndarray, frame: float = FRAME):
+    def energy(start: float, stop: float) -> np.ndarray:
+        return track[round(start / frame) : round(stop / frame)]
+
+    return energy
+
+
+def read_segments(path: Path) -> list[Segment]:
+    """A ``segments.csv`` (tab-separated, inaSpeechSegmenter's layout) back into segments."""
+    import pandas as pd
+
+    df = pd.read_csv(path, sep="\t")
+    return [Segment(str(r.labels), float(r.start), float(r.stop)) for r in df.itertuples()]
+
+
+def write_segments(segments: list[Segment], folder: Path) -> None:
+    """``segments.csv`` and ``segments.TextGrid`` with inaSpeechSegmenter's own writers."""
+    from inaSpeechSegmenter.export_funcs import seg2csv, seg2textgrid
+
+    lseg = [(s.label, s.start, s.stop) for s in segments]
+    with atomic_path(folder / "segments.csv") as tmp:
+        seg2csv(lseg, str(tmp))
+    if lseg:
+        with atomic_path(folder / "segments.TextGrid") as tmp:
+            seg2textgrid(lseg, str(tmp))
+
+
+class SegmentStage(Stage[SegmentConfig, SliceRow]):
+    """Segment every input with inaSpeechSegmenter and cut the wanted speech into slices."""
+
+    name: ClassVar[str] = "segment"
+    row_type: ClassVar[type[SliceRow]] = SliceRow
+
+    def __init__(self, params: SegmentConfig, out_dir: Path, models: ModelsConfig | None = None):
+        super().__init__(params, out_dir)
+        self.models = models
+        self.engine = None
+        self.gender_model = None
+
+    def setup(self) -> None:
+        from malmoi.models import ModelStore
+        from segment.ina import InaEngine
+
+        require_ffmpeg()
+        store = ModelStore.from_config(self.models)
+        vad = store.path("ina:speech-music-noise") / "keras_speech_music_noise_cnn.hdf5"
+        gender = None
+        if self.params.gender_engine == "ina":
+            gender = store.path("ina:gender") / "keras_male_female_cnn.hdf5"
+        else:
+            from segment.gender import EmbeddingGender
+
+            self.gender_model = EmbeddingGender()
+        self.engine = InaEngine(vad, gender, self.params.chunk_seconds, self.params.margin_seconds)
+
+    def process(self, item: Item) -> Result[SliceRow]:
+        assert self.engine is not None
+        folder = self.out_dir / item.id
+        folder.mkdir(parents=True, exist_ok=True)
+        segments = self.engine.segment_file(item.path)
+        write_segments(segments, folder)
+        track, sr, frames = energy_track(item.path)
+        with atomic_path(folder / "energy.npy") as tmp, tmp.open("wb") as fh:
+            np.save(fh, track.astype(np.float32))
+        kept, rejected = make_slices(
+            segments, slice_params(self.params), len(track) * FRAME, energy_fn(track), FRAME
+        )
+        pieces = sorted([(s, None) for s in kept] + rejected, key=lambda p: p[0].start)
+        result: Result[SliceRow] = Result()
+        with sf.SoundFile(str(item.path)) as fin:
+            for k, (piece, reason) in enumerate(pieces, start=1):
+                row, why = self._slice(item, fin, piece, k, folder, reason)
+                if why is None:
+                    result.kept.append(row)
+                else:
+                    result.rejected.append((row, why))
+        return result
+
+    def _slice(
+        self,
+        item: Item,
+        fin: sf.SoundFile,
+        piece: Segment,
+        k: int,
+        folder: Path,
+        reason: str | None,
+    ) -> tuple[SliceRow, str | None]:
+        sr = fin.samplerate
+        a, b = round(piece.start * sr), round(piece.stop * sr)
+        slice_id = child_id(item.id, f"{k:04d}")
+        gender, score = (piece.label, None) if piece.label in ("male", "female") else ("", None)
+        audio = None
+        if reason is None:
+            fin.seek(a)
+            audio = fin.read(b - a, dtype="float32", always_2d=True)
+            if self.gender_model is not None:
+                label, prob = self.gender_model.classify(audio.mean(axis=1), sr)
+                gender, score = label or "", prob
+            if self.params.gender != "any" and gender != self.params.gender:
+                reason = (
+                    f"gender {gender}, wanted {self.params.gender}"
+                    if gender
+                    else "too little speech to tell the gender"
+                )
+        path = ""
+        if reason is None and audio is not None:
+            path = f"{item.id}/{slice_id}.wav"
+            with atomic_path(self.out_dir / path) as tmp:
+                sf.write(str(tmp), audio, sr, subtype=fin.subtype, format="WAV")
+        row = self.make_row(
+            item,
+            id=slice_id,
+            path=path,
+            frames=b - a,
+            sample_rate=sr,
+            channels=fin.channels,
+            start=round(a / sr, 4),
+            stop=round(b / sr, 4),
+            label=piece.label,
+            gender=gender,
+            gender_score=None if score is None else round(score, 4),
+            gender_engine=self.params.gender_engine,
+        )
+        return row, reason
