@@ -39,9 +39,8 @@ class SliceRow(AudioRow):
 
 
 def wanted_labels(params: SegmentConfig) -> tuple[str, ...]:
-    if params.gender_engine == "embedding":
-        return ("speech",)
-    return ("male", "female") if params.gender == "any" else (params.gender,)
+    """Speech labels that become slices; the gender filter comes after (as rejections)."""
+    return ("speech",) if params.gender_engine == "embedding" else ("male", "female")
 
 
 def slice_params(params: SegmentConfig, min_duration: float | None = None) -> SliceParams:
