@@ -43,6 +43,7 @@ def test_build_runs_ingest_through_the_flow_and_resumes(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ingest: 1 processed, 0 skipped, 1 failed, 1 kept" in proc.stdout
     assert "separate: 1 processed, 0 skipped, 0 failed, 2 kept" in proc.stdout
+    assert "segment: 1 processed, 0 skipped, 0 failed" in proc.stdout
     assert "for flow 'build-dataset'" in proc.stderr
     assert "broken.mkv: not a readable media file" in proc.stderr  # stage logs reach Prefect
     out = tmp_path / "out/ingest"
@@ -52,6 +53,7 @@ def test_build_runs_ingest_through_the_flow_and_resumes(tmp_path: Path) -> None:
     assert again.returncode == 0
     assert "ingest: 0 processed, 2 skipped, 0 failed, 0 kept" in again.stdout
     assert "separate: 0 processed, 1 skipped, 0 failed, 0 kept" in again.stdout
+    assert "segment: 0 processed, 1 skipped, 0 failed, 0 kept" in again.stdout
 
 
 def test_build_with_a_bad_config_names_the_key(tmp_path: Path) -> None:
@@ -84,6 +86,11 @@ def test_demo_config_builds_from_generated_media(spleeter_model: Path, tmp_path:
     gain = si_sdr(vocals[:n, 0], speech[:n, 0]) - si_sdr(mixture[:n, 0], speech[:n, 0])
     # the demo's music is 12 dB under the speech, so the mixture starts clean: measured +4.9 dB
     assert gain >= 3.0, gain
+    # and the vocals are cut into utterance slices of 1-15 s
+    slices = read_manifest(tmp_path / "runs/demo/segment")
+    assert len(slices) >= 3
+    assert slices["duration"].between(1.0, 15.0).all()
+    assert set(slices["parent_id"]) == {row["id"] + ".vocals"}
 
 
 def _free_port() -> int:
