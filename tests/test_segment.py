@@ -192,3 +192,21 @@ def test_gender_classifier_training_reaches_95_percent(shared: Path, tmp_path: P
     cv = model["metadata"]["cv"]
     assert cv["mean_full"] >= 0.95 and cv["mean_crops"] >= 0.95, cv
     assert np.allclose(model["coef"], committed["coef"], atol=1e-2)
+
+
+def test_missing_model_is_a_clear_error(shared: Path, tmp_path: Path) -> None:
+    proc = run_malmoi(
+        "segment",
+        str(shared / "data/ina/lamartine.wav"),
+        "--out",
+        str(tmp_path / "seg"),
+        env={
+            "MALMOI_MODEL_DIR": str(tmp_path / "empty-store"),
+            "MALMOI_OFFLINE": "1",
+            "MALMOI_MODEL_PATH": "",
+        },
+    )
+    assert proc.returncode == 1
+    assert "model ina:speech-music-noise is not available" in proc.stderr
+    assert "pip download --no-deps inaSpeechSegmenter==0.3.2" in proc.stderr
+    assert not (tmp_path / "seg/manifest.csv").exists()
