@@ -78,7 +78,7 @@ def child(mode: str, wav: Path, out: Path) -> None:
 def track(segments: list, seconds: float) -> np.ndarray:
     lab = np.empty(int(seconds / 0.02), dtype=object)
     for label, start, stop in segments:
-        lab[int(round(start / 0.02)) : int(round(stop / 0.02))] = label
+        lab[round(start / 0.02) : round(stop / 0.02)] = label
     return lab
 
 

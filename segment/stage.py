@@ -53,9 +53,8 @@ def slice_params(params: SegmentConfig, min_duration: float | None = None) -> Sl
     )
 
 
-def energy_track(path: Path, frame: float = FRAME) -> tuple[np.ndarray, int, int]:
-    """Mean-square energy of ``frame``-second frames of the mono downmix, read block by block;
-    also the file's sample rate and length in frames."""
+def energy_track(path: Path, frame: float = FRAME) -> np.ndarray:
+    """Mean-square energy of ``frame``-second frames of the mono downmix, read block by block."""
     with sf.SoundFile(str(path)) as fh:
         hop = max(1, round(frame * fh.samplerate))
         parts = []
@@ -64,7 +63,7 @@ def energy_track(path: Path, frame: float = FRAME) -> tuple[np.ndarray, int, int
             n = len(mono) // hop
             if n:
                 parts.append(np.mean(mono[: n * hop].reshape(n, hop) ** 2, axis=1))
-        return (np.concatenate(parts) if parts else np.zeros(0)), fh.samplerate, fh.frames
+        return np.concatenate(parts) if parts else np.zeros(0)
 
 
 def energy_fn(track: np.ndarray, frame: float = FRAME):
@@ -128,7 +127,7 @@ class SegmentStage(Stage[SegmentConfig, SliceRow]):
         folder.mkdir(parents=True, exist_ok=True)
         segments = self.engine.segment_file(item.path)
         write_segments(segments, folder)
-        track, sr, frames = energy_track(item.path)
+        track = energy_track(item.path)
         with atomic_path(folder / "energy.npy") as tmp, tmp.open("wb") as fh:
             np.save(fh, track.astype(np.float32))
         kept, rejected = make_slices(

@@ -78,7 +78,7 @@ def test_chunked_equals_whole_file_away_from_seams(engine, ten_minutes: Path) ->
     def track(segments):
         lab = np.empty(int(600 / 0.02), dtype=object)
         for s in segments:
-            lab[int(round(s.start / 0.02)) : int(round(s.stop / 0.02))] = s.label
+            lab[round(s.start / 0.02) : round(s.stop / 0.02)] = s.label
         return lab
 
     engine.chunk_seconds, engine.margin_seconds = 0.0, 20.0
