@@ -20,10 +20,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from bench.common import write_looped  # noqa: E402
+
 OUT = REPO / "bench" / "out"
 SR = 44100
 
@@ -38,15 +39,7 @@ def make_input(minutes: int, shared: Path) -> Path:
     speech = speech_track(shared, 150.0)
     music = read_audio(shared / "data/ina/musanmix.wav", SR)
     loop = np.concatenate([speech, np.zeros(3 * SR, np.float32), music]) * 0.8
-    OUT.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.wav")
-    with sf.SoundFile(str(tmp), "w", SR, 1, subtype="PCM_16", format="WAV") as fh:
-        left = minutes * 60 * SR
-        while left > 0:
-            fh.write(loop[: min(left, len(loop))])
-            left -= min(left, len(loop))
-    tmp.rename(path)
-    return path
+    return write_looped(path, loop, minutes, SR)
 
 
 def child(mode: str, wav: Path, out: Path) -> None:

@@ -20,10 +20,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from bench.common import write_looped  # noqa: E402
+
 OUT = REPO / "bench" / "out"
 SR = 44100
 
@@ -45,15 +46,7 @@ def make_input(minutes: int, shared: Path) -> Path:
         speech = (rng.standard_normal(120 * SR) * 0.05).astype(np.float32)
         music = music_bed(len(speech))
     loop = np.stack([speech + music, 0.9 * speech + 1.1 * music], axis=1) * 0.5
-    OUT.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.wav")
-    with sf.SoundFile(str(tmp), "w", SR, 2, subtype="PCM_16", format="WAV") as fh:
-        left = minutes * 60 * SR
-        while left > 0:
-            fh.write(loop[: min(left, len(loop))])
-            left -= min(left, len(loop))
-    tmp.rename(path)
-    return path
+    return write_looped(path, loop, minutes, SR)
 
 
 def child(engine: str, wav: Path, chunk_seconds: float) -> None:

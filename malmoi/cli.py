@@ -7,12 +7,14 @@ Heavy modules (stages, Prefect, TensorFlow) are imported inside the commands, so
 from __future__ import annotations
 
 import sys
+import typing
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from malmoi.config import IngestConfig, SegmentConfig, SeparateConfig
 from malmoi.logs import setup_cli_logging
 
 app = typer.Typer(
@@ -31,39 +33,17 @@ eval_app = typer.Typer(
 app.add_typer(eval_app, name="eval")
 
 
-class Channels(StrEnum):
-    keep = "keep"
-    mono = "mono"
-    stereo = "stereo"
+def _choices(name: str, model: type, field: str) -> type[StrEnum]:
+    """A CLI enum with the values the config allows for ``model.field`` (one source of truth)."""
+    return StrEnum(name, {v: v for v in typing.get_args(model.model_fields[field].annotation)})
 
 
-class Engine(StrEnum):
-    spleeter = "spleeter"
-    repet = "repet"
-
-
-class Codec(StrEnum):
-    wav = "wav"
-    flac = "flac"
-    mp3 = "mp3"
-    ogg = "ogg"
-    m4a = "m4a"
-    wma = "wma"
-
-
-class Gender(StrEnum):
-    male = "male"
-    female = "female"
-    any = "any"
-
-
-class GenderEngine(StrEnum):
-    ina = "ina"
-    embedding = "embedding"
-
-
-class SpeechEngine(StrEnum):
-    ina = "ina"
+Channels = _choices("Channels", IngestConfig, "channels")
+Engine = _choices("Engine", SeparateConfig, "engine")
+Codec = _choices("Codec", SeparateConfig, "codec")
+Gender = _choices("Gender", SegmentConfig, "gender")
+GenderEngine = _choices("GenderEngine", SegmentConfig, "gender_engine")
+SpeechEngine = _choices("SpeechEngine", SegmentConfig, "engine")
 
 
 class ModelSource(StrEnum):
@@ -88,7 +68,9 @@ def ingest(
     inputs: Annotated[list[Path], typer.Argument(help="Audio/video files or folders.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder of the stage.")],
     sample_rate: Annotated[int, typer.Option(help="Sample rate of the working WAVs.")] = 44100,
-    channels: Annotated[Channels, typer.Option(help="Channel layout of the WAVs.")] = Channels.keep,
+    channels: Annotated[Channels, typer.Option(help="Channel layout of the WAVs.")] = Channels(
+        "keep"
+    ),
     retry_failed: RetryFailed = False,
     verbose: Verbose = False,
 ) -> None:
@@ -116,8 +98,8 @@ def ingest(
 def separate(
     inputs: Annotated[list[Path], typer.Argument(help="Audio/video files or folders.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder of the stage.")],
-    engine: Annotated[Engine, typer.Option(help="Separation engine.")] = Engine.spleeter,
-    codec: Annotated[Codec, typer.Option(help="Format of the stems.")] = Codec.wav,
+    engine: Annotated[Engine, typer.Option(help="Separation engine.")] = Engine["spleeter"],
+    codec: Annotated[Codec, typer.Option(help="Format of the stems.")] = Codec["wav"],
     chunk_seconds: Annotated[
         float, typer.Option(help="Chunk length in seconds (0: whole file at once).")
     ] = 30.0,
@@ -158,13 +140,13 @@ def separate(
 def segment(
     inputs: Annotated[list[Path], typer.Argument(help="Audio/video files or folders.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder of the stage.")],
-    gender: Annotated[Gender, typer.Option(help="Slices of this gender are kept.")] = Gender.any,
+    gender: Annotated[Gender, typer.Option(help="Slices of this gender are kept.")] = Gender["any"],
     min_duration: Annotated[float, typer.Option(help="Shortest slice, seconds.")] = 1.0,
     max_duration: Annotated[float, typer.Option(help="Longest slice, seconds.")] = 15.0,
-    engine: Annotated[SpeechEngine, typer.Option(help="Speech detector.")] = SpeechEngine.ina,
-    gender_engine: Annotated[
-        GenderEngine, typer.Option(help="Gender classifier.")
-    ] = GenderEngine.ina,
+    engine: Annotated[SpeechEngine, typer.Option(help="Speech detector.")] = SpeechEngine["ina"],
+    gender_engine: Annotated[GenderEngine, typer.Option(help="Gender classifier.")] = GenderEngine(
+        "ina"
+    ),
     padding: Annotated[float, typer.Option(help="Seconds added around speech.")] = 0.1,
     retry_failed: RetryFailed = False,
     verbose: Verbose = False,
