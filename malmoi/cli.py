@@ -68,9 +68,9 @@ def ingest(
     inputs: Annotated[list[Path], typer.Argument(help="Audio/video files or folders.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder of the stage.")],
     sample_rate: Annotated[int, typer.Option(help="Sample rate of the working WAVs.")] = 44100,
-    channels: Annotated[Channels, typer.Option(help="Channel layout of the WAVs.")] = Channels(
+    channels: Annotated[Channels, typer.Option(help="Channel layout of the WAVs.")] = Channels[
         "keep"
-    ),
+    ],
     retry_failed: RetryFailed = False,
     verbose: Verbose = False,
 ) -> None:
@@ -144,9 +144,9 @@ def segment(
     min_duration: Annotated[float, typer.Option(help="Shortest slice, seconds.")] = 1.0,
     max_duration: Annotated[float, typer.Option(help="Longest slice, seconds.")] = 15.0,
     engine: Annotated[SpeechEngine, typer.Option(help="Speech detector.")] = SpeechEngine["ina"],
-    gender_engine: Annotated[GenderEngine, typer.Option(help="Gender classifier.")] = GenderEngine(
+    gender_engine: Annotated[GenderEngine, typer.Option(help="Gender classifier.")] = GenderEngine[
         "ina"
-    ),
+    ],
     padding: Annotated[float, typer.Option(help="Seconds added around speech.")] = 0.1,
     retry_failed: RetryFailed = False,
     verbose: Verbose = False,
