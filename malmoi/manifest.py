@@ -17,6 +17,7 @@ or duplicate rows, when the stage finishes. ``path`` columns are relative to the
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -208,16 +209,56 @@ def _typed(row_type: type[Row], rec: dict[str, Any]) -> dict[str, Any]:
 # --- reading manifests with pandas ----------------------------------------------------------------
 
 
+TEXT_COLUMNS = frozenset(
+    {
+        "id",
+        "parent_id",
+        "path",
+        "source",
+        "key",
+        "params",
+        "input",
+        "stage",
+        "reason",
+        "status",
+        "outputs",
+        "rejected",
+        "stem",
+        "engine",
+        "codec",
+        "label",
+        "gender",
+        "gender_engine",
+    }
+)
+
+
 def read_manifest(folder: Path, table: str = MANIFEST):  # -> pandas.DataFrame
-    """Load a stage's table as a DataFrame; ``path`` made absolute; empty frame if none."""
+    """Load a stage's table as a DataFrame; ``path`` made absolute; empty frame if none.
+
+    Parsed with the csv module (the tables are small; pandas' C parser once crashed the
+    process here), then numeric and boolean columns are converted; ids stay strings.
+    """
     import pandas as pd
 
     path = Path(folder) / table
     if not path.exists() or path.stat().st_size == 0:
         return pd.DataFrame()
-    df = pd.read_csv(path, dtype={"id": str, "parent_id": str}, keep_default_na=False)
+    records = _parse(path.read_text(encoding="utf-8"))
+    with path.open(encoding="utf-8", newline="") as fh:
+        header = next(csv.reader(fh))
+    df = pd.DataFrame.from_records(records, columns=header)
+    for col in df.columns:
+        if col in TEXT_COLUMNS:
+            continue
+        values = df[col]
+        if len(values) and set(values) <= {"True", "False"}:
+            df[col] = values == "True"
+            continue
+        with contextlib.suppress(ValueError, TypeError):  # not numeric: stays text
+            df[col] = pd.to_numeric(values.replace("", float("nan")))
     if "path" in df.columns:
-        df["path"] = [str((Path(folder) / p).resolve()) for p in df["path"]]
+        df["path"] = [str((Path(folder) / p).resolve()) if p else "" for p in df["path"]]
     return df
 
 

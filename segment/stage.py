@@ -75,10 +75,11 @@ def energy_fn(track: np.ndarray, frame: float = FRAME):
 
 def read_segments(path: Path) -> list[Segment]:
     """A ``segments.csv`` (tab-separated, inaSpeechSegmenter's layout) back into segments."""
-    import pandas as pd
+    import csv
 
-    df = pd.read_csv(path, sep="\t")
-    return [Segment(str(r.labels), float(r.start), float(r.stop)) for r in df.itertuples()]
+    with path.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    return [Segment(r["labels"], float(r["start"]), float(r["stop"])) for r in rows]
 
 
 def write_segments(segments: list[Segment], folder: Path) -> None:
