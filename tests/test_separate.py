@@ -7,6 +7,7 @@ import pytest
 import soundfile as sf
 
 from malmoi.manifest import read_manifest
+from separate.chunking import process_in_chunks
 from separate.evaluate import Mixture, build_mixtures, score_file, si_sdr, speech_track, to_mono
 from separate.repet import RepetEngine
 from separate.spleeter import SpleeterEngine
@@ -37,14 +38,63 @@ def test_spleeter_vocals_improve_si_sdr_by_5_db(
     assert vocals - mixture >= 5.0, (vocals, mixture)
 
 
-def test_repet_beats_the_mixture(music_0db: Mixture, tmp_path: Path) -> None:
-    RepetEngine().separate_file(music_0db.mixture, tmp_path / "v.wav", tmp_path / "a.wav")
-    vocals, mixture, _ = score_file(tmp_path / "v.wav", music_0db)
-    assert vocals - mixture >= 1.0, (vocals, mixture)
-    # the two stems add back up to the input
-    v, a = sf.read(str(tmp_path / "v.wav"))[0], sf.read(str(tmp_path / "a.wav"))[0]
-    m = sf.read(str(music_0db.mixture))[0]
-    assert np.max(np.abs(v + a - m)) < 1e-4
+def test_repet_in_chunks_agrees_with_whole_file_and_both_beat_the_mixture(
+    music_0db: Mixture, tmp_path: Path
+) -> None:
+    """REPET over 8-s chunks with 2-s cross-fades (three seams on 20 s) against one pass over
+    the whole file. Measured (librosa 0.10, this mixture): vocals SI-SDR improvement over the
+    mixture 3.33 dB whole, 2.62 dB chunked; chunked vs whole vocals 10.0 dB SI-SDR, while each
+    scores only ~3 dB against the true speech, so chunking reproduces the whole-file result,
+    not merely another separation. 6-s chunks with 1-s overlap give 6.7 dB (less context per
+    chunk); a seam that drops an input sample (``carry = block[hop - 1:]``) gives 8.0 dB; a
+    seam that loses or adds an output sample changes the length."""
+    whole = RepetEngine(chunk_seconds=0.0)
+    chunked = RepetEngine(chunk_seconds=8.0, overlap_seconds=2.0)
+    whole.separate_file(music_0db.mixture, tmp_path / "v_whole.wav", tmp_path / "a_whole.wav")
+    chunked.separate_file(music_0db.mixture, tmp_path / "v_chunk.wav", tmp_path / "a_chunk.wav")
+    m = sf.read(str(music_0db.mixture), dtype="float32")[0]
+    v_whole = sf.read(str(tmp_path / "v_whole.wav"), dtype="float32")[0]
+    v_chunk = sf.read(str(tmp_path / "v_chunk.wav"), dtype="float32")[0]
+    assert v_whole.shape == v_chunk.shape == m.shape
+    whole_vocals, mixture, _ = score_file(tmp_path / "v_whole.wav", music_0db)
+    chunk_vocals, _, _ = score_file(tmp_path / "v_chunk.wav", music_0db)
+    gain_whole, gain_chunk = whole_vocals - mixture, chunk_vocals - mixture
+    assert gain_whole >= 1.0 and gain_chunk >= 1.0, (gain_whole, gain_chunk)
+    assert gain_chunk >= 0.5 * gain_whole, (gain_whole, gain_chunk)  # measured 0.79
+    for c in range(2):
+        agreement = si_sdr(v_chunk[:, c], v_whole[:, c])
+        assert agreement >= 9.0, agreement  # measured 10.0
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_process_in_chunks_seams_are_exact(channels: int, tmp_path: Path) -> None:
+    """A block function whose output is known exactly (a gain of 2) through many chunks with
+    odd lengths: every output sample must be 2 × its own input sample, so a seam sample that
+    is shifted, dropped or written twice fails. Chunks are 101 samples (at 1 kHz) with 37 of
+    overlap (hop 64); the lengths cover no seam, one chunk exactly, one sample past it, a
+    seam at the very end, and many seams."""
+    sr, chunk, overlap = 1000, 101, 37
+    rng = np.random.default_rng(7)
+    for n in (0, 1, 36, 100, 101, 102, 165, 166, 229, 1000, 4999):
+        x = rng.standard_normal((n, channels)).astype(np.float32)
+        src = tmp_path / f"in_{n}.wav"
+        sf.write(str(src), x, sr, subtype="FLOAT")
+        blocks: list[int] = []
+
+        def gain(block: np.ndarray, blocks: list[int] = blocks) -> dict[str, np.ndarray]:
+            blocks.append(len(block))
+            return {"a": 2.0 * block, "b": -block}
+
+        out = {"a": tmp_path / f"a_{n}.wav", "b": tmp_path / f"b_{n}.wav"}
+        process_in_chunks(src, out, gain, chunk / sr, overlap / sr)
+        a = sf.read(str(out["a"]), dtype="float32", always_2d=True)[0]
+        b = sf.read(str(out["b"]), dtype="float32", always_2d=True)[0]
+        assert a.shape == b.shape == (n, channels), (n, a.shape, b.shape)
+        assert np.allclose(a, 2.0 * x, rtol=1e-6, atol=1e-6), (n, np.abs(a - 2 * x).max())
+        assert np.allclose(b, -x, rtol=1e-6, atol=1e-6), (n, np.abs(b + x).max())
+        assert max(blocks) <= chunk  # memory bounded by one chunk
+        expected_blocks = 1 if n <= chunk else 1 + -(-(n - chunk) // (chunk - overlap))
+        assert len(blocks) == expected_blocks, (n, blocks)
 
 
 def test_chunked_matches_unchunked_on_3_minutes(
