@@ -200,15 +200,24 @@ def sweep(
     ] = [0.3, 0.5, 1.0, 2.0],  # noqa: B006 - typer needs a literal default
 ) -> None:
     """Slice counts and total hours per min-duration, from the stored segment tables and
-    energies: no model is run again."""
-    from segment.sweep import sweep_min_duration
+    energies: no model is run again. The stage's gender filter is applied (from the segment
+    labels); with the embedding gender engine the counts are before it."""
+    from segment.sweep import gender_filtered, stage_params, sweep_min_duration
 
     rows = sweep_min_duration(segments, min_duration)
-    typer.echo("| min_duration (s) | slices | hours | rejected as too short |")
-    typer.echo("| ---: | ---: | ---: | ---: |")
+    typer.echo("| min_duration (s) | slices | hours | rejected as too short | other gender |")
+    typer.echo("| ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
+        other = "n/a" if r["other_gender"] is None else r["other_gender"]
         typer.echo(
-            f"| {r['min_duration']:g} | {r['slices']} | {r['hours']:.4f} | {r['too_short']} |"
+            f"| {r['min_duration']:g} | {r['slices']} | {r['hours']:.4f} | {r['too_short']} "
+            f"| {other} |"
+        )
+    params = stage_params(segments)
+    if not gender_filtered(params):
+        typer.echo(
+            f"note: counts are before the gender filter (gender {params.gender} with the "
+            "embedding gender engine needs the audio and its model; the stage applies it)"
         )
 
 

@@ -43,6 +43,19 @@ def wanted_labels(params: SegmentConfig) -> tuple[str, ...]:
     return ("speech",) if params.gender_engine == "embedding" else ("male", "female")
 
 
+def label_gender(label: str) -> str:
+    """The gender a segment label states: ``male``, ``female``, or '' (plain ``speech``)."""
+    return label if label in ("male", "female") else ""
+
+
+def gender_rejection(gender: str, wanted: str) -> str | None:
+    """Why a slice of ``gender`` ('' when unknown) is dropped under the filter ``wanted``
+    (``male``, ``female`` or ``any``), or None when it is kept."""
+    if wanted == "any" or gender == wanted:
+        return None
+    return f"gender {gender}, wanted {wanted}" if gender else "too little speech to tell the gender"
+
+
 def slice_params(params: SegmentConfig, min_duration: float | None = None) -> SliceParams:
     return SliceParams(
         labels=wanted_labels(params),
@@ -157,7 +170,7 @@ class SegmentStage(Stage[SegmentConfig, SliceRow]):
         sr = fin.samplerate
         a, b = round(piece.start * sr), round(piece.stop * sr)
         slice_id = child_id(item.id, f"{k:04d}")
-        gender, score = (piece.label, None) if piece.label in ("male", "female") else ("", None)
+        gender, score = label_gender(piece.label), None
         audio = None
         if reason is None:
             fin.seek(a)
@@ -165,12 +178,7 @@ class SegmentStage(Stage[SegmentConfig, SliceRow]):
             if self.gender_model is not None:
                 label, prob = self.gender_model.classify(audio.mean(axis=1), sr)
                 gender, score = label or "", prob
-            if self.params.gender != "any" and gender != self.params.gender:
-                reason = (
-                    f"gender {gender}, wanted {self.params.gender}"
-                    if gender
-                    else "too little speech to tell the gender"
-                )
+            reason = gender_rejection(gender, self.params.gender)
         path = ""
         if reason is None and audio is not None:
             path = f"{item.id}/{slice_id}.wav"

@@ -13,24 +13,32 @@ import soundfile as sf
 from malmoi.config import SegmentConfig
 from malmoi.manifest import read_manifest
 from malmoi.media import read_audio
-from segment.slicing import pad, speech_regions
 from segment.stage import SegmentStage, read_segments
+from segment.sweep import sweep_min_duration
 from separate.evaluate import speech_track
-from tests.conftest import REPO, run_malmoi
+from tests.conftest import REPO, model_or_skip, run_malmoi
 from tests.media import write_wav
 
 
-@pytest.fixture(scope="module")
-def ina_models(shared: Path) -> Path:
-    """The store with both ina models (speech/music/noise from ../shared, gender over PyPI)."""
-    from malmoi.models import ModelStore, ModelUnavailable
+def _store(shared: Path):
+    from malmoi.models import ModelStore
 
-    store = ModelStore(Path(os.environ["MALMOI_MODEL_DIR"]), search_dirs=[shared / "models"])
-    try:
-        store.path("ina:speech-music-noise")
-        return store.path("ina:gender")
-    except ModelUnavailable as exc:
-        pytest.skip(f"inaSpeechSegmenter models cannot be had here: {exc}")
+    return ModelStore(Path(os.environ["MALMOI_MODEL_DIR"]), search_dirs=[shared / "models"])
+
+
+@pytest.fixture(scope="module")
+def smn_model(shared: Path) -> Path:
+    """The store with inaSpeechSegmenter's speech/music/noise CNN, copied from ../shared (over
+    PyPI only if ../shared lacks it)."""
+    return model_or_skip(
+        lambda: _store(shared).path("ina:speech-music-noise"), "ina speech/music/noise model"
+    )
+
+
+@pytest.fixture(scope="module")
+def ina_models(smn_model: Path, shared: Path) -> Path:
+    """The store with both ina models (speech/music/noise from ../shared, gender over PyPI)."""
+    return model_or_skip(lambda: _store(shared).path("ina:gender"), "ina gender model")
 
 
 @pytest.fixture(scope="module")
@@ -98,25 +106,55 @@ def test_chunked_equals_whole_file_away_from_seams(engine, ten_minutes: Path) ->
 def test_slices_respect_bounds_and_add_up_to_the_kept_speech(
     ina_models: Path, ten_minutes: Path, tmp_path: Path
 ) -> None:
+    """With no padding and no gap merging, the kept slices are exactly the segment table's
+    male/female segments of at least min_duration, those longer than max_duration cut at
+    pauses (every piece of a cut keeps at least min_duration, since min_duration <=
+    max_duration / 2): their total is the sum of those segments, by plain arithmetic on
+    ``segments.csv``. (Without gap merging no speech segment here exceeds 15 s, hence a
+    max_duration of 8 s to have some cut.)"""
     from crawl.local import file_item
 
-    params = SegmentConfig(min_duration=1.0, max_duration=15.0, padding=0.1)
+    params = SegmentConfig(min_duration=1.0, max_duration=8.0, padding=0.0, max_gap=0.0)
     report = SegmentStage(params, tmp_path).run([file_item(ten_minutes)])
     assert report.processed == 1 and report.failed == 0
     rows = read_manifest(tmp_path)
     durations = np.array([sf.info(p).duration for p in rows["path"]])
     assert len(durations) > 20
-    assert durations.min() >= 1.0 and durations.max() <= 15.0 + 1e-6
-    # the kept speech: the padded speech regions of the segment table, less those too short
+    assert durations.min() >= 1.0 and durations.max() <= 8.0 + 1e-6
     folder = tmp_path / rows["parent_id"][0]
-    regions = pad(
-        speech_regions(read_segments(folder / "segments.csv"), ("male", "female"), 0.5), 0.1, 600.0
-    )
-    rejected = read_manifest(tmp_path, "rejected.csv")
-    too_short = rejected["duration"].sum() if len(rejected) else 0.0
-    kept_speech = sum(r.duration for r in regions) - too_short
-    assert abs(durations.sum() - kept_speech) <= 0.01 * kept_speech
+    segments = read_segments(folder / "segments.csv")
+    speech = [s.stop - s.start for s in segments if s.label in ("male", "female")]
+    assert sum(d > 8.0 for d in speech) >= 3  # some speech was cut
+    expected = sum(d for d in speech if d >= 1.0)
+    assert abs(durations.sum() - expected) <= 0.01 * expected, (durations.sum(), expected)
     assert (folder / "segments.TextGrid").read_text().startswith('File type = "ooTextFile"')
+    # the sweep at the stage's own min_duration re-slices to the same slices
+    (at_stage,) = sweep_min_duration(tmp_path, [1.0])
+    assert at_stage["slices"] == len(rows)
+    assert abs(at_stage["hours"] * 3600 - rows["duration"].sum()) <= len(rows) / 44100
+
+
+def test_musanmix_slices_add_up_to_the_reference_speech(
+    ina_models: Path, shared: Path, tmp_path: Path
+) -> None:
+    """musanmix.wav: inaSpeechSegmenter's own reference table (musanmix-smn-gender.csv) has
+    three male segments, 63.34-68.26, 68.92-71.60 and 72.00-73.82 s, all longer than 1 s and
+    shorter than 15 s. Without padding or gap merging the slices are those: 9.42 s in all."""
+    from crawl.local import file_item
+
+    reference = (shared / "data/ina/musanmix-smn-gender.csv").read_text().splitlines()[1:]
+    male = [
+        (float(a), float(b)) for lab, a, b in (ln.split("\t") for ln in reference) if lab == "male"
+    ]
+    assert len(male) == 3 and all(1.0 <= b - a <= 15.0 for a, b in male)
+    expected = sum(b - a for a, b in male)  # 9.42 s
+    params = SegmentConfig(min_duration=1.0, max_duration=15.0, padding=0.0, max_gap=0.0)
+    report = SegmentStage(params, tmp_path).run([file_item(shared / "data/ina/musanmix.wav")])
+    assert report.processed == 1 and report.failed == 0
+    rows = read_manifest(tmp_path)
+    durations = np.array([sf.info(p).duration for p in rows["path"]])
+    assert set(rows["gender"]) == {"male"}
+    assert abs(durations.sum() - expected) <= 0.01 * expected, (durations.sum(), expected)
 
 
 def test_cli_gender_filter_rerun_and_sweep(ina_models: Path, shared: Path, tmp_path: Path) -> None:
@@ -138,15 +176,33 @@ def test_cli_gender_filter_rerun_and_sweep(ina_models: Path, shared: Path, tmp_p
     rejected = read_manifest(out, "rejected.csv")
     assert set(rejected["reason"]) == {"gender female, wanted male"}
     assert "segment: 0 processed, 1 skipped" in run_malmoi(*args).stdout
-    sweep = run_malmoi("sweep", str(out), "--min-duration", "0.3", "--min-duration", "5")
+    # the sweep applies the stage's gender filter: at the stage's own min_duration it counts
+    # the stage's kept slices (male only) and hours, and the female slice as other gender
+    sweep = run_malmoi(
+        "sweep", str(out), "--min-duration", "0.3", "--min-duration", "0.5", "--min-duration", "5"
+    )
     assert sweep.returncode == 0, sweep.stderr
-    lines = [
-        ln for ln in sweep.stdout.splitlines() if ln.startswith("| 0.3") or ln.startswith("| 5 ")
-    ]
-    assert len(lines) == 2
+    table = {}
+    for ln in sweep.stdout.splitlines():
+        cells = [c.strip() for c in ln.strip("|").split("|")]
+        if len(cells) == 5 and cells[0] in ("0.3", "0.5", "5"):
+            table[float(cells[0])] = (int(cells[1]), float(cells[2]), int(cells[3]), int(cells[4]))
+    assert set(table) == {0.3, 0.5, 5.0}, sweep.stdout
+    female = rejected[rejected["reason"] == "gender female, wanted male"]
+    slices, hours, too_short, other = table[0.5]
+    assert (slices, too_short, other) == (len(kept), 0, len(female)), sweep.stdout
+    assert abs(hours - kept["duration"].sum() / 3600) <= 0.5e-4 + 1e-9, sweep.stdout
+    # no region here is long enough to be cut, so a slice's length does not depend on the
+    # threshold: 0.3 s changes nothing (nothing was too short at 0.5), 5 s drops the shorter
+    assert table[0.3] == table[0.5]
+    assert table[5.0][0] == int((kept["duration"] >= 5).sum())
+    assert table[5.0][3] == int((female["duration"] >= 5).sum())
+    assert "before the gender filter" not in sweep.stdout
 
 
-def test_embedding_gender_engine(ina_models: Path, shared: Path, tmp_path: Path) -> None:
+def test_embedding_gender_engine(smn_model: Path, shared: Path, tmp_path: Path) -> None:
+    """Resemblyzer + the committed classifier tell lamartine's reader (female) from the man who
+    follows; needs only the speech/music/noise model, not ina's gender CNN."""
     proc = run_malmoi(
         "segment",
         str(shared / "data/ina/lamartine.wav"),
@@ -154,15 +210,28 @@ def test_embedding_gender_engine(ina_models: Path, shared: Path, tmp_path: Path)
         str(tmp_path),
         "--gender-engine",
         "embedding",
+        "--gender",
+        "female",
         "--min-duration",
         "0.5",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = read_manifest(tmp_path)
-    assert set(rows["label"]) == {"speech"}
-    first, last = rows.iloc[0], rows.iloc[-1]
-    assert first["gender"] == "female" and last["gender"] == "male"
-    assert 0.5 <= first["gender_score"] <= 1.0
+    rejected = read_manifest(tmp_path, "rejected.csv")
+    assert set(rows["label"]) == {"speech"} and set(rows["gender"]) == {"female"}
+    assert (rows["stop"] <= 9.0).all()
+    assert "gender male, wanted female" in set(rejected["reason"])
+    assert (rejected[rejected["gender"] == "male"]["start"] >= 8.0).all()
+    assert 0.5 <= rows.iloc[0]["gender_score"] <= 1.0
+    # the sweep cannot re-run the embedding model: it says its counts are before the filter
+    sweep = run_malmoi("sweep", str(tmp_path), "--min-duration", "0.5")
+    assert sweep.returncode == 0, sweep.stderr
+    assert "note: counts are before the gender filter" in sweep.stdout
+    (line,) = [ln for ln in sweep.stdout.splitlines() if ln.startswith("| 0.5 |")]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[4] == "n/a"
+    by_gender = int((~rejected["reason"].str.startswith("shorter than")).sum())
+    assert int(cells[1]) == len(rows) + by_gender  # kept and gender-rejected slices alike
 
 
 @pytest.mark.slow
