@@ -81,7 +81,7 @@ class ProbeInfo:
 
     format_name: str
     codec: str
-    duration: float
+    duration: float | None  # None: unknown (streamed WebM/MKV, live recordings, empty streams)
     stream_duration: float | None  # from the stream's own timestamps, when the container has it
     sample_rate: int
     channels: int
@@ -133,7 +133,7 @@ def probe(path: Path) -> ProbeInfo:
     return ProbeInfo(
         format_name=str(info.get("format", {}).get("format_name", "")),
         codec=str(stream.get("codec_name", "")),
-        duration=duration or 0.0,
+        duration=duration,
         stream_duration=_float(stream.get("duration")),
         sample_rate=int(_float(stream.get("sample_rate")) or 0),
         channels=int(stream.get("channels") or 0),
@@ -293,3 +293,175 @@ def read_audio(path: Path, sample_rate: int, mono: bool = True):  # -> numpy.nda
     )
     audio = np.frombuffer(out, dtype=np.float32).copy()
     return audio if mono else audio.reshape(-1, channels)
+
+
+# --- reading any stem losslessly, and resampling ---------------------------------------------
+
+# libsndfile subtypes a WAV can hold that decode exactly (no codec delay or padding)
+PCM_SUBTYPES = frozenset({"PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"})
+# a WAV with no LIST/INFO chunk: libsndfile opens such a file for editing ("r+") only
+_BARE_WAV = ["-map_metadata", "-1", "-fflags", "+bitexact", "-flags:a", "+bitexact", "-f", "wav"]
+
+
+def sndfile_pcm(path: Path) -> bool:
+    """True when libsndfile opens ``path`` as plain PCM or float samples (WAV, FLAC, AIFF):
+    then reading it directly gives exactly what ffmpeg would decode. Lossy formats (MP3, Ogg
+    Vorbis, Opus) and formats libsndfile cannot open (m4a, wma) give False."""
+    import soundfile as sf
+
+    try:
+        return sf.info(str(path)).subtype in PCM_SUBTYPES
+    except RuntimeError:  # libsndfile cannot open it (soundfile's errors derive from it)
+        return False
+
+
+def decode_to_float_wav(src: Path, dest: Path, frames: int | None = None) -> None:
+    """Decode the first audio stream of ``src`` to 32-bit float WAV at ``dest`` (its own rate
+    and channels; RF64 when large). ``frames``: the length the audio is known to have; decoder
+    padding past it (up to 0.1 s, e.g. AAC's last frame) is cut off."""
+    with atomic_path(dest, suffix=".wav") as tmp:
+        run_ffmpeg(
+            [
+                "-i",
+                str(src),
+                "-map",
+                "0:a:0",
+                "-vn",
+                "-c:a",
+                "pcm_f32le",
+                "-rf64",
+                "auto",
+                *_BARE_WAV,
+                str(tmp),
+            ],
+            "ffmpeg could not decode it",
+        )
+        if frames:
+            _trim_padding(tmp, frames, max_excess=wav_info(tmp).sample_rate // 10)
+
+
+_SOXR: list[bool] = []  # the answer of has_soxr, once known
+
+
+def has_soxr() -> bool:
+    """Whether this ffmpeg has the SoX resampler (libsoxr); asked once per process."""
+    if _SOXR:
+        return _SOXR[0]
+    try:
+        run_ffmpeg(
+            [
+                "-f",
+                "lavfi",
+                "-i",
+                "anullsrc=r=8000:cl=mono",
+                "-t",
+                "0.01",
+                "-af",
+                "aresample=16000:resampler=soxr",
+                "-f",
+                "null",
+                "-",
+            ],
+            "no soxr",
+        )
+    except MediaError:
+        _SOXR.append(False)
+    else:
+        _SOXR.append(True)
+    return _SOXR[0]
+
+
+def resample_wav(src: Path, dest: Path, sample_rate: int, frames: int | None = None) -> None:
+    """Resample a WAV to ``sample_rate`` as 32-bit float WAV at ``dest``, channels kept.
+
+    Uses the SoX resampler at very high quality (28-bit precision) when ffmpeg has it, else
+    ffmpeg's own with a long filter. ``frames``: make the output exactly this long, cutting or
+    zero-padding the last few samples the resampler's rounding leaves over or short.
+    """
+    if has_soxr():
+        resampler = f"aresample={sample_rate}:resampler=soxr:precision=28"
+    else:
+        resampler = f"aresample={sample_rate}:filter_size=64:phase_shift=12:cutoff=0.97"
+    with atomic_path(dest, suffix=".wav") as tmp:
+        run_ffmpeg(
+            [
+                "-i",
+                str(src),
+                "-af",
+                resampler,
+                "-c:a",
+                "pcm_f32le",
+                "-rf64",
+                "auto",
+                *_BARE_WAV,
+                str(tmp),
+            ],
+            f"ffmpeg could not resample to {sample_rate} Hz",
+        )
+        if frames is not None:
+            fit_frames(tmp, frames)
+
+
+def fit_frames(wav: Path, frames: int) -> None:
+    """Cut ``wav`` to ``frames`` or pad it with silence up to ``frames``, in place."""
+    import numpy as np
+    import soundfile as sf
+
+    with sf.SoundFile(str(wav), "r+") as fh:
+        if fh.frames > frames:
+            fh.truncate(frames)
+        elif fh.frames < frames:
+            fh.seek(0, sf.SEEK_END)
+            fh.write(np.zeros((frames - fh.frames, fh.channels), np.float32))
+
+
+_SHIFTS: dict[tuple[str, int, int], int] = {}
+
+
+def codec_shift(codec: str, sample_rate: int, channels: int) -> int:
+    """Samples by which a round trip through ``codec`` (ffmpeg's encoder, then its decoder)
+    moves audio: negative when the decoded audio comes early. Measured once per process and
+    format with a chirp. ffmpeg's wmav2 loses one frame at the start (512 to 2048 samples by
+    rate); mp3, aac, vorbis and flac come back in place."""
+    key = (codec, sample_rate, channels)
+    if key in _SHIFTS:
+        return _SHIFTS[key]
+    import numpy as np
+    import soundfile as sf
+
+    n, at = 4096, sample_rate // 2
+    t = np.arange(n) / sample_rate
+    top = min(4000.0, sample_rate / 4)
+    chirp = np.sin(2 * np.pi * (200 * t + (top - 200) / (2 * t[-1]) * t**2)) * np.hanning(n)
+    probe_sig = np.zeros(sample_rate * 2, np.float32)
+    probe_sig[at : at + n] = 0.5 * chirp
+    with tempfile.TemporaryDirectory() as tmp:
+        src, enc = Path(tmp) / "chirp.wav", Path(tmp) / f"chirp.{codec}"
+        sf.write(str(src), np.repeat(probe_sig[:, None], channels, 1), sample_rate, "FLOAT")
+        run_ffmpeg(["-i", str(src), *CODEC_ARGS[codec], str(enc)], f"ffmpeg cannot encode {codec}")
+        out = run_ffmpeg(
+            ["-i", str(enc), "-map", "0:a:0", "-ac", "1", "-f", "f32le", "-"],
+            f"ffmpeg cannot decode {codec}",
+        )
+    decoded = np.frombuffer(out, np.float32)
+    decoded = np.pad(decoded, (0, max(0, len(probe_sig) - len(decoded))))
+    lags = np.arange(-at + 1, at)
+    ref = probe_sig[at : at + n]
+    scores = [np.dot(ref, decoded[at + lag : at + lag + n]) for lag in lags]
+    _SHIFTS[key] = int(lags[int(np.argmax(scores))])
+    return _SHIFTS[key]
+
+
+def encode_aligned(src_wav: Path, dest: Path, codec: str) -> None:
+    """:func:`encode`, compensating :func:`codec_shift` so that the decoded audio keeps the
+    input's timeline (silence is put before it, or its first samples dropped)."""
+    info = wav_info(src_wav)
+    shift = codec_shift(codec, info.sample_rate, info.channels)
+    if shift == 0:
+        return encode(src_wav, dest, codec)
+    fix = f"adelay={-shift}S:all=1" if shift < 0 else f"atrim=start_sample={shift}"
+    with atomic_path(dest) as tmp:
+        run_ffmpeg(
+            ["-i", str(src_wav), "-af", fix, *CODEC_ARGS[codec], str(tmp)],
+            f"ffmpeg could not encode {codec}",
+        )

@@ -10,6 +10,7 @@ model) and the slices ``<id>.<nnnn>.wav``; one :class:`SliceRow` per slice in
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import ClassVar
 
@@ -19,12 +20,21 @@ from pydantic import Field
 
 from malmoi.config import ModelsConfig, SegmentConfig
 from malmoi.ids import child_id
+from malmoi.logs import get_logger
 from malmoi.manifest import AudioRow
-from malmoi.media import atomic_path, require_ffmpeg
+from malmoi.media import (
+    PCM_SUBTYPES,
+    atomic_path,
+    decode_to_float_wav,
+    require_ffmpeg,
+    sndfile_pcm,
+)
 from malmoi.stage import Item, Result, Stage
 from segment.slicing import Segment, SliceParams, make_slices
 
 FRAME = 0.01  # seconds per energy frame
+
+log = get_logger(__name__)
 
 
 class SliceRow(AudioRow):
@@ -123,12 +133,24 @@ class SegmentStage(Stage[SegmentConfig, SliceRow]):
         self.engine = InaEngine(vad, gender, self.params.chunk_seconds, self.params.margin_seconds)
 
     def process(self, item: Item) -> Result[SliceRow]:
-        assert self.engine is not None
         folder = self.out_dir / item.id
         folder.mkdir(parents=True, exist_ok=True)
-        segments = self.engine.segment_file(item.path)
+        if sndfile_pcm(item.path):
+            return self._process(item, item.path, folder)
+        # lossy stems (mp3, ogg) and what libsndfile cannot open (m4a, wma): decoded once by
+        # ffmpeg, so segmentation, energy and slices all read the same samples
+        with tempfile.TemporaryDirectory(dir=folder, prefix=".malmoi-tmp-") as tmp:
+            wav = Path(tmp) / "decoded.wav"
+            decode_to_float_wav(item.path, wav, frames=_known_frames(item))
+            log.debug("%s: decoded %s to float WAV", item.id, item.path.suffix)
+            return self._process(item, wav, folder)
+
+    def _process(self, item: Item, src: Path, folder: Path) -> Result[SliceRow]:
+        """Segment and slice ``src``: ``item``'s audio as PCM/float samples libsndfile reads."""
+        assert self.engine is not None
+        segments = self.engine.segment_file(src)
         write_segments(segments, folder)
-        track = energy_track(item.path)
+        track = energy_track(src)
         with atomic_path(folder / "energy.npy") as tmp, tmp.open("wb") as fh:
             np.save(fh, track.astype(np.float32))
         kept, rejected = make_slices(
@@ -136,7 +158,7 @@ class SegmentStage(Stage[SegmentConfig, SliceRow]):
         )
         pieces = sorted([(s, None) for s in kept] + rejected, key=lambda p: p[0].start)
         result: Result[SliceRow] = Result()
-        with sf.SoundFile(str(item.path)) as fin:
+        with sf.SoundFile(str(src)) as fin:
             for k, (piece, reason) in enumerate(pieces, start=1):
                 row, why = self._slice(item, fin, piece, k, folder, reason)
                 if why is None:
@@ -175,7 +197,8 @@ class SegmentStage(Stage[SegmentConfig, SliceRow]):
         if reason is None and audio is not None:
             path = f"{item.id}/{slice_id}.wav"
             with atomic_path(self.out_dir / path) as tmp:
-                sf.write(str(tmp), audio, sr, subtype=fin.subtype, format="WAV")
+                subtype = fin.subtype if fin.subtype in PCM_SUBTYPES else "FLOAT"
+                sf.write(str(tmp), audio, sr, subtype=subtype, format="WAV")
         row = self.make_row(
             item,
             id=slice_id,
@@ -191,3 +214,11 @@ class SegmentStage(Stage[SegmentConfig, SliceRow]):
             gender_engine=self.params.gender_engine,
         )
         return row, reason
+
+
+def _known_frames(item: Item) -> int | None:
+    """The input's length in frames from the previous stage's row, when it says."""
+    try:
+        return round(float(item.row["duration"]) * int(item.row["sample_rate"]))
+    except (KeyError, TypeError, ValueError):
+        return None
