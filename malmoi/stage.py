@@ -27,6 +27,7 @@ import yaml
 from pydantic import BaseModel
 
 from malmoi.errors import (
+    EnvironmentFailure,
     IdCollision,
     ItemError,
     StageBusy,
@@ -407,6 +408,6 @@ def items_from(stage_dir: Path, **where: str) -> list[Item]:
 
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
-    if isinstance(exc, ItemError):
+    if isinstance(exc, ItemError | EnvironmentFailure):
         return text or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
