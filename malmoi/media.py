@@ -110,11 +110,15 @@ def is_temporary(name: str) -> bool:
 _LEGACY_TMP = re.compile(r"^\.(tmp-[A-Za-z0-9_]{8}|.+\.[A-Za-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?)$")
 
 
-def remove_stale_temporaries(folder: Path) -> tuple[int, int]:
+def remove_stale_temporaries(folder: Path, marker: str | None = None) -> tuple[int, int]:
     """Remove the temporary files and folders a killed run left anywhere under ``folder``;
-    return how many and their bytes. Only call it while holding the folder's lock."""
+    return how many and their bytes. Only call it while holding the folder's lock. A
+    sub-folder holding a file named ``marker`` (another stage's folder, with its own lock, as
+    ``OUT/ingest`` inside ``malmoi separate``'s ``OUT``) is left to its own stage."""
     count = size = 0
     for root, dirs, files in os.walk(folder):
+        if marker is not None:
+            dirs[:] = [d for d in dirs if not (Path(root) / d / marker).exists()]
         for name in [d for d in dirs if is_temporary(d)]:
             path = Path(root) / name
             size += sum(f.stat().st_size for f in path.rglob("*") if f.is_file())

@@ -191,7 +191,7 @@ class Stage(ABC, Generic[P, R]):
         started = time.perf_counter()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         with stage_lock(self.out_dir, self.name):
-            count, size = remove_stale_temporaries(self.out_dir)
+            count, size = remove_stale_temporaries(self.out_dir, marker=LOCK_FILE)
             if count:
                 log.warning(
                     "%s: removed %d temporary file(s) (%.1f MB) left by an interrupted run",

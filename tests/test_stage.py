@@ -336,6 +336,13 @@ def test_a_run_removes_the_debris_of_a_killed_run(inputs: Path, tmp_path: Path) 
     keep = [out / "audio/notes.tmp.txt", out / "audio/.hidden"]
     for path in keep:
         path.write_text("user file")
+    # a nested stage folder (`malmoi separate --out OUT` ingests into OUT/ingest) is its own
+    # stage's business: its temporaries may belong to a run going on there
+    nested = out / "ingest"
+    nested.mkdir()
+    (nested / ".lock").touch()
+    keep.append(nested / ".x.wav.abcdefgh.malmoi-tmp.wav")
+    keep[-1].write_bytes(b"being written")
     CopyStage(Params(), out).run(_items(inputs))
     assert not any(p.exists() for p in debris)
     assert not (out / "x/.malmoi-tmp-abc123").exists() and not (out / "sep/.tmp-a1b2c3d4").exists()
