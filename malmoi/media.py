@@ -422,10 +422,13 @@ def sndfile_pcm(path: Path) -> bool:
         return False
 
 
-def decode_to_float_wav(src: Path, dest: Path, frames: int | None = None) -> None:
+def decode_to_float_wav(
+    src: Path, dest: Path, frames: int | None = None, seconds: float | None = None
+) -> None:
     """Decode the first audio stream of ``src`` to 32-bit float WAV at ``dest`` (its own rate
     and channels; RF64 when large). ``frames``: the length the audio is known to have; decoder
-    padding past it (up to 0.1 s, e.g. AAC's last frame) is cut off."""
+    padding past it (up to 0.1 s, e.g. AAC's last frame) is cut off. ``seconds``: its duration
+    when known (for ffmpeg's timeout)."""
     with atomic_path(dest, suffix=".wav") as tmp:
         run_ffmpeg(
             [
@@ -442,6 +445,7 @@ def decode_to_float_wav(src: Path, dest: Path, frames: int | None = None) -> Non
                 str(tmp),
             ],
             "ffmpeg could not decode it",
+            media_seconds=seconds,
         )
         if frames:
             _trim_padding(tmp, frames, max_excess=wav_info(tmp).sample_rate // 10)
@@ -470,6 +474,7 @@ def has_soxr() -> bool:
                 "-",
             ],
             "no soxr",
+            media_seconds=0.01,
         )
     except MediaError:
         _SOXR.append(False)
@@ -504,6 +509,7 @@ def resample_wav(src: Path, dest: Path, sample_rate: int, frames: int | None = N
                 str(tmp),
             ],
             f"ffmpeg could not resample to {sample_rate} Hz",
+            media_seconds=wav_info(src).duration,
         )
         if frames is not None:
             fit_frames(tmp, frames)
@@ -545,10 +551,15 @@ def codec_shift(codec: str, sample_rate: int, channels: int) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         src, enc = Path(tmp) / "chirp.wav", Path(tmp) / f"chirp.{codec}"
         sf.write(str(src), np.repeat(probe_sig[:, None], channels, 1), sample_rate, "FLOAT")
-        run_ffmpeg(["-i", str(src), *CODEC_ARGS[codec], str(enc)], f"ffmpeg cannot encode {codec}")
+        run_ffmpeg(
+            ["-i", str(src), *CODEC_ARGS[codec], str(enc)],
+            f"ffmpeg cannot encode {codec}",
+            media_seconds=2.0,
+        )
         out = run_ffmpeg(
             ["-i", str(enc), "-map", "0:a:0", "-ac", "1", "-f", "f32le", "-"],
             f"ffmpeg cannot decode {codec}",
+            media_seconds=2.0,
         )
     decoded = np.frombuffer(out, np.float32)
     decoded = np.pad(decoded, (0, max(0, len(probe_sig) - len(decoded))))
@@ -571,4 +582,5 @@ def encode_aligned(src_wav: Path, dest: Path, codec: str) -> None:
         run_ffmpeg(
             ["-i", str(src_wav), "-af", fix, *CODEC_ARGS[codec], str(tmp)],
             f"ffmpeg could not encode {codec}",
+            media_seconds=info.duration,
         )

@@ -10,7 +10,6 @@ model) and the slices ``<id>.<nnnn>.wav``; one :class:`SliceRow` per slice in
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import ClassVar
 
@@ -28,6 +27,7 @@ from malmoi.media import (
     decode_to_float_wav,
     require_ffmpeg,
     sndfile_pcm,
+    temp_dir,
 )
 from malmoi.stage import Item, Result, Stage
 from segment.slicing import Segment, SliceParams, make_slices
@@ -139,16 +139,17 @@ class SegmentStage(Stage[SegmentConfig, SliceRow]):
             return self._process(item, item.path, folder)
         # lossy stems (mp3, ogg) and what libsndfile cannot open (m4a, wma): decoded once by
         # ffmpeg, so segmentation, energy and slices all read the same samples
-        with tempfile.TemporaryDirectory(dir=folder, prefix=".malmoi-tmp-") as tmp:
+        with temp_dir(folder) as tmp:
             wav = Path(tmp) / "decoded.wav"
-            decode_to_float_wav(item.path, wav, frames=_known_frames(item))
+            frames, seconds = _known_length(item)
+            decode_to_float_wav(item.path, wav, frames=frames, seconds=seconds)
             log.debug("%s: decoded %s to float WAV", item.id, item.path.suffix)
             return self._process(item, wav, folder)
 
     def _process(self, item: Item, src: Path, folder: Path) -> Result[SliceRow]:
         """Segment and slice ``src``: ``item``'s audio as PCM/float samples libsndfile reads."""
         assert self.engine is not None
-        segments = self.engine.segment_file(src)
+        segments = self.engine.segment_file(src, tmp_parent=folder)
         write_segments(segments, folder)
         track = energy_track(src)
         with atomic_path(folder / "energy.npy") as tmp, tmp.open("wb") as fh:
@@ -216,9 +217,10 @@ class SegmentStage(Stage[SegmentConfig, SliceRow]):
         return row, reason
 
 
-def _known_frames(item: Item) -> int | None:
-    """The input's length in frames from the previous stage's row, when it says."""
+def _known_length(item: Item) -> tuple[int | None, float | None]:
+    """The input's length in frames and seconds from the previous stage's row, when it says."""
     try:
-        return round(float(item.row["duration"]) * int(item.row["sample_rate"]))
+        seconds = float(item.row["duration"])
+        return round(seconds * int(item.row["sample_rate"])), seconds
     except (KeyError, TypeError, ValueError):
-        return None
+        return None, None

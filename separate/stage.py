@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import ClassVar
 
@@ -22,7 +21,7 @@ from malmoi.config import ModelsConfig, SeparateConfig
 from malmoi.ids import child_id
 from malmoi.logs import get_logger
 from malmoi.manifest import AudioRow
-from malmoi.media import encode_aligned, energy, require_ffmpeg, resample_wav, wav_info
+from malmoi.media import encode_aligned, energy, require_ffmpeg, resample_wav, temp_dir, wav_info
 from malmoi.stage import Item, Result, Stage
 from separate.base import Engine
 
@@ -74,7 +73,7 @@ class SeparateStage(Stage[SeparateConfig, SeparateRow]):
         folder.mkdir(parents=True, exist_ok=True)
         stems = self.engine.stems
         codec = self.params.codec
-        with tempfile.TemporaryDirectory(dir=folder, prefix=".malmoi-tmp-") as tmpdir:
+        with temp_dir(folder) as tmpdir:
             tmp = {s: Path(tmpdir) / f"{s}.wav" for s in stems}
             self._separate(item.path, tmp, Path(tmpdir))
             info = wav_info(tmp[stems[0]])
