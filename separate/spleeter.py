@@ -168,6 +168,10 @@ class SpleeterEngine(Engine):
                     outs[name].write(y[lo:hi])
             written += max(0, hi - lo)
             out_start += H
+            if last:  # everything is written; never loop on
+                break
+        if written != n_total:
+            raise RuntimeError(f"Spleeter streaming wrote {written} of {n_total} frames")
 
     def close(self) -> None:
         self._session.close()
