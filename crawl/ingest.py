@@ -25,7 +25,10 @@ class IngestRow(AudioRow):
 
     source_format: str = Field(description="container as ffprobe names it")
     source_codec: str = Field(description="audio codec of the input")
-    source_duration: float = Field(description="audio duration ffprobe reported for the input")
+    source_duration: float = Field(
+        description="audio duration ffprobe reported for the input; the decoded duration when "
+        "the container states none (streamed WebM/MKV)"
+    )
     source_sample_rate: int
     source_channels: int
     has_video: bool = Field(description="the input had a video track")
@@ -49,9 +52,7 @@ class IngestStage(Stage[IngestConfig, IngestRow]):
         return 1 if source_channels == 1 else 2
 
     def process(self, item: Item) -> Result[IngestRow]:
-        info = probe(item.path)
-        if info.duration <= 0:
-            raise ItemError("zero-length audio (duration 0 s)")
+        info = probe(item.path)  # streamed WebM/MKV state no duration: judged by decoding
         rel = Path("audio") / f"{item.id}.wav"
         channels = self.out_channels(info.channels)
         decode_to_wav(
@@ -75,7 +76,7 @@ class IngestStage(Stage[IngestConfig, IngestRow]):
             channels=out.channels,
             source_format=info.format_name,
             source_codec=info.codec,
-            source_duration=info.duration,
+            source_duration=out.duration if info.duration is None else info.duration,
             source_sample_rate=info.sample_rate,
             source_channels=info.channels,
             has_video=info.has_video,

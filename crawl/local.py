@@ -6,20 +6,21 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from malmoi.ids import nfc, root_id
+from malmoi.ids import root_id
 from malmoi.stage import Item
 
 
 def file_item(path: Path) -> Item:
-    """The item for one media file: id from its name and absolute path, fingerprint from its
-    size and modification time (so an edited file is ingested again)."""
+    """The item for one media file: id from its name and its absolute path as it is on disk
+    (not normalised), fingerprint from its size and modification time (so an edited or
+    replaced file is ingested again, and an unchanged one is not even probed)."""
     abs_path = Path(path).expanduser().absolute()  # as on disk: Linux does not normalise
     try:
         st = abs_path.stat()
         fingerprint = f"{st.st_size}:{st.st_mtime_ns}"
     except OSError:
         fingerprint = "missing"
-    source = nfc(str(abs_path))
+    source = str(abs_path)
     return Item(
         id=root_id(abs_path.stem, source), path=abs_path, source=source, fingerprint=fingerprint
     )

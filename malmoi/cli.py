@@ -86,12 +86,9 @@ def ingest(
         params = IngestConfig(sample_rate=sample_rate, channels=channels.value)
     except ValidationError as exc:
         _fail(" ".join(str(exc).split()))
-    stage = IngestStage(params, out)
-    report = stage.run(discover(inputs, params.extensions), retry_failed=retry_failed)
+    report = _run(IngestStage(params, out), discover(inputs, params.extensions), retry_failed)
     typer.echo(report.summary())
     typer.echo(f"manifest: {out / 'manifest.csv'}")
-    if report.failed:
-        typer.echo(f"failures: {out / 'failures.csv'}")
 
 
 @app.command()
@@ -115,22 +112,20 @@ def separate(
     from crawl.ingest import IngestStage
     from crawl.local import discover
     from malmoi.config import IngestConfig, SeparateConfig
-    from malmoi.models import ModelUnavailable
     from malmoi.stage import items_from
     from separate.stage import SeparateStage
 
     ingest_params = IngestConfig()
     ingest_dir = out / "ingest"
-    first = IngestStage(ingest_params, ingest_dir).run(
-        discover(inputs, ingest_params.extensions), retry_failed=retry_failed
+    first = _run(
+        IngestStage(ingest_params, ingest_dir),
+        discover(inputs, ingest_params.extensions),
+        retry_failed,
     )
     params = SeparateConfig(
         engine=engine.value, codec=codec.value, chunk_seconds=chunk_seconds, threads=threads
     )
-    try:
-        report = SeparateStage(params, out).run(items_from(ingest_dir), retry_failed=retry_failed)
-    except ModelUnavailable as exc:
-        _fail(str(exc), code=1)
+    report = _run(SeparateStage(params, out), items_from(ingest_dir), retry_failed)
     typer.echo(first.summary())
     typer.echo(report.summary())
     typer.echo(f"manifest: {out / 'manifest.csv'}")
@@ -162,7 +157,6 @@ def segment(
     from crawl.ingest import IngestStage
     from crawl.local import discover
     from malmoi.config import IngestConfig, SegmentConfig
-    from malmoi.models import ModelUnavailable
     from malmoi.stage import items_from
     from segment.stage import SegmentStage
 
@@ -178,15 +172,12 @@ def segment(
     except ValidationError as exc:
         _fail("; ".join(e["msg"] for e in exc.errors()))
     ingest_params = IngestConfig()
-    first = IngestStage(ingest_params, out / "ingest").run(
-        discover(inputs, ingest_params.extensions), retry_failed=retry_failed
+    first = _run(
+        IngestStage(ingest_params, out / "ingest"),
+        discover(inputs, ingest_params.extensions),
+        retry_failed,
     )
-    try:
-        report = SegmentStage(params, out).run(
-            items_from(out / "ingest"), retry_failed=retry_failed
-        )
-    except ModelUnavailable as exc:
-        _fail(str(exc), code=1)
+    report = _run(SegmentStage(params, out), items_from(out / "ingest"), retry_failed)
     typer.echo(first.summary())
     typer.echo(report.summary())
     typer.echo(f"manifest: {out / 'manifest.csv'}")
@@ -354,6 +345,18 @@ def eval_separation(
     plot(mixes[0], names, out, out / "separation.png")
     typer.echo(text)
     typer.echo(f"table: {out / 'separation.csv'}; plot: {out / 'separation.png'}")
+
+
+def _run(stage, items, retry_failed: bool):  # (Stage, Iterable[Item], bool) -> StageReport
+    """Run a stage; a missing model, a busy folder, an id collision or a stage stopped by the
+    machine (disk full…) is a one-line error and exit code 1."""
+    from malmoi.errors import IdCollision, StageBusy, StageStopped
+    from malmoi.models import ModelUnavailable
+
+    try:
+        return stage.run(items, retry_failed=retry_failed)
+    except (ModelUnavailable, StageBusy, StageStopped, IdCollision) as exc:
+        _fail(str(exc), code=1)
 
 
 def _store(config: Path | None):  # -> ModelStore

@@ -1,19 +1,24 @@
 """Deterministic, filesystem-safe ids.
 
 A root id comes from a source (a file path or URL): a readable slug of its name (NFC-normalised,
-Hangul kept) plus a short hash of the full source string, so two ``intro.mp4`` in different
-folders never collide and a rerun always yields the same id. Child ids append a suffix to the
-parent's id, so lineage is visible in the id itself.
+Hangul kept) plus a 64-bit hash of the full source exactly as it is on disk (no normalisation:
+two files whose names differ only in NFC/NFD form are two files, with two ids), so two
+``intro.mp4`` in different folders never collide and a rerun always yields the same id. 64 bits
+keep the chance of any collision among ten million inputs under one in 300,000; the stage loop
+still refuses a collision within a run with an error naming both files. Child ids append a
+suffix to the parent's id, so lineage is visible in the id itself.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import unicodedata
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|#%&{}$!'@`=+,;\[\]\s]+")
 MAX_SLUG_BYTES = 80
+HASH_HEX = 16  # 64 bits
 
 
 def nfc(text: str) -> str:
@@ -21,13 +26,15 @@ def nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
 
-def short_hash(text: str, n: int = 8) -> str:
-    """First ``n`` hex digits of the sha1 of ``text`` (NFC-normalised first)."""
-    return hashlib.sha1(nfc(text).encode("utf-8")).hexdigest()[:n]
+def short_hash(text: str, n: int = HASH_HEX) -> str:
+    """First ``n`` hex digits of the sha1 of ``text``'s bytes as they are on disk (a path that
+    came from the file system keeps its exact bytes, undecodable ones included)."""
+    return hashlib.sha1(os.fsencode(text)).hexdigest()[:n]
 
 
 def slugify(name: str) -> str:
     """Make ``name`` safe as a file name on Linux, macOS and Windows, keeping Hangul."""
+    name = name.encode("utf-8", errors="replace").decode("utf-8")  # undecodable bytes: "?"
     slug = _UNSAFE.sub("_", nfc(name)).strip("._-")
     encoded = slug.encode("utf-8")[:MAX_SLUG_BYTES]
     slug = encoded.decode("utf-8", errors="ignore").rstrip("._-")

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from malmoi.media import atomic_write_text
+from malmoi.media import atomic_write_text, temp_file
 
 MANIFEST = "manifest.csv"
 REJECTED = "rejected.csv"
@@ -77,6 +77,11 @@ class FailureRow(Row):
     stage: str
     reason: str = Field(description="one line")
     key: str
+    kind: str = Field(
+        "input",
+        description="input: the input is at fault, not tried again unless it changes or "
+        "--retry-failed; error: an unexpected error, tried again on the next run",
+    )
 
 
 class ProgressRow(Row):
@@ -84,7 +89,7 @@ class ProgressRow(Row):
 
     table: ClassVar[str] = PROGRESS
     key: str
-    status: str
+    status: str = Field(description="ok, failed (the input's fault) or error (tried again)")
     outputs: str = Field(description="JSON list of the ids written to manifest.csv")
     rejected: str = Field(description="JSON list of the ids written to rejected.csv")
 
@@ -119,17 +124,22 @@ class Table:
         self._repair()
 
     def _repair(self) -> None:
-        """Drop a torn last line (a crash mid-append) and migrate a changed header."""
+        """Drop a torn last line (a crash mid-append) and repeated header lines, and migrate a
+        changed header: a column the row type gained is filled with the field's default (an
+        upgrade of malmoi in the middle of a crawl), a column it lost is dropped."""
         if not self.path.exists():
             return
         text = self.path.read_text(encoding="utf-8")
         if not text:
             return
-        header = next(csv.reader([text.split("\n", 1)[0]]), [])
+        first, _, rest = text.partition("\n")
+        header = next(csv.reader([first]), [])
         torn = not text.endswith("\n")
-        if torn or header != self.columns:
+        repeated = first in rest.split("\n")
+        if torn or repeated or header != self.columns:
             records = _parse(text if not torn else text[: text.rfind("\n") + 1])
-            self.rewrite(records)
+            defaults = _defaults(self.row_type)
+            self.rewrite({**defaults, **r} for r in records)
 
     def read(self) -> list[dict[str, Any]]:
         """All records as dicts of strings, in file order (later rows win on a repeated id)."""
@@ -148,15 +158,32 @@ class Table:
         if not rows:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        new = not self.path.exists() or self.path.stat().st_size == 0
+        self._create()
         with self.path.open("a", encoding="utf-8", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=self.columns, lineterminator="\n")
-            if new:
-                writer.writeheader()
             for row in rows:
                 writer.writerow(row.record())
             fh.flush()
             os.fsync(fh.fileno())
+
+    def _create(self) -> None:
+        """Create the table with its header line atomically: the header is written to a
+        temporary file that is hard-linked into place, which fails if another process created
+        the table first — so there is never a second header line."""
+        if self.path.exists() and self.path.stat().st_size > 0:
+            return
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerow(self.columns)
+        tmp = temp_file(self.path)
+        try:
+            tmp.write_text(buf.getvalue(), encoding="utf-8")
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                if self.path.stat().st_size == 0:  # an empty file left by a crash
+                    os.replace(tmp, self.path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def rewrite(self, records: Iterable[dict[str, Any]]) -> None:
         """Replace the table with ``records`` (dicts), atomically."""
@@ -180,7 +207,22 @@ class Table:
 
 
 def _parse(text: str) -> list[dict[str, Any]]:
-    return [r for r in csv.DictReader(io.StringIO(text)) if None not in r.values()]
+    """Records of a table's text; torn rows and repeated header lines are left out."""
+    return [
+        r
+        for r in csv.DictReader(io.StringIO(text))
+        if None not in r.values() and any(k != v for k, v in r.items())
+    ]
+
+
+def _defaults(row_type: type[Row]) -> dict[str, Any]:
+    """The CSV cells of the fields that have a default (for columns an old table lacks)."""
+    out = {}
+    for name, field in row_type.model_fields.items():
+        if not field.is_required():
+            value = field.get_default(call_default_factory=True)
+            out[name] = "" if value is None else value
+    return out
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
@@ -195,14 +237,21 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 
 def _typed(row_type: type[Row], rec: dict[str, Any]) -> dict[str, Any]:
-    """Drop columns the model does not know (an older header); empty optional cells are None."""
+    """Drop columns the model does not know (an older header); an empty cell of an optional
+    field is None, and of a non-text field with a default (a column added by an upgrade,
+    filled with "" by an older malmoi) takes the default."""
     out = {}
     for k, v in rec.items():
         field = row_type.model_fields.get(k)
         if field is None:
             continue
-        optional = type(None) in typing.get_args(field.annotation)
-        out[k] = None if (v == "" and optional) else v
+        if v == "" and field.annotation is not str:
+            if type(None) in typing.get_args(field.annotation):
+                out[k] = None
+                continue
+            if not field.is_required():
+                continue  # the field's default
+        out[k] = v
     return out
 
 

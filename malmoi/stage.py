@@ -10,11 +10,15 @@ only when there is work to do.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import os
+import socket
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
@@ -22,7 +26,14 @@ from typing import Any, ClassVar, Generic, TypeVar
 import yaml
 from pydantic import BaseModel
 
-from malmoi.errors import ItemError
+from malmoi.errors import (
+    EnvironmentFailure,
+    IdCollision,
+    ItemError,
+    StageBusy,
+    StageStopped,
+    is_environment_failure,
+)
 from malmoi.logs import get_logger
 from malmoi.manifest import (
     MANIFEST,
@@ -34,9 +45,11 @@ from malmoi.manifest import (
     read_records,
     rejected_model,
 )
-from malmoi.media import atomic_write_text
+from malmoi.media import atomic_write_text, remove_stale_temporaries
 
 log = get_logger(__name__)
+
+LOCK_FILE = ".lock"
 
 P = TypeVar("P", bound=BaseModel)
 R = TypeVar("R", bound=AudioRow)
@@ -63,23 +76,34 @@ class Result(Generic[R]):
 
 @dataclass
 class StageReport:
-    """Counts of one :meth:`Stage.run`."""
+    """Counts of one :meth:`Stage.run`.
+
+    ``failed`` counts every input that stands failed after the run: those that failed now and
+    those that failed in an earlier run and were not tried again (``failed_before``)."""
 
     stage: str
     processed: int = 0
     skipped: int = 0
     failed: int = 0
+    failed_before: int = 0
     kept: int = 0
     rejected: int = 0
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    failures_file: str = ""
 
     def summary(self) -> str:
-        return (
+        failed = f"{self.failed} failed"
+        if self.failed_before:
+            failed += f" ({self.failed_before} in an earlier run, not retried: --retry-failed)"
+        text = (
             f"{self.stage}: {self.processed} processed, {self.skipped} skipped (done before), "
-            f"{self.failed} failed; {self.kept} rows kept, {self.rejected} rejected "
+            f"{failed}; {self.kept} rows kept, {self.rejected} rejected "
             f"in {self.seconds:.1f} s"
         )
+        if self.failed and self.failures_file:
+            text += f"; failures: {self.failures_file}"
+        return text
 
 
 class Stage(ABC, Generic[P, R]):
@@ -157,11 +181,30 @@ class Stage(ABC, Generic[P, R]):
     ) -> StageReport:
         """Process every item not already finished; return the counts.
 
-        ``config`` (the whole pipeline config, when there is one) is written beside the
-        manifest as ``config.yaml``; without it, the stage's own parameters are.
+        Holds the stage folder's lock for the whole run (a second run into the same folder
+        fails at once with :class:`StageBusy`), removes what a killed run left behind, and
+        writes ``config`` (the whole pipeline config, when there is one; else the stage's own
+        parameters) beside the manifest as ``config.yaml``. An environment failure (disk full,
+        out of memory) stops the run with :class:`StageStopped`, recording nothing against the
+        input.
         """
         started = time.perf_counter()
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        with stage_lock(self.out_dir, self.name):
+            count, size = remove_stale_temporaries(self.out_dir, marker=LOCK_FILE)
+            if count:
+                log.warning(
+                    "%s: removed %d temporary file(s) (%.1f MB) left by an interrupted run",
+                    self.name,
+                    count,
+                    size / 1e6,
+                )
+            report = self._run(check_ids(items), retry_failed, config)
+        report.seconds = time.perf_counter() - started
+        log.info("%s", report.summary())
+        return report
+
+    def _run(self, items: list[Item], retry_failed: bool, config: BaseModel | None) -> StageReport:
         self._write_config(config)
         kept_t = Table(self.out_dir, self.row_type)
         rejected_t = Table(self.out_dir, rejected_model(self.row_type))
@@ -169,71 +212,79 @@ class Stage(ABC, Generic[P, R]):
         progress_t = Table(self.out_dir, ProgressRow)
         progress = {r.id: r for r in progress_t.rows()}
         kept_paths = {r.id: r.path for r in kept_t.rows()}  # type: ignore[attr-defined]
-        report = StageReport(stage=self.name)
-        seen: set[str] = set()
+        report = StageReport(stage=self.name, failures_file=str(failures_t.path))
+        reasons = {r.id: r.reason for r in failures_t.rows()}  # type: ignore[attr-defined]
 
-        for item in items:
-            if item.id in seen:
-                continue
-            seen.add(item.id)
-            key = self.key(item)
-            done = progress.get(item.id)
-            if (
-                done is not None
-                and done.key == key
-                and self._still_valid(done, kept_paths, retry_failed)
-            ):
-                report.skipped += 1
-                continue
-            self.ensure_setup()
-            try:
-                result = self.process(item)
-            except KeyboardInterrupt:
-                raise
-            except Exception as exc:  # one bad input never stops the batch
-                reason = _one_line(exc)
-                log.error("FAILED %s: %s", item.path, reason)
-                log.debug("traceback of %s", item.id, exc_info=True)
-                failures_t.append(
-                    [
-                        FailureRow(
-                            id=item.id,
-                            input=str(item.path),
-                            stage=self.name,
-                            reason=reason,
-                            key=key,
-                        )
-                    ]
-                )
+        try:
+            for item in items:
+                key = self.key(item)
+                done = progress.get(item.id)
+                if done is not None and done.key == key:
+                    if done.status == "failed" and not retry_failed:
+                        report.failed += 1
+                        report.failed_before += 1
+                        report.failures.append((str(item.path), reasons.get(item.id, "")))
+                        continue
+                    if done.status == "ok" and self._outputs_exist(done, kept_paths):
+                        report.skipped += 1
+                        continue
+                self.ensure_setup()
+                try:
+                    result = self.process(item)
+                except Exception as exc:  # one bad input never stops the batch
+                    reason = _one_line(exc)
+                    if is_environment_failure(exc):
+                        raise StageStopped(
+                            f"{self.name} stopped at {item.path}: {reason} — the machine, not "
+                            "the input, is at fault; nothing was recorded against the input, "
+                            "so the next run takes it again"
+                        ) from exc
+                    kind = "input" if isinstance(exc, ItemError) else "error"
+                    log.error("FAILED %s: %s", item.path, reason)
+                    log.debug("traceback of %s", item.id, exc_info=True)
+                    failures_t.append(
+                        [
+                            FailureRow(
+                                id=item.id,
+                                input=str(item.path),
+                                stage=self.name,
+                                reason=reason,
+                                key=key,
+                                kind=kind,
+                            )
+                        ]
+                    )
+                    # an input's fault stands until it changes; an unexpected error is retried
+                    status = "failed" if kind == "input" else "error"
+                    self._remove_outputs(done, kept_paths, keep=set())
+                    done = ProgressRow(
+                        id=item.id, key=key, status=status, outputs="[]", rejected="[]"
+                    )
+                    progress_t.append([done])
+                    progress[item.id] = done
+                    report.failed += 1
+                    report.failures.append((str(item.path), reason))
+                    continue
+                rej_type = rejected_model(self.row_type)
+                rejected_rows = [rej_type(**r.record(), reason=why) for r, why in result.rejected]
+                self._remove_outputs(done, kept_paths, keep={r.path for r in result.kept})
+                kept_t.append(result.kept)
+                rejected_t.append(rejected_rows)
                 done = ProgressRow(
-                    id=item.id, key=key, status="failed", outputs="[]", rejected="[]"
+                    id=item.id,
+                    key=key,
+                    status="ok",
+                    outputs=json.dumps([r.id for r in result.kept], ensure_ascii=False),
+                    rejected=json.dumps([r.id for r in rejected_rows], ensure_ascii=False),
                 )
                 progress_t.append([done])
                 progress[item.id] = done
-                report.failed += 1
-                report.failures.append((str(item.path), reason))
-                continue
-            rej_type = rejected_model(self.row_type)
-            rejected_rows = [rej_type(**r.record(), reason=why) for r, why in result.rejected]
-            kept_t.append(result.kept)
-            rejected_t.append(rejected_rows)
-            done = ProgressRow(
-                id=item.id,
-                key=key,
-                status="ok",
-                outputs=json.dumps([r.id for r in result.kept], ensure_ascii=False),
-                rejected=json.dumps([r.id for r in rejected_rows], ensure_ascii=False),
-            )
-            progress_t.append([done])
-            progress[item.id] = done
-            kept_paths.update({r.id: r.path for r in result.kept})
-            report.processed += 1
-            report.kept += len(result.kept)
-            report.rejected += len(rejected_rows)
-
-        self._compact(progress, kept_t, rejected_t, failures_t, progress_t)
-        report.seconds = time.perf_counter() - started
-        log.info("%s", report.summary())
+                kept_paths.update({r.id: r.path for r in result.kept})
+                report.processed += 1
+                report.kept += len(result.kept)
+                report.rejected += len(rejected_rows)
+        finally:  # also when stopped (SIGTERM, an environment failure): tables stay exact
+            self._compact(progress, kept_t, rejected_t, failures_t, progress_t)
         return report
 
     def _write_config(self, config: BaseModel | None) -> None:
@@ -245,16 +296,30 @@ class Stage(ABC, Generic[P, R]):
         text = yaml.safe_dump(data, allow_unicode=True, sort_keys=False)
         atomic_write_text(self.out_dir / "config.yaml", text)
 
-    def _still_valid(
-        self, done: ProgressRow, kept_paths: dict[str, str], retry_failed: bool
-    ) -> bool:
-        if done.status == "failed":
-            return not retry_failed
+    def _outputs_exist(self, done: ProgressRow, kept_paths: dict[str, str]) -> bool:
         for out_id in json.loads(done.outputs):
             rel = kept_paths.get(out_id)
             if rel is None or not (self.out_dir / rel).exists():
                 return False
         return True
+
+    def _remove_outputs(
+        self, done: ProgressRow | None, kept_paths: dict[str, str], keep: set[str]
+    ) -> None:
+        """Delete the files an earlier run of an item wrote that this run does not write again
+        (other parameters make other slices; a failure leaves none), so nothing on disk
+        contradicts the manifest."""
+        if done is None or done.status != "ok":
+            return
+        root = self.out_dir.resolve()
+        for out_id in json.loads(done.outputs):
+            rel = kept_paths.get(out_id)
+            if not rel or rel in keep:
+                continue
+            path = (self.out_dir / rel).resolve()
+            if path.is_relative_to(root) and path.is_file():
+                path.unlink()
+                log.debug("%s: removed %s (no longer produced)", self.name, rel)
 
     def _compact(
         self,
@@ -268,8 +333,54 @@ class Stage(ABC, Generic[P, R]):
         ok = [p for p in progress.values() if p.status == "ok"]
         kept_t.keep_only({i for p in ok for i in json.loads(p.outputs)})
         rejected_t.keep_only({i for p in ok for i in json.loads(p.rejected)})
-        failures_t.keep_only({p.id for p in progress.values() if p.status == "failed"})
+        failures_t.keep_only({p.id for p in progress.values() if p.status != "ok"})
         progress_t.keep_only(set(progress))
+
+
+def check_ids(items: Iterable[Item]) -> list[Item]:
+    """The items, each id once: the same input listed twice is taken once; two different
+    inputs with one id are an :class:`IdCollision` naming both (never a silent drop)."""
+    seen: dict[str, Item] = {}
+    for item in items:
+        first = seen.get(item.id)
+        if first is None:
+            seen[item.id] = item
+        elif first.path != item.path or first.source != item.source:
+            raise IdCollision(
+                f"two inputs get the same id {item.id}: {first.path} and {item.path} "
+                "(rename one of them)"
+            )
+    return list(seen.values())
+
+
+@contextlib.contextmanager
+def stage_lock(folder: Path, stage: str) -> Iterator[None]:
+    """Hold ``folder/.lock`` exclusively, or fail at once with :class:`StageBusy` saying which
+    process holds it. The lock dies with its process (a killed run never leaves it stuck)."""
+    path = folder / LOCK_FILE
+    fh = path.open("a+", encoding="utf-8")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = " ".join(fh.read().split()) or "another process"
+            raise StageBusy(
+                f"{folder} is in use by another malmoi run ({holder}): wait for it to finish "
+                f"or stop it, then run {stage} again"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.ctime()}\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fh.seek(0)
+            fh.truncate()
+            fcntl.flock(fh, fcntl.LOCK_UN)
+    finally:
+        fh.close()
 
 
 def items_from(stage_dir: Path, **where: str) -> list[Item]:
@@ -297,6 +408,6 @@ def items_from(stage_dir: Path, **where: str) -> list[Item]:
 
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
-    if isinstance(exc, ItemError):
+    if isinstance(exc, ItemError | EnvironmentFailure):
         return text or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -25,7 +25,7 @@ from typing import ClassVar
 import numpy as np
 import soundfile as sf
 
-from malmoi.media import run_ffmpeg
+from malmoi.media import run_ffmpeg, temp_dir
 from segment.slicing import Segment
 
 SR = 16000
@@ -78,9 +78,13 @@ class InaEngine:
         self.chunk_seconds = chunk_seconds
         self.margin_seconds = margin_seconds
 
-    def segment_file(self, path: Path) -> list[Segment]:
-        """The segment table of ``path`` (any format ffmpeg reads), in seconds."""
-        with tempfile.TemporaryDirectory() as tmp:
+    def segment_file(self, path: Path, tmp_parent: Path | None = None) -> list[Segment]:
+        """The segment table of ``path`` (any format ffmpeg reads), in seconds. The 16-kHz
+        copy goes into a temporary folder inside ``tmp_parent`` (a stage folder, whose next run
+        removes what a killed one left) or the system's."""
+        with (
+            temp_dir(tmp_parent) if tmp_parent is not None else tempfile.TemporaryDirectory() as tmp
+        ):
             wav = Path(tmp) / "16k.wav"
             run_ffmpeg(
                 [

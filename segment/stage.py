@@ -19,12 +19,22 @@ from pydantic import Field
 
 from malmoi.config import ModelsConfig, SegmentConfig
 from malmoi.ids import child_id
+from malmoi.logs import get_logger
 from malmoi.manifest import AudioRow
-from malmoi.media import atomic_path, require_ffmpeg
+from malmoi.media import (
+    PCM_SUBTYPES,
+    atomic_path,
+    decode_to_float_wav,
+    require_ffmpeg,
+    sndfile_pcm,
+    temp_dir,
+)
 from malmoi.stage import Item, Result, Stage
 from segment.slicing import Segment, SliceParams, make_slices
 
 FRAME = 0.01  # seconds per energy frame
+
+log = get_logger(__name__)
 
 
 class SliceRow(AudioRow):
@@ -123,12 +133,25 @@ class SegmentStage(Stage[SegmentConfig, SliceRow]):
         self.engine = InaEngine(vad, gender, self.params.chunk_seconds, self.params.margin_seconds)
 
     def process(self, item: Item) -> Result[SliceRow]:
-        assert self.engine is not None
         folder = self.out_dir / item.id
         folder.mkdir(parents=True, exist_ok=True)
-        segments = self.engine.segment_file(item.path)
+        if sndfile_pcm(item.path):
+            return self._process(item, item.path, folder)
+        # lossy stems (mp3, ogg) and what libsndfile cannot open (m4a, wma): decoded once by
+        # ffmpeg, so segmentation, energy and slices all read the same samples
+        with temp_dir(folder) as tmp:
+            wav = Path(tmp) / "decoded.wav"
+            frames, seconds = _known_length(item)
+            decode_to_float_wav(item.path, wav, frames=frames, seconds=seconds)
+            log.debug("%s: decoded %s to float WAV", item.id, item.path.suffix)
+            return self._process(item, wav, folder)
+
+    def _process(self, item: Item, src: Path, folder: Path) -> Result[SliceRow]:
+        """Segment and slice ``src``: ``item``'s audio as PCM/float samples libsndfile reads."""
+        assert self.engine is not None
+        segments = self.engine.segment_file(src, tmp_parent=folder)
         write_segments(segments, folder)
-        track = energy_track(item.path)
+        track = energy_track(src)
         with atomic_path(folder / "energy.npy") as tmp, tmp.open("wb") as fh:
             np.save(fh, track.astype(np.float32))
         kept, rejected = make_slices(
@@ -136,7 +159,7 @@ class SegmentStage(Stage[SegmentConfig, SliceRow]):
         )
         pieces = sorted([(s, None) for s in kept] + rejected, key=lambda p: p[0].start)
         result: Result[SliceRow] = Result()
-        with sf.SoundFile(str(item.path)) as fin:
+        with sf.SoundFile(str(src)) as fin:
             for k, (piece, reason) in enumerate(pieces, start=1):
                 row, why = self._slice(item, fin, piece, k, folder, reason)
                 if why is None:
@@ -175,7 +198,8 @@ class SegmentStage(Stage[SegmentConfig, SliceRow]):
         if reason is None and audio is not None:
             path = f"{item.id}/{slice_id}.wav"
             with atomic_path(self.out_dir / path) as tmp:
-                sf.write(str(tmp), audio, sr, subtype=fin.subtype, format="WAV")
+                subtype = fin.subtype if fin.subtype in PCM_SUBTYPES else "FLOAT"
+                sf.write(str(tmp), audio, sr, subtype=subtype, format="WAV")
         row = self.make_row(
             item,
             id=slice_id,
@@ -191,3 +215,12 @@ class SegmentStage(Stage[SegmentConfig, SliceRow]):
             gender_engine=self.params.gender_engine,
         )
         return row, reason
+
+
+def _known_length(item: Item) -> tuple[int | None, float | None]:
+    """The input's length in frames and seconds from the previous stage's row, when it says."""
+    try:
+        seconds = float(item.row["duration"])
+        return round(seconds * int(item.row["sample_rate"])), seconds
+    except (KeyError, TypeError, ValueError):
+        return None, None

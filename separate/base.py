@@ -14,6 +14,8 @@ class Engine(ABC):
 
     name: ClassVar[str]
     stems: ClassVar[tuple[str, str]] = ("vocals", "accompaniment")
+    #: the sample rate the model works at (None: any); the stage resamples to it and back
+    model_rate: int | None = None
 
     @abstractmethod
     def separate_file(self, in_wav: Path, vocals: Path, accompaniment: Path) -> None:

@@ -43,6 +43,7 @@ class SpleeterEngine(Engine):
         self.params = load_configuration("spleeter:2stems")
         p = self.params
         self.sample_rate: int = p["sample_rate"]  # 44100
+        self.model_rate = self.sample_rate
         self.frame_length: int = p["frame_length"]  # 4096
         self.hop: int = p["frame_step"]  # 1024
         self.instruments: list[str] = list(p["instrument_list"])  # vocals, accompaniment
@@ -111,7 +112,7 @@ class SpleeterEngine(Engine):
             if fin.samplerate != self.sample_rate:
                 raise ItemError(
                     f"{fin.samplerate} Hz input: Spleeter needs {self.sample_rate} Hz "
-                    "(ingest with sample_rate 44100)"
+                    "(the separate stage resamples to it)"
                 )
             if fin.channels not in (1, 2):
                 raise ItemError(f"{fin.channels} channels: Spleeter takes mono or stereo")

