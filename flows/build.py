@@ -18,6 +18,9 @@ from typing import Any
 
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "malmoi")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# malmoi's log records outside a flow run (e.g. "SIGTERM: stopping" after the run crashed) go to
+# the console only, without Prefect's warning that they cannot reach the API.
+os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 # Prefect's temporary server creates and migrates its SQLite database on its first start: 35 s
 # were measured on a fresh machine, beyond Prefect's default wait of 20 s ("Timed out while
 # attempting to connect to ephemeral Prefect API server"). A user's own setting wins.

@@ -50,12 +50,14 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 def stop_on_sigterm() -> None:
     """Turn SIGTERM into :class:`KeyboardInterrupt` in the main thread, as Ctrl-C is.
 
-    Python's default for SIGTERM is to die on the spot: no ``finally`` runs, so temporary
-    files stay behind and Prefect neither marks the run crashed nor stops its temporary server.
+    Python's default for SIGTERM is to die on the spot: no ``finally`` and no ``atexit`` runs.
     Raised as KeyboardInterrupt, the stage loop re-raises it, atomic writes remove their
-    temporary files, Prefect records the run as crashed and stops its server at exit. Later
-    SIGTERMs while stopping are ignored (SIGKILL still ends everything: see
-    :func:`tool_command`). Call from the main thread only.
+    temporary files, and Prefect stops its temporary server at exit. While a flow runs, Prefect's
+    engine puts its own handler first (it raises ``TerminationSignal`` and marks the run
+    crashed), then sends SIGTERM again to the handler it replaced — this one — so the process
+    still ends the same orderly way rather than by the default action. Later SIGTERMs while
+    stopping are ignored (SIGKILL still ends everything: see :func:`tool_command`). Call from
+    the main thread only.
     """
     global _terminated
     _terminated = False

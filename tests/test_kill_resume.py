@@ -20,7 +20,7 @@ import soundfile as sf
 import yaml
 
 from crawl.synthetic import mux
-from tests.conftest import MALMOI, run_malmoi
+from tests.conftest import MALMOI, child_env, run_malmoi
 from tests.media import ffmpeg
 
 pytestmark = pytest.mark.slow
@@ -95,7 +95,7 @@ def _config(raw: Path, out: Path) -> Path:
 
 
 def _env(shared: Path) -> dict[str, str]:
-    return {**os.environ, "MALMOI_MODEL_PATH": str(shared / "models")}
+    return child_env({"MALMOI_MODEL_PATH": str(shared / "models")})
 
 
 @pytest.fixture(scope="module")
