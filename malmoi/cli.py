@@ -381,7 +381,19 @@ def _store(config: Path | None):  # -> ModelStore
 
 
 def main() -> None:
-    app(prog_name="malmoi")
+    """Entry point. SIGTERM stops a command as Ctrl-C does (clean-up runs, see
+    :func:`malmoi.procs.stop_on_sigterm`), and the exit status is then 143 (128 + SIGTERM)."""
+    import signal
+
+    from malmoi.procs import stop_on_sigterm, terminated
+
+    stop_on_sigterm()
+    try:
+        app(prog_name="malmoi")
+    except SystemExit:
+        if terminated():
+            raise SystemExit(128 + signal.SIGTERM) from None
+        raise
 
 
 if __name__ == "__main__":

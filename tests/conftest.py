@@ -95,11 +95,20 @@ def _tools() -> None:
         pytest.exit(f"missing system tools: {missing}; run scripts/bootstrap", returncode=3)
 
 
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a child ``python -m malmoi``: this process's, plus ``extra``, with
+    this checkout first on PYTHONPATH."""
+    env = {**os.environ, **(extra or {})}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    return env
+
+
 def run_malmoi(
     *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real CLI in a child process."""
-    full_env = {**os.environ, **(env or {})}
+    """Run the real CLI in a child process, on this checkout's code whatever ``cwd`` is (an
+    editable install may point at another checkout)."""
+    full_env = child_env(env)
     return subprocess.run(
         [*MALMOI, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )

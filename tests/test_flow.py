@@ -51,9 +51,33 @@ def test_build_runs_ingest_through_the_flow_and_resumes(tmp_path: Path) -> None:
     assert yaml.safe_load((out / "config.yaml").read_text())["name"] == "flowtest"
     again = run_malmoi("build", str(config))
     assert again.returncode == 0
-    assert "ingest: 0 processed, 2 skipped, 0 failed, 0 kept" in again.stdout
+    # broken.mkv stands failed (tried in the first run, not again without --retry-failed)
+    assert "ingest: 0 processed, 1 skipped, 1 failed, 0 kept" in again.stdout
     assert "separate: 0 processed, 1 skipped, 0 failed, 0 kept" in again.stdout
     assert "segment: 0 processed, 1 skipped, 0 failed, 0 kept" in again.stdout
+
+
+TIMEOUT_KEY = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+
+
+def _startup_timeout_after_import(value: str | None) -> str:
+    """The temporary server's startup timeout Prefect uses once flows.build is imported."""
+    code = f"import flows.build\nfrom prefect.settings import {TIMEOUT_KEY} as s\nprint(s.value())"
+    env = {k: v for k, v in os.environ.items() if k != TIMEOUT_KEY}
+    if value is not None:
+        env[TIMEOUT_KEY] = value
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout.split()[-1]
+
+
+def test_temporary_server_waits_long_enough_and_a_user_setting_wins() -> None:
+    """flows.build gives Prefect's temporary server 120 s to start (its first start on a fresh
+    machine took 35 s, past Prefect's default of 20 s); the user's own setting is kept."""
+    assert _startup_timeout_after_import(None) == "120"
+    assert _startup_timeout_after_import("7") == "7"
 
 
 def test_build_with_a_bad_config_names_the_key(tmp_path: Path) -> None:
@@ -68,8 +92,14 @@ def test_build_with_a_bad_config_names_the_key(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_demo_config_builds_from_generated_media(spleeter_model: Path, tmp_path: Path) -> None:
-    proc = run_malmoi("build", str(REPO / "configs/demo.yaml"), cwd=tmp_path)
+    """The demo as on a fresh machine: an empty PREFECT_HOME, so Prefect's temporary server
+    creates and migrates its database first (longer than Prefect's own 20-s wait there)."""
+    home = tmp_path / "fresh-prefect-home"
+    proc = run_malmoi(
+        "build", str(REPO / "configs/demo.yaml"), cwd=tmp_path, env={"PREFECT_HOME": str(home)}
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (home / "prefect.db").is_file()
     raw = tmp_path / "runs/demo/raw/synthetic"
     assert (raw / "말모이_데모.mp4").is_file()
     row = read_manifest(tmp_path / "runs/demo/ingest").iloc[0]
@@ -84,8 +114,11 @@ def test_demo_config_builds_from_generated_media(spleeter_model: Path, tmp_path:
     mixture, _ = sf.read(str(tmp_path / "runs/demo/ingest" / row["path"]))
     n = min(len(speech), len(vocals))
     gain = si_sdr(vocals[:n, 0], speech[:n, 0]) - si_sdr(mixture[:n, 0], speech[:n, 0])
-    # the demo's music is 12 dB under the speech, so the mixture starts clean: measured +4.9 dB
-    assert gain >= 3.0, gain
+    # the demo's music is 12 dB under the speech, so the mixture starts clean: +4.86 dB measured
+    # (espeak-ng 1.51, Spleeter 2stems; identical across runs). The bar leaves 0.36 dB for float
+    # and espeak-ng differences between machines; a broken separation loses far more.
+    print(f"demo vocals SI-SDR gain: {gain:+.2f} dB")
+    assert gain >= 4.5, gain
     # and the vocals are cut into utterance slices of 1-15 s
     slices = read_manifest(tmp_path / "runs/demo/segment")
     assert len(slices) >= 3
