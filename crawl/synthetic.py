@@ -20,6 +20,7 @@ import numpy as np
 from malmoi.config import SyntheticSource
 from malmoi.logs import get_logger
 from malmoi.media import atomic_path, atomic_write_text, read_audio, require_ffmpeg
+from malmoi.procs import tool_command
 
 log = get_logger(__name__)
 
@@ -91,9 +92,10 @@ def _speech(voices: list[str]) -> tuple[np.ndarray, list[tuple[float, float, str
             voice = voices[i % len(voices)]
             wav = Path(tmp) / f"{i}.wav"
             subprocess.run(
-                ["espeak-ng", "-v", voice, "-s", "150", "-w", str(wav), text],
+                tool_command(["espeak-ng", "-v", voice, "-s", "150", "-w", str(wav), text]),
                 check=True,
                 capture_output=True,
+                timeout=120,
             )
             clip = read_audio(wav, SAMPLE_RATE)
             turns.append((t / SAMPLE_RATE, (t + len(clip)) / SAMPLE_RATE, voice, text))
@@ -158,5 +160,5 @@ def mux(dest: Path, seconds: float, audio: Path | None, video: bool = True) -> P
             cmd += ["-map", "0:v", "-map", "1:a"]
         cmd += video_out if video else []
         cmd += ["-c:a", "aac", "-b:a", "192k"] if audio is not None else []
-        subprocess.run([*cmd, str(tmp)], check=True, capture_output=True)
+        subprocess.run(tool_command([*cmd, str(tmp)]), check=True, capture_output=True, timeout=600)
     return dest
