@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import threading
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -28,17 +29,20 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 import prefect
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import (
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed, State
 
-from crawl.ingest import IngestStage
 from crawl.sources import gather
 from malmoi.config import PipelineConfig, load_config
 from malmoi.logs import get_logger
+from malmoi.pipeline import StageSpec, as_names, check_input, select, spec
 from malmoi.procs import tool_command
-from malmoi.stage import Item, StageReport, items_from
-from segment.stage import SegmentStage
-from separate.stage import SeparateStage
+from malmoi.stage import Item, StageReport
 
 FLOW_NAME = "build-dataset"
 logging.getLogger("malmoi").setLevel(logging.INFO)
@@ -103,7 +107,8 @@ if not prefect.settings.get_current_settings().api.url:
 
 @task(name="gather-sources", retries=2, retry_delay_seconds=30, cache_policy=NO_CACHE)
 def gather_sources(cfg: PipelineConfig) -> list[Item]:
-    """Collect the items of every configured source (generating or downloading media)."""
+    """Collect the items of every configured source (generating or downloading media): the
+    one step a retry can help (a download), so the only one with retries."""
     items: list[Item] = []
     for source in cfg.sources:
         items += gather(source, cfg.output_dir / "raw", cfg.ingest)
@@ -111,64 +116,148 @@ def gather_sources(cfg: PipelineConfig) -> list[Item]:
     return items
 
 
-@task(name="ingest", retries=1, retry_delay_seconds=10, cache_policy=NO_CACHE)
-def ingest(cfg: PipelineConfig, items: list[Item], retry_failed: bool) -> StageReport:
-    """Decode every input to the working WAV format (see :mod:`crawl.ingest`)."""
-    stage = IngestStage(cfg.ingest, cfg.stage_dir("ingest"))
-    return stage.run(items, retry_failed=retry_failed, config=cfg)
+def artifact_key(cfg: PipelineConfig, *parts: str) -> str:
+    """A Prefect artifact key (lower-case letters, digits, dashes) for this build."""
+    return re.sub(r"[^a-z0-9-]+", "-", "-".join([cfg.name, *parts]).lower()).strip("-")
 
 
-@task(name="separate", retries=1, retry_delay_seconds=10, cache_policy=NO_CACHE)
-def separate(cfg: PipelineConfig, retry_failed: bool) -> StageReport:
-    """Split every ingested file into vocals and accompaniment (see :mod:`separate.stage`)."""
-    stage = SeparateStage(cfg.separate, cfg.stage_dir("separate"), models=cfg.models)
-    return stage.run(items_from(cfg.stage_dir("ingest")), retry_failed=retry_failed, config=cfg)
+def report_row(report: StageReport) -> dict[str, Any]:
+    """A stage's counts as one table row: scalars only, rejections by reason as text."""
+    row: dict[str, Any] = {}
+    for name, value in asdict(report).items():
+        if isinstance(value, dict):
+            row[name] = "; ".join(f"{k}: {v}" for k, v in value.items()) or "none"
+        elif not isinstance(value, list):
+            row[name] = round(value, 4) if isinstance(value, float) else value
+    return row
 
 
-@task(name="segment", retries=1, retry_delay_seconds=10, cache_policy=NO_CACHE)
-def segment(cfg: PipelineConfig, retry_failed: bool) -> StageReport:
-    """Find speech and gender in the vocals and cut slices (see :mod:`segment.stage`)."""
-    stage = SegmentStage(cfg.segment, cfg.stage_dir("segment"), models=cfg.models)
-    items = items_from(cfg.stage_dir("separate"), stem="vocals")
-    return stage.run(items, retry_failed=retry_failed, config=cfg)
+class ProgressArtifact:
+    """A Prefect progress artifact for one stage, updated as its items finish (at most about
+    once a second, and always at the end)."""
 
-
-def _report_artifact(cfg: PipelineConfig, reports: list[StageReport]) -> None:
-    key = re.sub(r"[^a-z0-9-]+", "-", f"{cfg.name}-stages".lower()).strip("-")
-    rows = [{k: v for k, v in asdict(r).items() if k != "failures"} for r in reports]
-    create_table_artifact(table=rows, key=key, description=f"Stage counts of {cfg.name}")
-    failures = [
-        {"stage": r.stage, "input": i, "reason": why} for r in reports for i, why in r.failures
-    ]
-    if failures:
-        create_table_artifact(
-            table=failures,
-            key=key.replace("-stages", "-failures"),
-            description=f"Inputs that failed in this run of {cfg.name}",
+    def __init__(self, cfg: PipelineConfig, stage: str):
+        self.id = create_progress_artifact(
+            progress=0.0,
+            key=artifact_key(cfg, stage, "progress"),
+            description=f"{stage} of {cfg.name}: share of the inputs finished",
         )
+        self._last = 0.0
+
+    def __call__(self, event: Any) -> None:
+        total, done = getattr(event, "items_total", 0), getattr(event, "items_done", 0)
+        percent = 100.0 * done / total if total else 100.0
+        now = time.monotonic()
+        if done == total or now - self._last >= 1.0:
+            update_progress_artifact(artifact_id=self.id, progress=percent)
+            self._last = now
+
+
+@task(name="stage", cache_policy=NO_CACHE)
+def run_stage(
+    cfg: PipelineConfig, name: str, items: list[Item] | None, retry_failed: bool, force: bool
+) -> State:
+    """Run one stage (its task carries the stage's name); the final state's message is the
+    stage's counts. No retries: a stage skips finished work, and what fails a stage (a missing
+    model, a busy folder, a full disk) does not go away by trying again at once."""
+    stage_spec: StageSpec = spec(name)
+    stage = stage_spec.make(cfg)
+    if items is None:
+        items = stage_spec.items(cfg)
+    progress = ProgressArtifact(cfg, name)
+    report = stage.run(
+        items, retry_failed=retry_failed, config=cfg, **_optional(stage, progress, force)
+    )
+    progress(_Done(len(items)))
+    create_table_artifact(
+        table=[report_row(report)],
+        key=artifact_key(cfg, name),
+        description=f"{name} of {cfg.name}: {report.summary()}",
+    )
+    if report.failures:
+        create_table_artifact(
+            table=[{"input": i, "reason": why} for i, why in report.failures],
+            key=artifact_key(cfg, name, "failures"),
+            description=f"Inputs that {name} could not process (also in {report.failures_file})",
+        )
+    return Completed(message=report.summary(), data=asdict(report))
+
+
+class _Done:
+    """The last progress event of a stage: everything finished."""
+
+    def __init__(self, total: int):
+        self.items_total = self.items_done = total
+
+
+def _optional(stage: Any, progress: Any, force: bool) -> dict[str, Any]:
+    """Keyword arguments of Stage.run this version supports (progress hook, force)."""
+    import inspect
+
+    accepted = inspect.signature(stage.run).parameters
+    kwargs: dict[str, Any] = {}
+    if "progress" in accepted:
+        kwargs["progress"] = progress
+    if "force" in accepted:
+        kwargs["force"] = force
+    elif force:
+        raise ValueError(f"{stage.name}: this version cannot force a recompute")
+    return kwargs
 
 
 @flow(name=FLOW_NAME, log_prints=False)
-def build_dataset(config_path: str, retry_failed: bool = False) -> dict[str, Any]:
-    """Build the dataset described by the YAML file at ``config_path``."""
+def build_dataset(
+    config_path: str,
+    only: str | list[str] | None = None,
+    from_stage: str | None = None,
+    force: str | list[str] | None = None,
+    retry_failed: bool = False,
+) -> State:
+    """Build the dataset described by the YAML file at ``config_path``.
+
+    ``only``: just these stages (a list, or names separated by commas); ``from_stage``: that
+    stage and every one after it; ``force``: recompute these stages even where finished.
+    The other stages' outputs are read as they are; a stage whose input stage never ran fails
+    at once, saying which to run first.
+    """
     logger = get_run_logger()
     cfg = load_config(config_path)
-    logger.info("building %s into %s", cfg.name, Path(cfg.output_dir).absolute())
-    items = gather_sources(cfg)
-    reports = [ingest(cfg, items, retry_failed)]
-    reports.append(separate(cfg, retry_failed))
-    reports.append(segment(cfg, retry_failed))
-    _report_artifact(cfg, reports)
-    for report in reports:
-        logger.info(report.summary())
-    return {r.stage: asdict(r) for r in reports}
-
-
-def serve(config_path: str) -> None:
-    """Serve the flow as deployment ``build-dataset/<name>`` (blocks until stopped)."""
-    cfg = load_config(config_path)
-    build_dataset.serve(
-        name=cfg.name,
-        parameters={"config_path": str(Path(config_path).absolute())},
-        description=f"Build the {cfg.name} dataset from {config_path}",
+    stages = select(only, from_stage)
+    forced = set(as_names(force))
+    names = [s.name for s in stages]
+    logger.info(
+        "building %s into %s: %s", cfg.name, Path(cfg.output_dir).absolute(), ", ".join(names)
     )
+    for i, stage_spec in enumerate(stages):  # fail fast, before any work
+        check_input(cfg, stage_spec, running=names[:i])
+    reports: dict[str, dict[str, Any]] = {}
+    for stage_spec in stages:
+        items = gather_sources(cfg) if stage_spec.input is None else None
+        state = run_stage.with_options(name=stage_spec.name)(
+            cfg, stage_spec.name, items, retry_failed, stage_spec.name in forced, return_state=True
+        )
+        reports[stage_spec.name] = state.result()  # raises: a broken stage fails the flow
+        logger.info(state.message)
+    summary = "; ".join(
+        f"{n}: {r['processed']} processed, {r['skipped']} skipped, {r['failed']} failed"
+        for n, r in reports.items()
+    )
+    return Completed(message=summary, data=reports)
+
+
+def serve(config_paths: list[str]) -> None:
+    """Serve one deployment ``build-dataset/<name>`` per config (blocks until stopped); each
+    takes the flow's parameters (``only``, ``from_stage``, ``force``, ``retry_failed``)."""
+    from prefect import serve as prefect_serve
+
+    deployments = []
+    for config_path in config_paths:
+        cfg = load_config(config_path)
+        deployments.append(
+            build_dataset.to_deployment(
+                name=cfg.name,
+                parameters={"config_path": str(Path(config_path).absolute())},
+                description=f"Build the {cfg.name} dataset from {config_path}",
+            )
+        )
+    prefect_serve(*deployments)

@@ -16,6 +16,7 @@ import typer
 
 from malmoi.config import IngestConfig, SegmentConfig, SeparateConfig
 from malmoi.logs import setup_cli_logging
+from malmoi.pipeline import STAGE_NAMES
 
 app = typer.Typer(
     help="malmoi (말모이): build training-ready Korean speech datasets from crawled audio/video.",
@@ -44,6 +45,9 @@ Codec = _choices("Codec", SeparateConfig, "codec")
 Gender = _choices("Gender", SegmentConfig, "gender")
 GenderEngine = _choices("GenderEngine", SegmentConfig, "gender_engine")
 SpeechEngine = _choices("SpeechEngine", SegmentConfig, "engine")
+
+
+StageName = StrEnum("StageName", {n: n for n in STAGE_NAMES})
 
 
 class ModelSource(StrEnum):
@@ -215,20 +219,50 @@ def sweep(
 @app.command()
 def build(
     config: Annotated[Path, typer.Argument(help="Pipeline YAML, e.g. configs/demo.yaml.")],
+    only: Annotated[
+        list[StageName] | None,
+        typer.Option(
+            "--only",
+            help="Run just this stage (repeat for more); the others' outputs are read as they are.",
+        ),
+    ] = None,
+    from_stage: Annotated[
+        StageName | None, typer.Option("--from", help="Run this stage and every one after it.")
+    ] = None,
+    force: Annotated[
+        list[StageName] | None,
+        typer.Option(help="Recompute this stage even where finished (repeat for more)."),
+    ] = None,
     retry_failed: RetryFailed = False,
     verbose: Verbose = False,
 ) -> None:
-    """Run the build-dataset Prefect flow for CONFIG."""
+    """Run the build-dataset Prefect flow for CONFIG (all stages, or those chosen)."""
     from malmoi.config import ConfigError, load_config
+    from malmoi.pipeline import StageOrderError, check_input, select
 
     try:
         cfg = load_config(config)
-    except ConfigError as exc:
+        stages = select([s.value for s in only or []], from_stage.value if from_stage else None)
+        names = [s.name for s in stages]
+        for i, stage in enumerate(stages):  # fail fast, before Prefect starts
+            check_input(cfg, stage, running=names[:i])
+    except (ConfigError, StageOrderError) as exc:
         _fail(str(exc))
     from flows.build import build_dataset
 
-    result = build_dataset(config_path=str(config), retry_failed=retry_failed)
-    for name, counts in result.items():
+    state = build_dataset(
+        config_path=str(config),
+        only=[s.value for s in only] if only else None,
+        from_stage=from_stage.value if from_stage else None,
+        force=[s.value for s in force] if force else None,
+        retry_failed=retry_failed,
+        return_state=True,
+    )
+    try:
+        reports = state.result()
+    except Exception as exc:  # a broken stage: the flow run failed with this reason
+        _fail(f"build-dataset failed: {' '.join(str(exc).split()) or type(exc).__name__}", 1)
+    for name, counts in reports.items():
         typer.echo(
             f"{name}: {counts['processed']} processed, {counts['skipped']} skipped, "
             f"{counts['failed']} failed, {counts['kept']} kept"
@@ -257,18 +291,20 @@ def validate(
 
 @app.command()
 def serve(
-    config: Annotated[Path, typer.Argument(help="Pipeline YAML to serve.")],
+    configs: Annotated[list[Path], typer.Argument(help="Pipeline YAML files to serve.")],
 ) -> None:
-    """Serve CONFIG as Prefect deployment build-dataset/<name> (needs a Prefect server)."""
+    """Serve each CONFIG as Prefect deployment build-dataset/<name>, with the parameters
+    only, from_stage, force and retry_failed (needs a Prefect server; blocks until stopped)."""
     from malmoi.config import ConfigError, load_config
 
     try:
-        load_config(config)
+        for config in configs:
+            load_config(config)
     except ConfigError as exc:
         _fail(str(exc))
     from flows.build import serve as serve_flow
 
-    serve_flow(str(config))
+    serve_flow([str(c) for c in configs])
 
 
 @models_app.command("list")

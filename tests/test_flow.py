@@ -1,7 +1,9 @@
 """The build-dataset flow, run through Prefect for real: a temporary server for `malmoi build`,
 and a `prefect server` with a served deployment for `prefect deployment run`."""
 
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -15,7 +17,7 @@ import yaml
 
 from malmoi.manifest import read_manifest
 from separate.evaluate import si_sdr
-from tests.conftest import REPO, run_malmoi
+from tests.conftest import REPO, child_env, run_malmoi
 from tests.media import mp4_with_audio
 
 PREFECT = str(Path(sys.executable).parent / "prefect")
@@ -132,14 +134,99 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def test_a_stage_whose_input_never_ran_fails_fast(tmp_path: Path) -> None:
+    config = _local_config(tmp_path)
+    proc = run_malmoi("build", str(config), "--only", "segment")
+    assert proc.returncode == 2
+    assert (
+        "segment reads the separate stage's output, which does not exist yet "
+        f"({tmp_path / 'out/separate/manifest.csv'}): run separate first" in proc.stderr
+    )
+    assert "Flow run" not in proc.stderr  # refused before Prefect starts
+    proc = run_malmoi("build", str(config), "--only", "denoise")
+    assert proc.returncode == 2 and "'denoise' is not one of" in proc.stderr
+
+
+def test_only_and_from_run_just_those_stages(tmp_path: Path) -> None:
+    config = _local_config(tmp_path)
+    assert run_malmoi("build", str(config), "--only", "ingest").returncode == 0
+    assert not (tmp_path / "out/separate").exists()
+    proc = run_malmoi("build", str(config), "--from", "separate")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ingest:" not in proc.stdout  # read as it is, not run
+    assert "separate: 1 processed" in proc.stdout and "segment: 1 processed" in proc.stdout
+    # the task runs are named like the stages, their final state carries the counts
+    assert "Task run 'separate-" in proc.stderr and "Task run 'segment-" in proc.stderr
+    assert "Finished in state Completed('segment: 1 processed, 0 skipped (done before)" in (
+        proc.stderr
+    )
+
+
+def test_a_broken_stage_fails_the_flow_at_once_with_the_reason(tmp_path: Path) -> None:
+    """A missing model is not a bad input: the flow fails (no retries), its message says why,
+    and the inputs are not blamed."""
+    config = _local_config(tmp_path)
+    data = yaml.safe_load(config.read_text())
+    data["separate"] = {"engine": "spleeter"}
+    config.write_text(yaml.safe_dump(data, allow_unicode=True))
+    env = {
+        "MALMOI_MODEL_DIR": str(tmp_path / "empty-store"),
+        "MALMOI_OFFLINE": "1",
+        "MALMOI_MODEL_PATH": "",
+    }
+    proc = run_malmoi("build", str(config), env=env)
+    assert proc.returncode == 1, proc.stdout + proc.stderr[-3000:]
+    assert "error: build-dataset failed: model spleeter:2stems is not available" in proc.stderr
+    assert "Finished in state Failed" in proc.stderr
+    assert "Retrying" not in proc.stderr  # no retry of a deterministic failure
+    assert len(read_manifest(tmp_path / "out/ingest")) == 1  # the stage before stands
+    assert not (tmp_path / "out/separate/failures.csv").exists()
+
+
+def _artifacts(env: dict[str, str], key: str) -> list:
+    """The artifacts with ``key`` read back through the Prefect client of the test's server."""
+    code = (
+        "import json, sys\n"
+        "from prefect.client.orchestration import get_client\n"
+        "from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey\n"
+        "with get_client(sync_client=True) as c:\n"
+        "    arts = c.read_artifacts(artifact_filter=ArtifactFilter("
+        "key=ArtifactFilterKey(any_=[sys.argv[1]])))\n"
+        "print(json.dumps([{'type': a.type, 'data': a.data, 'description': a.description}"
+        " for a in arts]))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, key], env=env, capture_output=True, text=True, cwd=REPO
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _flow_run_message(env: dict[str, str], run_stdout: str) -> str:
+    run_id = re.search(r"UUID: ([0-9a-f-]{36})", run_stdout).group(1)  # type: ignore[union-attr]
+    code = (
+        "import sys\n"
+        "from prefect.client.orchestration import get_client\n"
+        "with get_client(sync_client=True) as c:\n"
+        "    print(c.read_flow_run(sys.argv[1]).state.message)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, run_id], env=env, capture_output=True, text=True, cwd=REPO
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout.strip()
+
+
 @pytest.mark.slow
-def test_deployment_run_on_a_real_prefect_server(tmp_path: Path) -> None:
-    """`prefect server start`, `malmoi serve`, then `prefect deployment run
-    'build-dataset/<name>' --watch`, as a user does; the run must end Completed."""
+def test_deployment_run_on_a_real_prefect_server(spleeter_model: Path, tmp_path: Path) -> None:
+    """`prefect server start`, `malmoi serve` of two configs (the demo's among them), then
+    `prefect deployment run 'build-dataset/demo' --watch`, as a user does: Completed; again
+    with `--param only=segment`: nothing recomputed, and the run says so; the stage artifacts
+    read back through Prefect's client hold the counts."""
     config = _local_config(tmp_path, name="served")
     port = _free_port()
     env = {
-        **os.environ,
+        **child_env(),
         "PREFECT_HOME": str(tmp_path / "prefect"),
         "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -157,32 +244,49 @@ def test_deployment_run_on_a_real_prefect_server(tmp_path: Path) -> None:
         procs.append(server)
         _wait_for(lambda: requests.get(f"{env['PREFECT_API_URL']}/health", timeout=2).ok, 120)
         serve = subprocess.Popen(
-            [sys.executable, "-m", "malmoi", "serve", str(config)],
+            [sys.executable, "-m", "malmoi", "serve", str(REPO / "configs/demo.yaml"), str(config)],
             env=env,
             cwd=tmp_path,
             stdout=(logs / "serve.log").open("w"),
             stderr=subprocess.STDOUT,
         )
         procs.append(serve)
-        _wait_for(
-            lambda: (
-                "build-dataset/served"
-                in subprocess.run(
-                    [PREFECT, "deployment", "ls"], env=env, capture_output=True, text=True
-                ).stdout
-            ),
-            120,
-        )
-        run = subprocess.run(
-            [PREFECT, "deployment", "run", "build-dataset/served", "--watch"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert run.returncode == 0, run.stdout[-2000:] + (logs / "serve.log").read_text()[-2000:]
-        assert "Completed" in run.stdout
-        assert len(read_manifest(tmp_path / "out/ingest")) == 1
+
+        def deployments() -> str:
+            return subprocess.run(
+                [PREFECT, "deployment", "ls"], env=env, capture_output=True, text=True
+            ).stdout
+
+        _wait_for(lambda: "build-dataset/demo" in deployments(), 120)
+        assert "build-dataset/served" in deployments()
+
+        def run(*params: str) -> str:
+            proc = subprocess.run(
+                [PREFECT, "deployment", "run", "build-dataset/demo", *params, "--watch"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            assert proc.returncode == 0, (
+                proc.stdout[-2000:] + (logs / "serve.log").read_text()[-3000:]
+            )
+            assert "Completed" in proc.stdout
+            return proc.stdout
+
+        first = _flow_run_message(env, run())
+        assert "segment: 1 processed, 0 skipped, 0 failed" in first, first
+        slices = len(read_manifest(tmp_path / "runs/demo/segment"))
+        second = _flow_run_message(env, run("--param", "only=segment"))
+        assert second == "segment: 0 processed, 1 skipped, 0 failed", second
+        [table] = _artifacts(env, "demo-segment")  # the latest version
+        assert table["type"] == "table"
+        row = json.loads(table["data"])[0] if isinstance(table["data"], str) else table["data"][0]
+        assert (row["processed"], row["skipped"], row["kept"]) == (0, 1, 0)
+        assert "nothing to do" in table["description"] or "0 processed" in table["description"]
+        [progress] = _artifacts(env, "demo-segment-progress")
+        assert progress["type"] == "progress" and float(progress["data"]) == 100.0
+        assert len(read_manifest(tmp_path / "runs/demo/segment")) == slices >= 3
     finally:
         for p in reversed(procs):
             p.terminate()

@@ -1,0 +1,117 @@
+"""The pipeline's stages, in order: what each reads, how it is built, which of them a run takes.
+
+One :class:`StageSpec` per stage, named like its CLI verb. The flow (``flows/build.py``) and the
+CLI only walk :data:`PIPELINE`; a new stage (denoise, speaker filter, export…) plugs in as one
+more entry here, touching no other stage. Prefect-free: stages run alone from the CLI too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from malmoi.config import PipelineConfig
+from malmoi.manifest import MANIFEST
+from malmoi.stage import Item, Stage, items_from
+
+
+class StageOrderError(ValueError):
+    """A stage was asked for whose input stage has never run, or an unknown stage name."""
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage of the pipeline."""
+
+    name: str  # the CLI verb, the Prefect task's name, the stage folder's name
+    input: str | None  # the stage whose manifest it reads (None: the config's sources)
+    make: Callable[[PipelineConfig], Stage]
+    where: tuple[tuple[str, str], ...] = ()  # filter on the input rows, e.g. stem=vocals
+    description: str = ""
+
+    def items(self, cfg: PipelineConfig) -> list[Item]:
+        """The stage's inputs: the input stage's kept rows (sources are gathered by the
+        flow)."""
+        if self.input is None:
+            raise ValueError(f"{self.name} reads the config's sources, not a manifest")
+        return items_from(cfg.stage_dir(self.input), **dict(self.where))
+
+
+def _ingest(cfg: PipelineConfig) -> Stage:
+    from crawl.ingest import IngestStage
+
+    return IngestStage(cfg.ingest, cfg.stage_dir("ingest"))
+
+
+def _separate(cfg: PipelineConfig) -> Stage:
+    from separate.stage import SeparateStage
+
+    return SeparateStage(cfg.separate, cfg.stage_dir("separate"), models=cfg.models)
+
+
+def _segment(cfg: PipelineConfig) -> Stage:
+    from segment.stage import SegmentStage
+
+    return SegmentStage(cfg.segment, cfg.stage_dir("segment"), models=cfg.models)
+
+
+PIPELINE: tuple[StageSpec, ...] = (
+    StageSpec("ingest", None, _ingest, description="decode every input to working WAVs"),
+    StageSpec("separate", "ingest", _separate, description="split into vocals and accompaniment"),
+    StageSpec(
+        "segment",
+        "separate",
+        _segment,
+        where=(("stem", "vocals"),),
+        description="find speech and gender, cut slices",
+    ),
+)
+STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in PIPELINE)
+
+
+def spec(name: str) -> StageSpec:
+    for s in PIPELINE:
+        if s.name == name:
+            return s
+    raise StageOrderError(f"unknown stage '{name}'; the stages are: {', '.join(STAGE_NAMES)}")
+
+
+def as_names(value: str | Iterable[str] | None) -> list[str]:
+    """Stage names from a list, or from one string separated by commas (as
+    ``prefect deployment run … --param only=separate,segment`` gives); each checked."""
+    if value is None:
+        return []
+    parts = value.split(",") if isinstance(value, str) else list(value)
+    names = [p.strip() for p in parts if p and p.strip()]
+    for name in names:
+        spec(name)
+    return names
+
+
+def select(
+    only: str | Sequence[str] | None = None, from_stage: str | None = None
+) -> list[StageSpec]:
+    """The stages a run takes, in pipeline order: ``only`` those named, or ``from_stage`` and
+    every one after it, or all."""
+    chosen = as_names(only)
+    if chosen and from_stage:
+        raise StageOrderError("give either only or from_stage, not both")
+    if from_stage:
+        start = STAGE_NAMES.index(spec(from_stage).name)
+        return list(PIPELINE[start:])
+    if chosen:
+        return [s for s in PIPELINE if s.name in chosen]
+    return list(PIPELINE)
+
+
+def check_input(cfg: PipelineConfig, stage: StageSpec, running: Iterable[str] = ()) -> None:
+    """Fail fast when ``stage``'s input stage has never run (and is not run before it now)."""
+    if stage.input is None or stage.input in set(running):
+        return
+    manifest = cfg.stage_dir(stage.input) / MANIFEST
+    if not manifest.exists():
+        raise StageOrderError(
+            f"{stage.name} reads the {stage.input} stage's output, which does not exist yet "
+            f"({manifest}): run {stage.input} first (--only {stage.input}, or "
+            f"--from {stage.input})"
+        )
