@@ -275,6 +275,7 @@ class Stage(ABC, Generic[P, R]):
         progress = {r.id: r for r in progress_t.rows()}
         kept_paths = {r.id: r.path for r in kept_t.rows()}  # type: ignore[attr-defined]
         kept_seconds = {r.id: r.duration for r in kept_t.rows()}
+        rejected_seconds = {r.id: r.duration for r in rejected_t.rows()}
         report = StageReport(stage=self.name, failures_file=str(failures_t.path), items=len(items))
         reasons = {r.id: r.reason for r in failures_t.rows()}  # type: ignore[attr-defined]
         known = [_input_seconds(item) for item in items]
@@ -315,8 +316,9 @@ class Stage(ABC, Generic[P, R]):
                     if done.status == "ok" and self._outputs_exist(done, kept_paths):
                         report.skipped += 1
                         if seconds is None:  # raw input: what its rows said when decoded
-                            outs = json.loads(done.outputs)
-                            seconds = sum(kept_seconds.get(i, 0.0) for i in outs)
+                            seconds = sum(
+                                kept_seconds.get(i, 0.0) for i in json.loads(done.outputs)
+                            ) + sum(rejected_seconds.get(i, 0.0) for i in json.loads(done.rejected))
                         tell(item, "skipped", seconds)
                         continue
                 self.ensure_setup()
