@@ -393,13 +393,16 @@ def eval_separation(
 
 
 def _run(stage, items, retry_failed: bool):  # (Stage, Iterable[Item], bool) -> StageReport
-    """Run a stage; a missing model, a busy folder, an id collision or a stage stopped by the
-    machine (disk full…) is a one-line error and exit code 1."""
+    """Run a stage with a progress bar on a terminal (log lines otherwise); a missing model, a
+    busy folder, an id collision or a stage stopped by the machine (disk full…) is a one-line
+    error and exit code 1."""
     from malmoi.errors import IdCollision, StageBusy, StageStopped
     from malmoi.models import ModelUnavailable
+    from malmoi.progress import progress_for
 
     try:
-        return stage.run(items, retry_failed=retry_failed)
+        with progress_for(stage.name) as progress:
+            return stage.run(items, retry_failed=retry_failed, progress=progress)
     except (ModelUnavailable, StageBusy, StageStopped, IdCollision) as exc:
         _fail(str(exc), code=1)
 

@@ -18,10 +18,10 @@ import os
 import socket
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel
@@ -74,12 +74,47 @@ class Result(Generic[R]):
     rejected: list[tuple[R, str]] = field(default_factory=list)
 
 
+ItemStatus = Literal["processed", "skipped", "failed"]
+
+
+@dataclass(frozen=True)
+class StageProgress:
+    """Where a :meth:`Stage.run` stands, passed to its ``progress`` callback: once before the
+    first item (``done`` 0, no ``item_id``) and once after every item, skipped ones included.
+
+    ``done`` counts the items finished so far (processed + skipped + failed). Audio seconds are
+    those of the inputs: from the previous stage's row (``duration``); for raw files (ingest)
+    they are known only once decoded, so ``audio_total`` is None and ``audio_done`` grows by
+    the decoded duration of each item."""
+
+    stage: str
+    total: int
+    done: int
+    audio_total: float | None
+    audio_done: float
+    elapsed: float
+    item_id: str | None = None
+    status: ItemStatus | None = None
+
+    @property
+    def fraction(self) -> float:
+        """Share of the items finished, 0 to 1 (1 when there are none)."""
+        return self.done / self.total if self.total else 1.0
+
+
+ProgressCallback = Callable[[StageProgress], None]
+
+
 @dataclass
 class StageReport:
     """Counts of one :meth:`Stage.run`.
 
     ``failed`` counts every input that stands failed after the run: those that failed now and
-    those that failed in an earlier run and were not tried again (``failed_before``)."""
+    those that failed in an earlier run and were not tried again (``failed_before``).
+    ``items`` is the number of inputs seen; ``hours_in`` the audio of the inputs processed in
+    this run, ``hours_out`` that of the rows kept in this run; ``rtf`` the time spent in
+    :meth:`Stage.process` on the processed inputs over their audio time (0 when none);
+    ``rejected_by_reason`` counts this run's rejected rows by reason."""
 
     stage: str
     processed: int = 0
@@ -91,6 +126,11 @@ class StageReport:
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
     failures_file: str = ""
+    items: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    hours_in: float = 0.0
+    hours_out: float = 0.0
+    rtf: float = 0.0
 
     def summary(self) -> str:
         failed = f"{self.failed} failed"
@@ -101,8 +141,15 @@ class StageReport:
             f"{failed}; {self.kept} rows kept, {self.rejected} rejected "
             f"in {self.seconds:.1f} s"
         )
+        if self.processed:
+            text += (
+                f"; {self.hours_in:.3f} h of audio in, {self.hours_out:.3f} h kept, "
+                f"RTF {self.rtf:.3f}"
+            )
         if self.failed and self.failures_file:
             text += f"; failures: {self.failures_file}"
+        if not self.processed and not self.failed:
+            text += " — nothing to do" if self.items else " — nothing to do (no inputs)"
         return text
 
 
@@ -177,9 +224,17 @@ class Stage(ABC, Generic[P, R]):
             log.debug("%s: setup took %.1f s", self.name, time.perf_counter() - started)
 
     def run(
-        self, items: Iterable[Item], retry_failed: bool = False, config: BaseModel | None = None
+        self,
+        items: Iterable[Item],
+        retry_failed: bool = False,
+        config: BaseModel | None = None,
+        progress: ProgressCallback | None = None,
     ) -> StageReport:
         """Process every item not already finished; return the counts.
+
+        ``progress``, when given, is called with a :class:`StageProgress` once before the first
+        item and once after each item (see :mod:`malmoi.progress` for terminal renderers); an
+        exception it raises stops the run like any interruption.
 
         Holds the stage folder's lock for the whole run (a second run into the same folder
         fails at once with :class:`StageBusy`), removes what a killed run left behind, and
@@ -199,12 +254,19 @@ class Stage(ABC, Generic[P, R]):
                     count,
                     size / 1e6,
                 )
-            report = self._run(check_ids(items), retry_failed, config)
+            report = self._run(check_ids(items), retry_failed, config, progress, started)
         report.seconds = time.perf_counter() - started
         log.info("%s", report.summary())
         return report
 
-    def _run(self, items: list[Item], retry_failed: bool, config: BaseModel | None) -> StageReport:
+    def _run(
+        self,
+        items: list[Item],
+        retry_failed: bool,
+        config: BaseModel | None,
+        progress_cb: ProgressCallback | None,
+        started: float,
+    ) -> StageReport:
         self._write_config(config)
         kept_t = Table(self.out_dir, self.row_type)
         rejected_t = Table(self.out_dir, rejected_model(self.row_type))
@@ -212,11 +274,36 @@ class Stage(ABC, Generic[P, R]):
         progress_t = Table(self.out_dir, ProgressRow)
         progress = {r.id: r for r in progress_t.rows()}
         kept_paths = {r.id: r.path for r in kept_t.rows()}  # type: ignore[attr-defined]
-        report = StageReport(stage=self.name, failures_file=str(failures_t.path))
+        kept_seconds = {r.id: r.duration for r in kept_t.rows()}
+        rejected_seconds = {r.id: r.duration for r in rejected_t.rows()}
+        report = StageReport(stage=self.name, failures_file=str(failures_t.path), items=len(items))
         reasons = {r.id: r.reason for r in failures_t.rows()}  # type: ignore[attr-defined]
+        known = [_input_seconds(item) for item in items]
+        audio_total = None if None in known else sum(k for k in known if k is not None)
+        audio_done = 0.0
+        busy = 0.0  # seconds spent in process() on the inputs processed
+        seconds_in = seconds_out = 0.0
+
+        def tell(item: Item | None, status: ItemStatus | None, seconds: float | None) -> None:
+            nonlocal audio_done
+            audio_done += seconds or 0.0
+            if progress_cb is not None:
+                progress_cb(
+                    StageProgress(
+                        stage=self.name,
+                        total=len(items),
+                        done=report.processed + report.skipped + report.failed,
+                        audio_total=audio_total,
+                        audio_done=audio_done,
+                        elapsed=time.perf_counter() - started,
+                        item_id=None if item is None else item.id,
+                        status=status,
+                    )
+                )
 
         try:
-            for item in items:
+            tell(None, None, None)
+            for item, seconds in zip(items, known, strict=True):
                 key = self.key(item)
                 done = progress.get(item.id)
                 if done is not None and done.key == key:
@@ -224,11 +311,18 @@ class Stage(ABC, Generic[P, R]):
                         report.failed += 1
                         report.failed_before += 1
                         report.failures.append((str(item.path), reasons.get(item.id, "")))
+                        tell(item, "failed", seconds)
                         continue
                     if done.status == "ok" and self._outputs_exist(done, kept_paths):
                         report.skipped += 1
+                        if seconds is None:  # raw input: what its rows said when decoded
+                            seconds = sum(
+                                kept_seconds.get(i, 0.0) for i in json.loads(done.outputs)
+                            ) + sum(rejected_seconds.get(i, 0.0) for i in json.loads(done.rejected))
+                        tell(item, "skipped", seconds)
                         continue
                 self.ensure_setup()
+                item_started = time.perf_counter()
                 try:
                     result = self.process(item)
                 except Exception as exc:  # one bad input never stops the batch
@@ -264,7 +358,9 @@ class Stage(ABC, Generic[P, R]):
                     progress[item.id] = done
                     report.failed += 1
                     report.failures.append((str(item.path), reason))
+                    tell(item, "failed", seconds)
                     continue
+                busy += time.perf_counter() - item_started
                 rej_type = rejected_model(self.row_type)
                 rejected_rows = [rej_type(**r.record(), reason=why) for r, why in result.rejected]
                 self._remove_outputs(done, kept_paths, keep={r.path for r in result.kept})
@@ -280,11 +376,23 @@ class Stage(ABC, Generic[P, R]):
                 progress_t.append([done])
                 progress[item.id] = done
                 kept_paths.update({r.id: r.path for r in result.kept})
+                kept_seconds.update({r.id: r.duration for r in result.kept})
                 report.processed += 1
                 report.kept += len(result.kept)
                 report.rejected += len(rejected_rows)
+                for _, why in result.rejected:
+                    report.rejected_by_reason[why] = report.rejected_by_reason.get(why, 0) + 1
+                out = sum(r.duration for r in result.kept)
+                if seconds is None:  # raw input: its decoded length is that of its rows
+                    seconds = out + sum(r.duration for r, _ in result.rejected)
+                seconds_in += seconds
+                seconds_out += out
+                tell(item, "processed", seconds)
         finally:  # also when stopped (SIGTERM, an environment failure): tables stay exact
             self._compact(progress, kept_t, rejected_t, failures_t, progress_t)
+            report.hours_in = seconds_in / 3600
+            report.hours_out = seconds_out / 3600
+            report.rtf = busy / seconds_in if seconds_in > 0 else 0.0
         return report
 
     def _write_config(self, config: BaseModel | None) -> None:
@@ -404,6 +512,14 @@ def items_from(stage_dir: Path, **where: str) -> list[Item]:
             )
         )
     return items
+
+
+def _input_seconds(item: Item) -> float | None:
+    """The audio length of an input from its previous stage's row; None for a raw file."""
+    try:
+        return float(item.row["duration"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _one_line(exc: BaseException) -> str:
