@@ -42,7 +42,8 @@ from malmoi.config import PipelineConfig, load_config
 from malmoi.logs import get_logger
 from malmoi.pipeline import StageSpec, as_names, check_input, select, spec
 from malmoi.procs import tool_command
-from malmoi.stage import Item, StageReport
+from malmoi.progress import progress_for
+from malmoi.stage import Item, ProgressCallback, StageProgress, StageReport
 
 FLOW_NAME = "build-dataset"
 logging.getLogger("malmoi").setLevel(logging.INFO)
@@ -134,21 +135,22 @@ def report_row(report: StageReport) -> dict[str, Any]:
 
 class ProgressArtifact:
     """A Prefect progress artifact for one stage, updated as its items finish (at most about
-    once a second, and always at the end)."""
+    once a second, and always at the end), and passed on to the terminal's bar or log lines."""
 
-    def __init__(self, cfg: PipelineConfig, stage: str):
+    def __init__(self, cfg: PipelineConfig, stage: str, also: ProgressCallback):
         self.id = create_progress_artifact(
             progress=0.0,
             key=artifact_key(cfg, stage, "progress"),
             description=f"{stage} of {cfg.name}: share of the inputs finished",
         )
+        self._also = also
         self._last = 0.0
 
-    def __call__(self, event: Any) -> None:
-        total, done = getattr(event, "items_total", 0), getattr(event, "items_done", 0)
-        percent = 100.0 * done / total if total else 100.0
+    def __call__(self, event: StageProgress) -> None:
+        self._also(event)
+        percent = 100.0 * event.done / event.total if event.total else 100.0
         now = time.monotonic()
-        if done == total or now - self._last >= 1.0:
+        if event.done == event.total or now - self._last >= 1.0:
             update_progress_artifact(artifact_id=self.id, progress=percent)
             self._last = now
 
@@ -164,11 +166,11 @@ def run_stage(
     stage = stage_spec.make(cfg)
     if items is None:
         items = stage_spec.items(cfg)
-    progress = ProgressArtifact(cfg, name)
-    report = stage.run(
-        items, retry_failed=retry_failed, config=cfg, **_optional(stage, progress, force)
-    )
-    progress(_Done(len(items)))
+    with progress_for(name) as terminal:
+        progress = ProgressArtifact(cfg, name, terminal)
+        report = stage.run(
+            items, retry_failed=retry_failed, config=cfg, progress=progress, force=force
+        )
     create_table_artifact(
         table=[report_row(report)],
         key=artifact_key(cfg, name),
@@ -181,28 +183,6 @@ def run_stage(
             description=f"Inputs that {name} could not process (also in {report.failures_file})",
         )
     return Completed(message=report.summary(), data=asdict(report))
-
-
-class _Done:
-    """The last progress event of a stage: everything finished."""
-
-    def __init__(self, total: int):
-        self.items_total = self.items_done = total
-
-
-def _optional(stage: Any, progress: Any, force: bool) -> dict[str, Any]:
-    """Keyword arguments of Stage.run this version supports (progress hook, force)."""
-    import inspect
-
-    accepted = inspect.signature(stage.run).parameters
-    kwargs: dict[str, Any] = {}
-    if "progress" in accepted:
-        kwargs["progress"] = progress
-    if "force" in accepted:
-        kwargs["force"] = force
-    elif force:
-        raise ValueError(f"{stage.name}: this version cannot force a recompute")
-    return kwargs
 
 
 @flow(name=FLOW_NAME, log_prints=False)

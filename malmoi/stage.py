@@ -229,8 +229,10 @@ class Stage(ABC, Generic[P, R]):
         retry_failed: bool = False,
         config: BaseModel | None = None,
         progress: ProgressCallback | None = None,
+        force: bool = False,
     ) -> StageReport:
-        """Process every item not already finished; return the counts.
+        """Process every item not already finished (every item, with ``force``); return the
+        counts.
 
         ``progress``, when given, is called with a :class:`StageProgress` once before the first
         item and once after each item (see :mod:`malmoi.progress` for terminal renderers); an
@@ -254,7 +256,7 @@ class Stage(ABC, Generic[P, R]):
                     count,
                     size / 1e6,
                 )
-            report = self._run(check_ids(items), retry_failed, config, progress, started)
+            report = self._run(check_ids(items), retry_failed, config, progress, started, force)
         report.seconds = time.perf_counter() - started
         log.info("%s", report.summary())
         return report
@@ -266,6 +268,7 @@ class Stage(ABC, Generic[P, R]):
         config: BaseModel | None,
         progress_cb: ProgressCallback | None,
         started: float,
+        force: bool = False,
     ) -> StageReport:
         self._write_config(config)
         kept_t = Table(self.out_dir, self.row_type)
@@ -306,7 +309,7 @@ class Stage(ABC, Generic[P, R]):
             for item, seconds in zip(items, known, strict=True):
                 key = self.key(item)
                 done = progress.get(item.id)
-                if done is not None and done.key == key:
+                if done is not None and done.key == key and not force:
                     if done.status == "failed" and not retry_failed:
                         report.failed += 1
                         report.failed_before += 1

@@ -160,6 +160,12 @@ def test_only_and_from_run_just_those_stages(tmp_path: Path) -> None:
     assert "Finished in state Completed('segment: 1 processed, 0 skipped (done before)" in (
         proc.stderr
     )
+    stems = sorted((tmp_path / "out/separate").rglob("vocals.wav"))
+    before = [p.stat().st_mtime_ns for p in stems]
+    proc = run_malmoi("build", str(config), "--only", "separate", "--force", "separate")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines()[0] == "separate: 1 processed, 0 skipped, 0 failed, 2 kept"
+    assert [p.stat().st_mtime_ns for p in stems] != before  # recomputed, though finished
 
 
 def test_a_broken_stage_fails_the_flow_at_once_with_the_reason(tmp_path: Path) -> None:
