@@ -90,29 +90,33 @@ def test_flow_run_page_shows_state_and_artifacts(
     state = run["state"]["name"]
     assert state == "Completed", run["state"]
 
-    shot = tmp_path / "prefect-flow-run.png"
+    shot = tmp_path / "prefect-flow-run-logs.png"
+    artifacts_shot = tmp_path / "prefect-flow-run.png"  # the state and the artifacts: for docs/
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.goto(f"{prefect_server.ui_url}/runs/flow-run/{run['id']}")
-            # the page header: the run's name and its state badge
-            expect(page.get_by_text(run["name"]).first).to_be_visible(timeout=60_000)
-            expect(page.get_by_text(state, exact=True).first).to_be_visible(timeout=60_000)
-            # the stage logs reached Prefect and the Logs tab shows them
-            expect(page.get_by_text("broken.mkv: not a readable media file").first).to_be_visible(
-                timeout=60_000
-            )
-            page.screenshot(path=str(shot))
-            text = page.inner_text("body")
-            assert "Can't connect to Server API" not in text
-            page.get_by_role("tab", name="Artifacts").click()
-            expect(page.get_by_text(f"{name}-stages").first).to_be_visible(timeout=60_000)
-            expect(page.get_by_text(f"{name}-failures").first).to_be_visible(timeout=60_000)
-            page.screenshot(path=str(tmp_path / "prefect-flow-run-artifacts.png"))
+            try:
+                # the page header: the run's name and its state badge
+                expect(page.get_by_text(run["name"]).first).to_be_visible(timeout=60_000)
+                expect(page.get_by_text(state, exact=True).first).to_be_visible(timeout=60_000)
+                # the stage logs reached Prefect and the Logs tab shows them
+                logged = page.get_by_text("broken.mkv: not a readable media file").first
+                expect(logged).to_be_visible(timeout=60_000)
+                page.screenshot(path=str(shot))
+                text = page.inner_text("body")
+                assert "Can't connect to Server API" not in text
+                page.get_by_text("Artifacts", exact=True).first.click()
+                expect(page.get_by_text(f"{name}-stages").first).to_be_visible(timeout=60_000)
+                expect(page.get_by_text(f"{name}-failures").first).to_be_visible(timeout=60_000)
+                page.screenshot(path=str(artifacts_shot))
+            except Exception:
+                page.screenshot(path=str(tmp_path / "failure.png"))  # what the browser showed
+                raise
         finally:
             browser.close()
-    assert shot.stat().st_size > 10_000
+    assert shot.stat().st_size > 10_000 and artifacts_shot.stat().st_size > 10_000
     if os.environ.get("MALMOI_UPDATE_DOCS") == "1":
         DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
-        shutil.copyfile(shot, DOCS_SCREENSHOT)
+        shutil.copyfile(artifacts_shot, DOCS_SCREENSHOT)
