@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -70,7 +69,7 @@ def chromium() -> str:
 
 @pytest.mark.slow
 def test_flow_run_page_shows_state_and_artifacts(
-    prefect_server: PrefectServer, chromium: str, shared: Path, tmp_path: Path
+    shared: Path, chromium: str, prefect_server: PrefectServer, tmp_path: Path
 ) -> None:
     """The flow-run page of a real run renders in Chromium with the run's state, its stage logs
     and the ``<name>-stages`` artifact (not "Can't connect to Server API")."""
@@ -118,5 +117,14 @@ def test_flow_run_page_shows_state_and_artifacts(
             browser.close()
     assert shot.stat().st_size > 10_000 and artifacts_shot.stat().st_size > 10_000
     if os.environ.get("MALMOI_UPDATE_DOCS") == "1":
-        DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
-        shutil.copyfile(artifacts_shot, DOCS_SCREENSHOT)
+        _save_small_png(artifacts_shot, DOCS_SCREENSHOT)
+
+
+def _save_small_png(src: Path, dest: Path) -> None:
+    """``src`` as a 128-colour palette PNG at ``dest`` (the UI's flat colours: ~32 KB, not 85)."""
+    from PIL import Image
+
+    dest.parent.mkdir(exist_ok=True)
+    with Image.open(src) as im:
+        small = im.convert("RGB").quantize(colors=128, method=Image.Quantize.MEDIANCUT)
+        small.save(dest, optimize=True)
