@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -112,3 +115,87 @@ def run_malmoi(
     return subprocess.run(
         [*MALMOI, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class PrefectServer:
+    """A running ``prefect server start``: its API, its UI, and the environment for clients."""
+
+    api_url: str
+    ui_url: str
+    env: dict[str, str]  # this process's environment + PREFECT_API_URL etc., for child processes
+    home: Path
+    log: Path
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """A real ``prefect server start`` on a free port with its own PREFECT_HOME, for the session.
+
+    The server gets ``PREFECT_UI_API_URL`` so the UI it serves talks to this API. Stopped, with
+    all its children (it is started in its own process group), at the end of the session."""
+    import time
+
+    import requests
+
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": api_url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    server_env = {**env, "PREFECT_UI_API_URL": api_url}
+    server_env.pop("PREFECT_API_URL")  # the server itself needs no client setting
+    log = home / "server.log"
+    prefect = str(Path(sys.executable).parent / "prefect")
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=server_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"prefect server exited: {log.read_text()[-3000:]}")
+            try:
+                if requests.get(f"{api_url}/health", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                tail = log.read_text()[-3000:]
+                raise TimeoutError(f"prefect server not healthy in 180 s: {tail}")
+            time.sleep(0.5)
+        yield PrefectServer(api_url, f"http://127.0.0.1:{port}", env, home, log)
+    finally:
+        _stop_group(proc)
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group of ``proc`` (started with ``start_new_session``), wait for
+    ``proc``, then SIGKILL whatever is left in the group."""
+    import signal
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=30)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
