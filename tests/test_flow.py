@@ -190,7 +190,8 @@ def test_a_broken_stage_fails_the_flow_at_once_with_the_reason(tmp_path: Path) -
 
 
 def _artifacts(env: dict[str, str], key: str) -> list:
-    """The artifacts with ``key`` read back through the Prefect client of the test's server."""
+    """The artifacts with ``key`` (every version, oldest first) read back through the Prefect
+    client of the test's server."""
     code = (
         "import json, sys\n"
         "from prefect.client.orchestration import get_client\n"
@@ -198,6 +199,7 @@ def _artifacts(env: dict[str, str], key: str) -> list:
         "with get_client(sync_client=True) as c:\n"
         "    arts = c.read_artifacts(artifact_filter=ArtifactFilter("
         "key=ArtifactFilterKey(any_=[sys.argv[1]])))\n"
+        "arts = sorted(arts, key=lambda a: a.created)\n"
         "print(json.dumps([{'type': a.type, 'data': a.data, 'description': a.description}"
         " for a in arts]))\n"
     )
@@ -285,13 +287,16 @@ def test_deployment_run_on_a_real_prefect_server(spleeter_model: Path, tmp_path:
         slices = len(read_manifest(tmp_path / "runs/demo/segment"))
         second = _flow_run_message(env, run("--param", "only=segment"))
         assert second == "segment: 0 processed, 1 skipped, 0 failed", second
-        [table] = _artifacts(env, "demo-segment")  # the latest version
-        assert table["type"] == "table"
-        row = json.loads(table["data"])[0] if isinstance(table["data"], str) else table["data"][0]
-        assert (row["processed"], row["skipped"], row["kept"]) == (0, 1, 0)
-        assert "nothing to do" in table["description"] or "0 processed" in table["description"]
-        [progress] = _artifacts(env, "demo-segment-progress")
-        assert progress["type"] == "progress" and float(progress["data"]) == 100.0
+        tables = _artifacts(env, "demo-segment")  # one version per run
+        assert [t["type"] for t in tables] == ["table", "table"]
+        rows = [json.loads(t["data"]) if isinstance(t["data"], str) else t["data"] for t in tables]
+        assert (rows[0][0]["processed"], rows[0][0]["kept"]) == (1, slices)
+        assert rows[0][0]["hours_in"] > 0 and rows[0][0]["rtf"] > 0
+        assert (rows[1][0]["processed"], rows[1][0]["skipped"], rows[1][0]["kept"]) == (0, 1, 0)
+        assert "nothing to do" in tables[1]["description"]
+        progress = _artifacts(env, "demo-segment-progress")
+        assert [a["type"] for a in progress] == ["progress", "progress"]
+        assert [float(a["data"]) for a in progress] == [100.0, 100.0]
         assert len(read_manifest(tmp_path / "runs/demo/segment")) == slices >= 3
     finally:
         for p in reversed(procs):

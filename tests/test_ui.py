@@ -72,7 +72,8 @@ def test_flow_run_page_shows_state_and_artifacts(
     shared: Path, chromium: str, prefect_server: PrefectServer, tmp_path: Path
 ) -> None:
     """The flow-run page of a real run renders in Chromium with the run's state, its stage logs
-    and the ``<name>-stages`` artifact (not "Can't connect to Server API")."""
+    and the stages' artifacts (not "Can't connect to Server API"): a table and a progress
+    artifact per stage, and the failures of ingest."""
     from playwright.sync_api import expect, sync_playwright
 
     name = "uitest"
@@ -107,9 +108,22 @@ def test_flow_run_page_shows_state_and_artifacts(
                 text = page.inner_text("body")
                 assert "Can't connect to Server API" not in text
                 page.get_by_text("Artifacts", exact=True).first.click()
-                expect(page.get_by_text(f"{name}-stages").first).to_be_visible(timeout=60_000)
-                expect(page.get_by_text(f"{name}-failures").first).to_be_visible(timeout=60_000)
+                expect(page.get_by_text("Task runs", exact=True).first).to_be_visible(
+                    timeout=60_000
+                )
+                page.wait_for_timeout(2000)  # the run graph (a canvas) draws the stages
                 page.screenshot(path=str(artifacts_shot))
+                # the artifacts of the stage tasks, listed under "Task runs" by description
+                page.mouse.wheel(0, 3000)
+                for text in (
+                    f"ingest of {name}: ingest: 1 processed",
+                    "Inputs that ingest could not process",
+                    f"separate of {name}: separate: 1 processed",
+                    f"segment of {name}: share of the inputs finished",
+                ):
+                    shown = page.get_by_text(text).first
+                    shown.scroll_into_view_if_needed(timeout=60_000)
+                    expect(shown).to_be_visible(timeout=60_000)
             except Exception:
                 page.screenshot(path=str(tmp_path / "failure.png"))  # what the browser showed
                 raise
