@@ -37,10 +37,9 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, State
 
-from crawl.sources import gather
 from malmoi.config import PipelineConfig, load_config
 from malmoi.logs import get_logger
-from malmoi.pipeline import StageSpec, as_names, check_input, select, spec
+from malmoi.pipeline import StageSpec, as_names, check_input, gather_all, select, spec
 from malmoi.procs import tool_command
 from malmoi.progress import progress_for
 from malmoi.stage import Item, ProgressCallback, StageProgress, StageReport
@@ -110,9 +109,7 @@ if not prefect.settings.get_current_settings().api.url:
 def gather_sources(cfg: PipelineConfig) -> list[Item]:
     """Collect the items of every configured source (generating or downloading media): the
     one step a retry can help (a download), so the only one with retries."""
-    items: list[Item] = []
-    for source in cfg.sources:
-        items += gather(source, cfg.output_dir / "raw", cfg.ingest)
+    items = gather_all(cfg)
     get_run_logger().info("%d input file(s) from %d source(s)", len(items), len(cfg.sources))
     return items
 

@@ -233,12 +233,26 @@ def build(
         list[StageName] | None,
         typer.Option(help="Recompute this stage even where finished (repeat for more)."),
     ] = None,
+    always_flow: Annotated[
+        bool,
+        typer.Option(
+            "--always-flow",
+            help="Start the Prefect flow run even when every stage is finished (by default a "
+            "no-op rerun returns at once without one).",
+        ),
+    ] = False,
     retry_failed: RetryFailed = False,
     verbose: Verbose = False,
 ) -> None:
     """Run the build-dataset Prefect flow for CONFIG (all stages, or those chosen)."""
     from malmoi.config import ConfigError, load_config
-    from malmoi.pipeline import StageOrderError, check_input, select
+    from malmoi.pipeline import (
+        StageOrderError,
+        check_input,
+        failed_before,
+        pending,
+        select,
+    )
 
     try:
         cfg = load_config(config)
@@ -248,6 +262,23 @@ def build(
             check_input(cfg, stage, running=names[:i])
     except (ConfigError, StageOrderError) as exc:
         _fail(str(exc))
+    if not force and not always_flow and pending(cfg, stages, retry_failed) == 0:
+        # a no-op rerun answers in seconds: no Prefect import, no temporary server
+        for stage in stages:
+            failed = failed_before(cfg, stage)
+            note = (
+                f"; {failed} input(s) failed before: {cfg.stage_dir(stage.name) / 'failures.csv'}"
+                " (--retry-failed tries them again)"
+                if failed
+                else ""
+            )
+            typer.echo(f"{stage.name}: nothing to do{note}")
+        typer.echo(
+            "no flow run started: every stage is finished (--force STAGE recomputes one; "
+            "--always-flow records a run in Prefect anyway)"
+        )
+        typer.echo(f"output: {cfg.output_dir}")
+        return
     from flows.build import build_dataset
 
     state = build_dataset(

@@ -115,3 +115,37 @@ def check_input(cfg: PipelineConfig, stage: StageSpec, running: Iterable[str] = 
             f"({manifest}): run {stage.input} first (--only {stage.input}, or "
             f"--from {stage.input})"
         )
+
+
+def pending(cfg: PipelineConfig, stages: Sequence[StageSpec], retry_failed: bool = False) -> int:
+    """How many inputs the stages would process now, summed (read-only; the first stage's
+    inputs are gathered from the sources, a cheap look when the media are already there).
+    Stops counting at the first stage with work: the ones after it then change anyway."""
+    from crawl.sources import gather
+
+    for stage_spec in stages:
+        if stage_spec.input is None:
+            items = [
+                i for src in cfg.sources for i in gather(src, cfg.output_dir / "raw", cfg.ingest)
+            ]
+        else:
+            items = stage_spec.items(cfg)
+        count = stage_spec.make(cfg).pending(items, retry_failed)
+        if count:
+            return count
+    return 0
+
+
+def gather_all(cfg: PipelineConfig) -> list[Item]:
+    """The items of every configured source (generated or downloaded media go under
+    ``<output_dir>/raw``)."""
+    from crawl.sources import gather
+
+    return [i for src in cfg.sources for i in gather(src, cfg.output_dir / "raw", cfg.ingest)]
+
+
+def failed_before(cfg: PipelineConfig, stage: StageSpec) -> int:
+    """How many inputs stand failed in a stage's ``failures.csv``."""
+    from malmoi.manifest import FAILURES, read_records
+
+    return len(read_records(cfg.stage_dir(stage.name) / FAILURES))

@@ -37,6 +37,7 @@ from malmoi.errors import (
 from malmoi.logs import get_logger
 from malmoi.manifest import (
     MANIFEST,
+    PROGRESS,
     AudioRow,
     FailureRow,
     ProgressRow,
@@ -406,6 +407,24 @@ class Stage(ABC, Generic[P, R]):
         )
         text = yaml.safe_dump(data, allow_unicode=True, sort_keys=False)
         atomic_write_text(self.out_dir / "config.yaml", text)
+
+    def pending(self, items: Iterable[Item], retry_failed: bool = False) -> int:
+        """How many of ``items`` a :meth:`run` would process now (read-only: no lock, no
+        write), by the same rule the loop skips by."""
+        progress = {r["id"]: r for r in read_records(self.out_dir / PROGRESS)}
+        kept_paths = {r["id"]: r["path"] for r in read_records(self.out_dir / MANIFEST)}
+        count = 0
+        for item in check_ids(items):
+            rec = progress.get(item.id)
+            if rec is None or rec.get("key") != self.key(item):
+                count += 1
+            elif rec.get("status") == "failed":
+                count += int(retry_failed)
+            elif rec.get("status") != "ok" or not self._outputs_exist(
+                ProgressRow.model_validate(rec), kept_paths
+            ):
+                count += 1
+        return count
 
     def _outputs_exist(self, done: ProgressRow, kept_paths: dict[str, str]) -> bool:
         for out_id in json.loads(done.outputs):

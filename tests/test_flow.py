@@ -51,12 +51,28 @@ def test_build_runs_ingest_through_the_flow_and_resumes(tmp_path: Path) -> None:
     out = tmp_path / "out/ingest"
     assert len(read_manifest(out)) == 1 and len(read_manifest(out, "failures.csv")) == 1
     assert yaml.safe_load((out / "config.yaml").read_text())["name"] == "flowtest"
-    again = run_malmoi("build", str(config))
+    again = run_malmoi("build", str(config), "--always-flow")
     assert again.returncode == 0
     # broken.mkv stands failed (tried in the first run, not again without --retry-failed)
     assert "ingest: 0 processed, 1 skipped, 1 failed, 0 kept" in again.stdout
     assert "separate: 0 processed, 1 skipped, 0 failed, 0 kept" in again.stdout
     assert "segment: 0 processed, 1 skipped, 0 failed, 0 kept" in again.stdout
+    # with nothing to do, no flow run (no Prefect server to start): an answer in seconds
+    noop = run_malmoi("build", str(config))
+    assert noop.returncode == 0, noop.stderr[-3000:]
+    assert noop.stdout.splitlines()[:4] == [
+        f"ingest: nothing to do; 1 input(s) failed before: {out / 'failures.csv'} "
+        "(--retry-failed tries them again)",
+        "separate: nothing to do",
+        "segment: nothing to do",
+        "no flow run started: every stage is finished (--force STAGE recomputes one; "
+        "--always-flow records a run in Prefect anyway)",
+    ]
+    assert "Flow run" not in noop.stderr
+    # a changed input is work again: the flow runs
+    mp4_with_audio(tmp_path / "raw/두 번째.mp4", seconds=2.0)
+    more = run_malmoi("build", str(config))
+    assert "ingest: 1 processed, 1 skipped, 1 failed, 1 kept" in more.stdout, more.stdout
 
 
 TIMEOUT_KEY = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"

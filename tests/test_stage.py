@@ -375,3 +375,18 @@ def test_upgrading_a_row_type_mid_crawl_keeps_working(inputs: Path, tmp_path: Pa
     df = read_manifest(out).set_index("id")
     assert df.loc["a.copy", "snr_db"] == 0.0 and df.loc["e.copy", "snr_db"] == 12.5
     assert WideStage(Params(), out).run(_items(inputs)).processed == 0
+
+
+def test_pending_counts_what_a_run_would_process(inputs: Path, tmp_path: Path) -> None:
+    """The read-only look `malmoi build` takes before starting Prefect agrees with the loop."""
+    out = tmp_path / "out"
+    assert CopyStage(Params(), out).pending(_items(inputs)) == 4
+    CopyStage(Params(), out).run(_items(inputs))
+    assert CopyStage(Params(), out).pending(_items(inputs)) == 1  # d: an error, tried again
+    assert CopyStage(Params(), out).pending(_items(inputs), retry_failed=True) == 2
+    (out / "out/a.txt").unlink()
+    assert CopyStage(Params(factor=2), out).pending(_items(inputs)) == 4
+    assert CopyStage(Params(), out).pending(_items(inputs)) == 2  # a's output is gone, and d
+    report = CopyStage(Params(), out).run(_items(inputs))
+    assert (report.processed, report.failed) == (1, 2)
+    assert CopyStage(Params(), out).pending(_items(inputs)) == 1
