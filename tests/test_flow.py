@@ -333,3 +333,54 @@ def _wait_for(check, seconds: float) -> None:
             pass
         time.sleep(1)
     raise TimeoutError(f"gave up after {seconds} s")
+
+
+@pytest.mark.slow
+def test_prefect_yaml_work_pool_route(prefect_server, tmp_path: Path) -> None:
+    """The production route of the README, step by step, with the repository's prefect.yaml:
+    `prefect work-pool create malmoi --type process`, `prefect deploy --all`, `prefect worker
+    start --pool malmoi`, `prefect deployment run 'build-dataset/demo' --param only=ingest`."""
+    import shutil
+
+    project = tmp_path / "project"  # a copy, so that runs/ lands here, not in the checkout
+    project.mkdir()
+    shutil.copy(REPO / "prefect.yaml", project)
+    shutil.copytree(REPO / "configs", project / "configs")
+    shutil.copytree(REPO / "flows", project / "flows", ignore=shutil.ignore_patterns("__pyc*"))
+    env = {**prefect_server.env, "PYTHONPATH": str(REPO)}
+
+    def prefect(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [PREFECT, *args], env=env, cwd=project, capture_output=True, text=True, timeout=timeout
+        )
+
+    made = prefect("work-pool", "create", "malmoi", "--type", "process")
+    assert made.returncode == 0, made.stdout[-2000:] + made.stderr[-2000:]
+    deployed = prefect("--no-prompt", "deploy", "--all")
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-2000:]
+    assert "build-dataset/demo" in deployed.stdout and "build-dataset/local-folder" in (
+        deployed.stdout
+    )
+    worker = subprocess.Popen(
+        [PREFECT, "worker", "start", "--pool", "malmoi"],
+        env=env,
+        cwd=project,
+        stdout=(tmp_path / "worker.log").open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        run = prefect(
+            "deployment", "run", "build-dataset/demo", "--param", "only=ingest", "--watch",
+            timeout=600,
+        )  # fmt: skip
+        assert run.returncode == 0, (
+            run.stdout[-3000:] + (tmp_path / "worker.log").read_text()[-3000:]
+        )
+        assert "Completed" in run.stdout
+        message = _flow_run_message(env, run.stdout)
+        assert message == "ingest: 1 processed, 0 skipped, 0 failed", message
+        assert len(read_manifest(project / "runs/demo/ingest")) == 1
+    finally:
+        os.killpg(worker.pid, 15)
+        worker.wait(timeout=60)
