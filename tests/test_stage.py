@@ -279,7 +279,7 @@ folder, out, which = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 items = [Item(id=p.stem, path=p, source=str(p), fingerprint="f")
          for p in sorted(folder.glob("*.in")) if int(p.stem) % 2 == which]
 try:
-    report = CopyStage(Params(delay=0.1), out).run(items)
+    report = CopyStage(Params(delay=0.2), out).run(items)
     print(json.dumps({"processed": report.processed}))
 except StageBusy as exc:
     print(json.dumps({"busy": str(exc)}))
@@ -294,20 +294,28 @@ def test_two_processes_into_one_folder_lose_no_rows(tmp_path: Path) -> None:
     folder.mkdir()
     for i in range(40):
         (folder / f"{i:02d}.in").write_text("x" * (i + 1))
-    procs = [
-        subprocess.Popen(
+
+    def start(which: int) -> subprocess.Popen[str]:
+        return subprocess.Popen(
             [sys.executable, "-c", RUN_HALF, str(folder), str(out), str(which)],
             cwd=REPO,
             stdout=subprocess.PIPE,
             text=True,
         )
-        for which in (0, 1)
-    ]
+
+    # the second starts once the first holds the folder (its 20 items take 4 s), so that the
+    # two overlap however slowly the machine starts Python
+    first = start(0)
+    deadline = time.monotonic() + 60
+    while "pid " not in ((out / ".lock").read_text() if (out / ".lock").exists() else ""):
+        assert time.monotonic() < deadline and first.poll() is None, "the first never started"
+        time.sleep(0.05)
+    procs = [first, start(1)]
     results = [json.loads(p.communicate(timeout=120)[0].strip().splitlines()[-1]) for p in procs]
-    busy = [r for r in results if "busy" in r]
-    assert len(busy) == 1 and "is in use by another malmoi run (pid " in busy[0]["busy"], results
-    assert [r["processed"] for r in results if "processed" in r] == [20]
-    which = results.index(busy[0])
+    assert results[0] == {"processed": 20}, results
+    busy = results[1].get("busy", "")
+    assert f"is in use by another malmoi run (pid {first.pid} on " in busy, results
+    which = 1
     proc = subprocess.run(
         [sys.executable, "-c", RUN_HALF, str(folder), str(out), str(which)],
         cwd=REPO,
