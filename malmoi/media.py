@@ -273,11 +273,25 @@ def decode_to_wav(
             _trim_padding(tmp, round(exact_duration * sample_rate), max_excess=sample_rate // 10)
 
 
-def _trim_padding(wav: Path, frames: int, max_excess: int) -> None:
-    """Cut ``wav`` to ``frames`` if it is longer by at most ``max_excess`` (codec padding)."""
+SFC_SET_ADD_PEAK_CHUNK = 0x1050  # libsndfile's command (sndfile.h)
+
+
+def sound_file(path: Path, mode: str = "w", **kwargs: object):  # -> soundfile.SoundFile
+    """``soundfile.SoundFile(path, mode, ...)`` for writing, without the PEAK chunk libsndfile
+    adds to float WAVs: that chunk holds the time of writing, so the same audio written twice
+    would differ in its header. Without it the same run gives byte-identical files."""
     import soundfile as sf
 
-    with sf.SoundFile(str(wav), "r+") as fh:
+    fh = sf.SoundFile(str(path), mode, **kwargs)
+    with contextlib.suppress(AttributeError):  # another soundfile: the header keeps a time
+        sf._snd.sf_command(fh._file, SFC_SET_ADD_PEAK_CHUNK, sf._ffi.NULL, 0)
+    return fh
+
+
+def _trim_padding(wav: Path, frames: int, max_excess: int) -> None:
+    """Cut ``wav`` to ``frames`` if it is longer by at most ``max_excess`` (codec padding)."""
+
+    with sound_file(wav, "r+") as fh:
         if 0 < fh.frames - frames <= max_excess:
             fh.truncate(frames)
 
@@ -520,7 +534,7 @@ def fit_frames(wav: Path, frames: int) -> None:
     import numpy as np
     import soundfile as sf
 
-    with sf.SoundFile(str(wav), "r+") as fh:
+    with sound_file(wav, "r+") as fh:
         if fh.frames > frames:
             fh.truncate(frames)
         elif fh.frames < frames:

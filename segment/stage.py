@@ -27,6 +27,7 @@ from malmoi.media import (
     decode_to_float_wav,
     require_ffmpeg,
     sndfile_pcm,
+    sound_file,
     temp_dir,
 )
 from malmoi.stage import Item, Result, Stage
@@ -207,7 +208,10 @@ class SegmentStage(Stage[SegmentConfig, SliceRow]):
             path = f"{item.id}/{slice_id}.wav"
             with atomic_path(self.out_dir / path) as tmp:
                 subtype = fin.subtype if fin.subtype in PCM_SUBTYPES else "FLOAT"
-                sf.write(str(tmp), audio, sr, subtype=subtype, format="WAV")
+                with sound_file(
+                    tmp, "w", samplerate=sr, channels=audio.shape[1], subtype=subtype, format="WAV"
+                ) as out:
+                    out.write(audio)
         row = self.make_row(
             item,
             id=slice_id,

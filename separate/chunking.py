@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from malmoi.media import sound_file
+
 BlockFn = Callable[[np.ndarray], dict[str, np.ndarray]]
 
 
@@ -22,8 +24,8 @@ def open_outputs(
     """32-bit float WAVs (RF64 past 4 GB): separated stems can exceed full scale."""
     fmt = "WAV" if frames * channels * 4 < 2**31 else "RF64"
     return {
-        name: sf.SoundFile(
-            str(path), "w", samplerate=sample_rate, channels=channels, subtype="FLOAT", format=fmt
+        name: sound_file(
+            path, "w", samplerate=sample_rate, channels=channels, subtype="FLOAT", format=fmt
         )
         for name, path in paths.items()
     }
