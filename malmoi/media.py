@@ -238,39 +238,29 @@ def decode_to_wav(
     container states the stream's exact duration (``exact_duration``), encoder padding that the
     decoder leaves at the end (ffmpeg 5 keeps up to a frame of AAC padding) is cut off.
     """
+    _decode(
+        src,
+        dest,
+        ["-ac", str(channels), "-ar", str(sample_rate), "-c:a", "pcm_s16le"],
+        frames=round(exact_duration * sample_rate) if exact_duration else None,
+        seconds=exact_duration,
+    )
+
+
+def _decode(
+    src: Path, dest: Path, output_args: list[str], frames: int | None, seconds: float | None
+) -> None:
+    """ffmpeg: the first audio stream of ``src`` as a bare WAV (RF64 when large) at ``dest``,
+    atomically; decoder padding past ``frames`` (up to 0.1 s) is cut off."""
+    inputs = ["-i", str(src), "-map", "0:a:0", "-vn", "-sn", "-dn"]
     with atomic_path(dest, suffix=".wav") as tmp:
         run_ffmpeg(
-            [
-                "-i",
-                str(src),
-                "-map",
-                "0:a:0",
-                "-vn",
-                "-sn",
-                "-dn",
-                "-ac",
-                str(channels),
-                "-ar",
-                str(sample_rate),
-                "-c:a",
-                "pcm_s16le",
-                "-rf64",
-                "auto",
-                "-map_metadata",
-                "-1",
-                "-fflags",
-                "+bitexact",
-                "-flags:a",
-                "+bitexact",
-                "-f",
-                "wav",
-                str(tmp),
-            ],
+            [*inputs, *output_args, "-rf64", "auto", *_BARE_WAV, str(tmp)],
             "ffmpeg could not decode it",
-            media_seconds=exact_duration,
+            media_seconds=seconds,
         )
-        if exact_duration:
-            _trim_padding(tmp, round(exact_duration * sample_rate), max_excess=sample_rate // 10)
+        if frames:
+            _trim_padding(tmp, frames, max_excess=wav_info(tmp).sample_rate // 10)
 
 
 SFC_SET_ADD_PEAK_CHUNK = 0x1050  # libsndfile's command (sndfile.h)
@@ -443,26 +433,7 @@ def decode_to_float_wav(
     and channels; RF64 when large). ``frames``: the length the audio is known to have; decoder
     padding past it (up to 0.1 s, e.g. AAC's last frame) is cut off. ``seconds``: its duration
     when known (for ffmpeg's timeout)."""
-    with atomic_path(dest, suffix=".wav") as tmp:
-        run_ffmpeg(
-            [
-                "-i",
-                str(src),
-                "-map",
-                "0:a:0",
-                "-vn",
-                "-c:a",
-                "pcm_f32le",
-                "-rf64",
-                "auto",
-                *_BARE_WAV,
-                str(tmp),
-            ],
-            "ffmpeg could not decode it",
-            media_seconds=seconds,
-        )
-        if frames:
-            _trim_padding(tmp, frames, max_excess=wav_info(tmp).sample_rate // 10)
+    _decode(src, dest, ["-c:a", "pcm_f32le"], frames=frames, seconds=seconds)
 
 
 _SOXR: list[bool] = []  # the answer of has_soxr, once known

@@ -23,7 +23,8 @@ from tests.media import mp4_with_audio
 PREFECT = str(Path(sys.executable).parent / "prefect")
 
 
-def _local_config(tmp_path: Path, name: str = "flowtest") -> Path:
+def _local_config(tmp_path: Path, name: str = "flowtest", **extra: object) -> Path:
+    """A config over a 3-s mp4 and a broken mkv, REPET for speed; ``extra`` top-level keys."""
     raw = tmp_path / "raw"
     raw.mkdir()
     mp4_with_audio(raw / "첫 번째 영상.mp4", seconds=3.0)
@@ -33,6 +34,7 @@ def _local_config(tmp_path: Path, name: str = "flowtest") -> Path:
         "output_dir": str(tmp_path / "out"),
         "sources": [{"kind": "local", "paths": [str(raw)]}],
         "separate": {"engine": "repet"},  # fast; Spleeter runs in the demo test
+        **extra,
     }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg, allow_unicode=True))
@@ -205,40 +207,39 @@ def test_a_broken_stage_fails_the_flow_at_once_with_the_reason(tmp_path: Path) -
     assert not (tmp_path / "out/separate/failures.csv").exists()
 
 
-def _artifacts(env: dict[str, str], key: str) -> list:
-    """The artifacts with ``key`` (every version, oldest first) read back through the Prefect
-    client of the test's server."""
+def _client(env: dict[str, str], body: str, arg: str) -> str:
+    """Run ``body`` (Python, with ``c`` a sync Prefect client and ``arg``) against the test's
+    server; return what it printed last."""
     code = (
         "import json, sys\n"
         "from prefect.client.orchestration import get_client\n"
         "from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey\n"
-        "with get_client(sync_client=True) as c:\n"
+        "arg = sys.argv[1]\n"
+        "with get_client(sync_client=True) as c:\n" + body
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, arg], env=env, capture_output=True, text=True, cwd=REPO
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def _artifacts(env: dict[str, str], key: str) -> list:
+    """The artifacts with ``key`` (every version, oldest first) read back through the Prefect
+    client of the test's server."""
+    body = (
         "    arts = c.read_artifacts(artifact_filter=ArtifactFilter("
-        "key=ArtifactFilterKey(any_=[sys.argv[1]])))\n"
+        "key=ArtifactFilterKey(any_=[arg])))\n"
         "arts = sorted(arts, key=lambda a: a.created)\n"
         "print(json.dumps([{'type': a.type, 'data': a.data, 'description': a.description}"
         " for a in arts]))\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code, key], env=env, capture_output=True, text=True, cwd=REPO
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(_client(env, body, key))
 
 
 def _flow_run_message(env: dict[str, str], run_stdout: str) -> str:
     run_id = re.search(r"UUID: ([0-9a-f-]{36})", run_stdout).group(1)  # type: ignore[union-attr]
-    code = (
-        "import sys\n"
-        "from prefect.client.orchestration import get_client\n"
-        "with get_client(sync_client=True) as c:\n"
-        "    print(c.read_flow_run(sys.argv[1]).state.message)\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code, run_id], env=env, capture_output=True, text=True, cwd=REPO
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout.strip()
+    return _client(env, "    print(c.read_flow_run(arg).state.message)\n", run_id)
 
 
 @pytest.mark.slow

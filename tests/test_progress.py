@@ -20,20 +20,13 @@ from crawl.local import discover
 from malmoi.config import IngestConfig
 from malmoi.progress import describe, eta, progress_for
 from malmoi.stage import Item, StageProgress
+from tests import test_stage
 from tests.conftest import MALMOI, child_env, run_malmoi
 from tests.media import tone, write_wav
 from tests.test_stage import CopyStage, Params, _items
 
 BAR = "━"  # rich's bar
-
-
-@pytest.fixture
-def inputs(tmp_path: Path) -> Path:
-    folder = tmp_path / "in"
-    folder.mkdir()
-    for name, text in {"a": "aaaa", "b": "bb", "c": "bad", "d": "boom"}.items():
-        (folder / f"{name}.in").write_text(text)
-    return folder
+inputs = test_stage.inputs  # the fixture of CopyStage's inputs, shared
 
 
 def _with_durations(items: list[Item], seconds: dict[str, float]) -> list[Item]:

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 import requests
-import yaml
 
 from tests.conftest import REPO, PrefectServer, run_malmoi
-from tests.media import mp4_with_audio
+from tests.test_flow import _local_config
 
 CHROMIUM = os.environ.get("MALMOI_CHROMIUM", "/usr/bin/chromium")
 # what works here: no GPU, no sandbox (root in a container), and nothing fetched in the background
@@ -26,23 +25,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 DOCS_SCREENSHOT = REPO / "docs" / "prefect-flow-run.png"
-
-
-def _config(tmp_path: Path, name: str) -> Path:
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    mp4_with_audio(raw / "첫 번째 영상.mp4", seconds=3.0)
-    (raw / "broken.mkv").write_bytes(b"\x1aE\xdf\xa3 not a real matroska file" * 10)
-    cfg = {
-        "name": name,
-        "output_dir": str(tmp_path / "out"),
-        "sources": [{"kind": "local", "paths": [str(raw)]}],
-        "separate": {"engine": "repet"},
-        "segment": {"gender": "any", "gender_engine": "embedding"},
-    }
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(cfg, allow_unicode=True))
-    return path
 
 
 def _flow_run(api_url: str, name: str) -> dict:
@@ -79,7 +61,7 @@ def test_flow_run_page_shows_state_and_artifacts(
     name = "uitest"
     proc = run_malmoi(
         "build",
-        str(_config(tmp_path, name)),
+        str(_local_config(tmp_path, name, segment={"gender": "any", "gender_engine": "embedding"})),
         cwd=tmp_path,
         env={**prefect_server.env, "MALMOI_MODEL_PATH": str(shared / "models")},
     )
