@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import types
 import typing
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -51,10 +52,82 @@ class SyntheticSource(StrictModel):
     video: bool = Field(True, description="mux the audio into an mp4 with a video track")
 
 
-Source = Annotated[Union[LocalSource, SyntheticSource], Field(discriminator="kind")]  # noqa: UP007
+class WebSource(StrictModel):
+    """What the two kinds of web source share: where the links come from and how many to take."""
+
+    urls: list[str] = Field([], description="URLs to crawl (http or https)")
+    links_file: Path | None = Field(
+        None,
+        description="a text file of URLs: one per line, or separated by commas, CRLF or LF; "
+        "blank lines and '#' comments are ignored",
+    )
+    max_items: int | None = Field(None, ge=1, description="take at most this many per URL")
+    date_after: date | None = Field(
+        None, description="only items published on or after this day (YYYY-MM-DD)"
+    )
+
+    @model_validator(mode="after")
+    def _some_links(self) -> WebSource:
+        if not self.urls and self.links_file is None:
+            raise ValueError("give urls, links_file or both")
+        return self
+
+
+class VideoSource(WebSource):
+    """Videos, playlists or channels of any site yt-dlp supports; the best audio stream is kept
+    as it is (no video, no re-encode)."""
+
+    kind: Literal["video"]
+    rate_limit: str | None = Field(
+        None, pattern=r"^\d+(\.\d+)?[KkMmGg]?$", description="download speed cap, e.g. 500K, 2M"
+    )
+    cookies: Path | None = Field(None, description="a Netscape cookies.txt for yt-dlp")
+    subtitles: list[str] = Field(
+        [], description="subtitle languages to save as WebVTT beside the audio, e.g. [ko]"
+    )
+    auto_subtitles: bool = Field(False, description="also automatic (generated) subtitles")
+
+
+class PodcastSource(WebSource):
+    """RSS/Atom feeds, or channel web pages whose episode links are followed across pages."""
+
+    kind: Literal["podcast"]
+    episode_selector: str | None = Field(
+        None,
+        description="CSS selector of the episode links on a channel page (default: links "
+        "to audio files)",
+    )
+    next_selector: str | None = Field(
+        None,
+        description="CSS selector of the next-page link (default: rel=next, 'next'/'다음', "
+        "or page=N+1)",
+    )
+    max_pages: int = Field(1000, ge=1, description="stop following pages after this many")
+
+
+Source = Annotated[
+    LocalSource | SyntheticSource | VideoSource | PodcastSource, Field(discriminator="kind")
+]
+WEB_SOURCES = (VideoSource, PodcastSource)
 
 
 # --- stages --------------------------------------------------------------------------------
+
+
+class CrawlConfig(StrictModel):
+    """Download the web sources' media into ``<output_dir>/crawl``, politely and resumably."""
+
+    concurrency: int = Field(2, ge=1, le=16, description="downloads at a time")
+    delay_seconds: float = Field(
+        1.0, ge=0, description="polite pause between two requests to one host"
+    )
+    retries: int = Field(4, ge=0, description="tries again on 5xx, 429 and timeouts, with backoff")
+    backoff_seconds: float = Field(2.0, ge=0, description="first retry wait; doubles each time")
+    timeout_seconds: float = Field(60.0, gt=0, description="connect/read timeout of a request")
+    allowed_hosts: list[str] = Field(
+        [], description="fetch only from these hosts (and their sub-domains); empty: any"
+    )
+    user_agent: str = Field("malmoi/0.1 (speech dataset crawler)", min_length=1)
 
 
 class IngestConfig(StrictModel):
@@ -134,6 +207,7 @@ class PipelineConfig(StrictModel):
     )
     output_dir: Path = Field(description="every stage writes into a sub-folder of this")
     sources: list[Source] = Field(min_length=1)
+    crawl: CrawlConfig = CrawlConfig()
     ingest: IngestConfig = IngestConfig()
     separate: SeparateConfig = SeparateConfig()
     segment: SegmentConfig = SegmentConfig()
@@ -226,7 +300,7 @@ def _unwrap(tp: Any) -> Any:
             ]
             if len(models) == 1:
                 return models[0]
-            return {m.model_fields["kind"].default or _tag(m): m for m in models}
+            return {_tag(m): m for m in models}
         else:
             return tp
 
