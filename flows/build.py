@@ -39,7 +39,7 @@ from prefect.states import Completed, State
 
 from malmoi.config import PipelineConfig, load_config
 from malmoi.logs import get_logger
-from malmoi.pipeline import StageSpec, as_names, check_input, gather_all, select, spec
+from malmoi.pipeline import StageSpec, as_names, check_input, select, spec
 from malmoi.procs import tool_command
 from malmoi.progress import progress_for
 from malmoi.stage import Item, ProgressCallback, StageProgress, StageReport
@@ -105,12 +105,13 @@ if not prefect.settings.get_current_settings().api.url:
     temporary_server_dies_with_us()  # only a temporary server is started by this process
 
 
-@task(name="gather-sources", retries=2, retry_delay_seconds=30, cache_policy=NO_CACHE)
-def gather_sources(cfg: PipelineConfig) -> list[Item]:
-    """Collect the items of every configured source (generating or downloading media): the
-    one step a retry can help (a download), so the only one with retries."""
-    items = gather_all(cfg)
-    get_run_logger().info("%d input file(s) from %d source(s)", len(items), len(cfg.sources))
+@task(name="gather", retries=2, retry_delay_seconds=30, cache_policy=NO_CACHE)
+def gather_sources(cfg: PipelineConfig, stage: str) -> list[Item]:
+    """Collect a first stage's inputs from the configured sources (listing feeds, channels
+    and playlists for crawl; files on disk, generated media and the crawl's downloads for
+    ingest): the step a retry can help (a network hiccup), so one with retries."""
+    items = spec(stage).items(cfg)
+    get_run_logger().info("%s: %d input(s) from the sources", stage, len(items))
     return items
 
 
@@ -209,7 +210,14 @@ def build_dataset(
         check_input(cfg, stage_spec, running=names[:i])
     reports: dict[str, dict[str, Any]] = {}
     for stage_spec in stages:
-        items = gather_sources(cfg) if stage_spec.input is None else None
+        if not stage_spec.used_by(cfg):
+            logger.info("%s: not used by this config (%s)", stage_spec.name, "no web sources")
+            continue
+        items = (
+            gather_sources.with_options(name=f"gather-{stage_spec.name}")(cfg, stage_spec.name)
+            if stage_spec.gather is not None
+            else None
+        )
         state = run_stage.with_options(name=stage_spec.name)(
             cfg, stage_spec.name, items, retry_failed, stage_spec.name in forced, return_state=True
         )

@@ -67,6 +67,124 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+class CrawlKind(StrEnum):
+    video = "video"
+    podcast = "podcast"
+
+
+@app.command()
+def crawl(
+    what: Annotated[
+        list[str],
+        typer.Argument(
+            help="CONFIG (a pipeline YAML: crawl its video and podcast sources), or 'video' or "
+            "'podcast' followed by URLs.",
+            metavar="CONFIG | video URL... | podcast URL...",
+        ),
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder (without a CONFIG).")
+    ] = None,
+    links_file: Annotated[
+        Path | None,
+        typer.Option(help="A file of URLs: one per line, or separated by commas; '#' comments."),
+    ] = None,
+    max_items: Annotated[int | None, typer.Option(help="At most this many per URL.")] = None,
+    date_after: Annotated[
+        str | None, typer.Option(help="Only items published on or after YYYY-MM-DD.")
+    ] = None,
+    subtitles: Annotated[
+        list[str] | None, typer.Option(help="video: subtitle language to save (repeat), e.g. ko.")
+    ] = None,
+    auto_subtitles: Annotated[bool, typer.Option(help="video: also automatic subtitles.")] = False,
+    rate_limit: Annotated[
+        str | None, typer.Option(help="video: download speed cap, e.g. 500K or 2M.")
+    ] = None,
+    cookies: Annotated[
+        Path | None, typer.Option(help="video: a Netscape cookies.txt for yt-dlp.")
+    ] = None,
+    episode_selector: Annotated[
+        str | None, typer.Option(help="podcast: CSS selector of episode links on a page.")
+    ] = None,
+    next_selector: Annotated[
+        str | None, typer.Option(help="podcast: CSS selector of the next-page link.")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="Downloads at a time.")] = 2,
+    delay: Annotated[float, typer.Option(help="Seconds between two requests to one host.")] = 1.0,
+    allowed_host: Annotated[
+        list[str] | None, typer.Option(help="Fetch only from this host (repeat); default any.")
+    ] = None,
+    retry_failed: RetryFailed = False,
+    verbose: Verbose = False,
+) -> None:
+    """Download audio from video sites (yt-dlp) and podcasts (feeds, channel pages):
+    OUT/media/<id>.<ext>, subtitles beside it, OUT/manifest.csv. Resumes; reruns skip what
+    is done.
+
+    Forms: malmoi crawl CONFIG | malmoi crawl video URL... --out DIR |
+    malmoi crawl podcast URL... --out DIR
+    """
+    setup_cli_logging(verbose)
+    from pydantic import ValidationError
+
+    from malmoi.config import ConfigError, CrawlConfig, load_config, parse_config
+
+    head, urls = what[0], what[1:]
+    try:
+        if head in {k.value for k in CrawlKind}:
+            if out is None:
+                _fail(f"crawl {head}: give the output folder with --out DIR")
+            source: dict[str, object] = {"kind": head, "urls": urls}
+            options = {
+                "links_file": links_file,
+                "max_items": max_items,
+                "date_after": date_after,
+            }
+            if head == "video":
+                options |= {
+                    "subtitles": subtitles or [],
+                    "auto_subtitles": auto_subtitles,
+                    "rate_limit": rate_limit,
+                    "cookies": cookies,
+                }
+            else:
+                options |= {"episode_selector": episode_selector, "next_selector": next_selector}
+            source |= {k: v for k, v in options.items() if v is not None}
+            cfg = parse_config(
+                {
+                    "name": "crawl",
+                    "output_dir": str(out),
+                    "sources": [source],
+                    "crawl": CrawlConfig(
+                        concurrency=concurrency,
+                        delay_seconds=delay,
+                        allowed_hosts=allowed_host or [],
+                    ).model_dump(),
+                },
+                origin=f"crawl {head}",
+            )
+            stage_dir = out
+        else:
+            if urls:
+                _fail(f"crawl {head}: a CONFIG takes no URLs (or say 'video' or 'podcast' first)")
+            cfg = load_config(Path(head))
+            stage_dir = cfg.stage_dir("crawl")
+    except (ConfigError, ValidationError) as exc:
+        _fail(" ".join(str(exc).split()))
+    from crawl.stage import CrawlStage, discover, items_by_source
+    from malmoi.pipeline import web_sources
+
+    sources = web_sources(cfg)
+    if not sources:
+        _fail(f"{head}: no video or podcast sources to crawl")
+    stage = CrawlStage(cfg.crawl, stage_dir, sources)
+    items = discover(sources, cfg.crawl, stage_dir)
+    for label, group in items_by_source(items, sources):
+        report = _run(stage, group, retry_failed, label=label)
+        typer.echo(report.summary())
+    typer.echo(f"manifest: {stage_dir / 'manifest.csv'}")
+
+
 @app.command()
 def ingest(
     inputs: Annotated[list[Path], typer.Argument(help="Audio/video files or folders.")],
@@ -423,7 +541,7 @@ def eval_separation(
     typer.echo(f"table: {out / 'separation.csv'}; plot: {out / 'separation.png'}")
 
 
-def _run(stage, items, retry_failed: bool):  # (Stage, Iterable[Item], bool) -> StageReport
+def _run(stage, items, retry_failed: bool, label: str | None = None):  # -> StageReport
     """Run a stage with a progress bar on a terminal (log lines otherwise); a missing model, a
     busy folder, an id collision or a stage stopped by the machine (disk full…) is a one-line
     error and exit code 1."""
@@ -432,7 +550,7 @@ def _run(stage, items, retry_failed: bool):  # (Stage, Iterable[Item], bool) -> 
     from malmoi.progress import progress_for
 
     try:
-        with progress_for(stage.name) as progress:
+        with progress_for(label or stage.name) as progress:
             return stage.run(items, retry_failed=retry_failed, progress=progress)
     except (ModelUnavailable, StageBusy, StageStopped, IdCollision) as exc:
         _fail(str(exc), code=1)

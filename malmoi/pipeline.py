@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from malmoi.config import PipelineConfig
+from malmoi.config import PipelineConfig, PodcastSource, VideoSource
 from malmoi.manifest import MANIFEST
 from malmoi.stage import Item, Stage, items_from
 
@@ -28,13 +28,54 @@ class StageSpec:
     make: Callable[[PipelineConfig], Stage]
     where: tuple[tuple[str, str], ...] = ()  # filter on the input rows, e.g. stem=vocals
     description: str = ""
+    gather: Callable[[PipelineConfig], list[Item]] | None = None  # inputs from the sources
+    applies: Callable[[PipelineConfig], bool] | None = None  # None: every config
 
     def items(self, cfg: PipelineConfig) -> list[Item]:
-        """The stage's inputs: the input stage's kept rows (sources are gathered by the
-        flow)."""
+        """The stage's inputs: gathered from the config's sources (crawl, ingest), or the input
+        stage's kept rows."""
+        if self.gather is not None:
+            return self.gather(cfg)
         if self.input is None:
-            raise ValueError(f"{self.name} reads the config's sources, not a manifest")
+            raise ValueError(f"{self.name} has neither an input stage nor a way to gather")
         return items_from(cfg.stage_dir(self.input), **dict(self.where))
+
+    def used_by(self, cfg: PipelineConfig) -> bool:
+        """Whether this config has work for the stage (crawl: only with web sources)."""
+        return self.applies is None or self.applies(cfg)
+
+
+def web_sources(cfg: PipelineConfig) -> list[VideoSource | PodcastSource]:
+    """The config's sources that are crawled (``kind: video`` and ``kind: podcast``)."""
+    return [s for s in cfg.sources if isinstance(s, VideoSource | PodcastSource)]
+
+
+def _crawl(cfg: PipelineConfig) -> Stage:
+    from crawl.stage import CrawlStage
+
+    return CrawlStage(cfg.crawl, cfg.stage_dir("crawl"), web_sources(cfg))
+
+
+def _crawl_items(cfg: PipelineConfig) -> list[Item]:
+    from crawl.stage import discover
+
+    return discover(web_sources(cfg), cfg.crawl, cfg.stage_dir("crawl"))
+
+
+def _ingest_items(cfg: PipelineConfig) -> list[Item]:
+    """Ingest's inputs: the files of the local and generated sources, then the crawl's
+    downloads (their rows carry the URL as ``source``, so the lineage reaches the web)."""
+    from crawl.sources import gather
+
+    items = [
+        i
+        for src in cfg.sources
+        if not isinstance(src, VideoSource | PodcastSource)
+        for i in gather(src, cfg.output_dir / "raw", cfg.ingest)
+    ]
+    if web_sources(cfg):
+        items += items_from(cfg.stage_dir("crawl"))
+    return items
 
 
 def _ingest(cfg: PipelineConfig) -> Stage:
@@ -56,7 +97,21 @@ def _segment(cfg: PipelineConfig) -> Stage:
 
 
 PIPELINE: tuple[StageSpec, ...] = (
-    StageSpec("ingest", None, _ingest, description="decode every input to working WAVs"),
+    StageSpec(
+        "crawl",
+        None,
+        _crawl,
+        description="download the video and podcast sources",
+        gather=_crawl_items,
+        applies=lambda cfg: bool(web_sources(cfg)),
+    ),
+    StageSpec(
+        "ingest",
+        None,
+        _ingest,
+        description="decode every input to working WAVs",
+        gather=_ingest_items,
+    ),
     StageSpec("separate", "ingest", _separate, description="split into vocals and accompaniment"),
     StageSpec(
         "segment",
@@ -104,16 +159,24 @@ def select(
     return list(PIPELINE)
 
 
+def input_of(cfg: PipelineConfig, stage: StageSpec) -> str | None:
+    """The stage whose manifest ``stage`` reads with this config (ingest reads the crawl's
+    when the config has web sources)."""
+    if stage.name == "ingest" and web_sources(cfg):
+        return "crawl"
+    return stage.input
+
+
 def check_input(cfg: PipelineConfig, stage: StageSpec, running: Iterable[str] = ()) -> None:
     """Fail fast when ``stage``'s input stage has never run (and is not run before it now)."""
-    if stage.input is None or stage.input in set(running):
+    upstream = input_of(cfg, stage)
+    if upstream is None or upstream in set(running):
         return
-    manifest = cfg.stage_dir(stage.input) / MANIFEST
+    manifest = cfg.stage_dir(upstream) / MANIFEST
     if not manifest.exists():
         raise StageOrderError(
-            f"{stage.name} reads the {stage.input} stage's output, which does not exist yet "
-            f"({manifest}): run {stage.input} first (--only {stage.input}, or "
-            f"--from {stage.input})"
+            f"{stage.name} reads the {upstream} stage's output, which does not exist yet "
+            f"({manifest}): run {upstream} first (--only {upstream}, or --from {upstream})"
         )
 
 
@@ -121,27 +184,13 @@ def pending(cfg: PipelineConfig, stages: Sequence[StageSpec], retry_failed: bool
     """How many inputs the stages would process now, summed (read-only; the first stage's
     inputs are gathered from the sources, a cheap look when the media are already there).
     Stops counting at the first stage with work: the ones after it then change anyway."""
-    from crawl.sources import gather
-
     for stage_spec in stages:
-        if stage_spec.input is None:
-            items = [
-                i for src in cfg.sources for i in gather(src, cfg.output_dir / "raw", cfg.ingest)
-            ]
-        else:
-            items = stage_spec.items(cfg)
-        count = stage_spec.make(cfg).pending(items, retry_failed)
+        if not stage_spec.used_by(cfg):
+            continue
+        count = stage_spec.make(cfg).pending(stage_spec.items(cfg), retry_failed)
         if count:
             return count
     return 0
-
-
-def gather_all(cfg: PipelineConfig) -> list[Item]:
-    """The items of every configured source (generated or downloaded media go under
-    ``<output_dir>/raw``)."""
-    from crawl.sources import gather
-
-    return [i for src in cfg.sources for i in gather(src, cfg.output_dir / "raw", cfg.ingest)]
 
 
 def failed_before(cfg: PipelineConfig, stage: StageSpec) -> int:

@@ -16,9 +16,11 @@ import hashlib
 import json
 import os
 import socket
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Literal, TypeVar
@@ -65,6 +67,12 @@ class Item:
     source: str
     fingerprint: str = ""
     row: dict[str, Any] = field(default_factory=dict)
+    label: str = ""  # how logs and failures.csv name the input (default: its path), e.g. a URL
+
+    @property
+    def shown(self) -> str:
+        """The input as logs and ``failures.csv`` name it."""
+        return self.label or str(self.path)
 
 
 @dataclass
@@ -162,9 +170,11 @@ class Stage(ABC, Generic[P, R]):
     version: ClassVar[str] = "1"  # bump when a code change must recompute finished items
     unkeyed_params: ClassVar[frozenset[str]] = frozenset()  # params that do not change outputs
     row_type: ClassVar[type[AudioRow]]
+    workers: int = 1  # items processed at a time (threads; >1 for I/O-bound stages)
 
     def __init__(self, params: P, out_dir: Path):
         self.params = params
+        self.stopping = threading.Event()  # set when a run with workers is being stopped
         self.out_dir = Path(out_dir)
         self._ready = False
         self.params_json = params_json(
@@ -305,6 +315,100 @@ class Stage(ABC, Generic[P, R]):
                     )
                 )
 
+        def finish(
+            item: Item,
+            key: str,
+            done: ProgressRow | None,
+            seconds: float | None,
+            outcome: Result[R] | BaseException,
+            took: float,
+        ) -> None:
+            """Record one processed item: its rows, or its failure (main thread only)."""
+            nonlocal busy, seconds_in, seconds_out
+            if isinstance(outcome, BaseException):
+                exc = outcome
+                if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit
+                    raise exc
+                reason = _one_line(exc)
+                if is_environment_failure(exc):
+                    raise StageStopped(
+                        f"{self.name} stopped at {item.shown}: {reason} — the machine, not "
+                        "the input, is at fault; nothing was recorded against the input, "
+                        "so the next run takes it again"
+                    ) from exc
+                kind = "input" if isinstance(exc, ItemError) else "error"
+                log.error("FAILED %s: %s", item.shown, reason)
+                log.debug("traceback of %s", item.id, exc_info=exc)
+                failures_t.append(
+                    [
+                        FailureRow(
+                            id=item.id,
+                            input=item.shown,
+                            stage=self.name,
+                            reason=reason,
+                            key=key,
+                            kind=kind,
+                        )
+                    ]
+                )
+                # an input's fault stands until it changes; an unexpected error is retried
+                status = "failed" if kind == "input" else "error"
+                self._remove_outputs(done, kept_paths, keep=set())
+                row = ProgressRow(id=item.id, key=key, status=status, outputs="[]", rejected="[]")
+                progress_t.append([row])
+                progress[item.id] = row
+                report.failed += 1
+                report.failures.append((item.shown, reason))
+                tell(item, "failed", seconds)
+                return
+            result = outcome
+            busy += took
+            rej_type = rejected_model(self.row_type)
+            rejected_rows = [rej_type(**r.record(), reason=why) for r, why in result.rejected]
+            self._remove_outputs(done, kept_paths, keep={r.path for r in result.kept})
+            kept_t.append(result.kept)
+            rejected_t.append(rejected_rows)
+            row = ProgressRow(
+                id=item.id,
+                key=key,
+                status="ok",
+                outputs=json.dumps([r.id for r in result.kept], ensure_ascii=False),
+                rejected=json.dumps([r.id for r in rejected_rows], ensure_ascii=False),
+            )
+            progress_t.append([row])
+            progress[item.id] = row
+            kept_paths.update({r.id: r.path for r in result.kept})
+            kept_seconds.update({r.id: r.duration for r in result.kept})
+            report.processed += 1
+            report.kept += len(result.kept)
+            report.rejected += len(rejected_rows)
+            for _, why in result.rejected:
+                report.rejected_by_reason[why] = report.rejected_by_reason.get(why, 0) + 1
+            out = sum(r.duration for r in result.kept)
+            if seconds is None:  # raw input: its decoded length is that of its rows
+                seconds = out + sum(r.duration for r, _ in result.rejected)
+            seconds_in += seconds
+            seconds_out += out
+            tell(item, "processed", seconds)
+
+        workers = max(1, int(self.workers))
+        pool = ThreadPoolExecutor(workers, thread_name_prefix=self.name) if workers > 1 else None
+        running: dict[Future[tuple[Result[R], float]], tuple[Any, ...]] = {}
+
+        def collect(below: int) -> None:
+            """Record finished work until fewer than ``below`` items are in flight."""
+            while running and len(running) >= below:
+                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    item, key, done, seconds = running.pop(fut)
+                    exc = fut.exception()
+                    if exc is not None:
+                        finish(item, key, done, seconds, exc, 0.0)
+                    else:
+                        result, took = fut.result()
+                        finish(item, key, done, seconds, result, took)
+
+        self.stopping.clear()
         try:
             tell(None, None, None)
             for item, seconds in zip(items, known, strict=True):
@@ -314,7 +418,7 @@ class Stage(ABC, Generic[P, R]):
                     if done.status == "failed" and not retry_failed:
                         report.failed += 1
                         report.failed_before += 1
-                        report.failures.append((str(item.path), reasons.get(item.id, "")))
+                        report.failures.append((item.shown, reasons.get(item.id, "")))
                         tell(item, "failed", seconds)
                         continue
                     if done.status == "ok" and self._outputs_exist(done, kept_paths):
@@ -326,78 +430,30 @@ class Stage(ABC, Generic[P, R]):
                         tell(item, "skipped", seconds)
                         continue
                 self.ensure_setup()
-                item_started = time.perf_counter()
-                try:
-                    result = self.process(item)
-                except Exception as exc:  # one bad input never stops the batch
-                    reason = _one_line(exc)
-                    if is_environment_failure(exc):
-                        raise StageStopped(
-                            f"{self.name} stopped at {item.path}: {reason} — the machine, not "
-                            "the input, is at fault; nothing was recorded against the input, "
-                            "so the next run takes it again"
-                        ) from exc
-                    kind = "input" if isinstance(exc, ItemError) else "error"
-                    log.error("FAILED %s: %s", item.path, reason)
-                    log.debug("traceback of %s", item.id, exc_info=True)
-                    failures_t.append(
-                        [
-                            FailureRow(
-                                id=item.id,
-                                input=str(item.path),
-                                stage=self.name,
-                                reason=reason,
-                                key=key,
-                                kind=kind,
-                            )
-                        ]
-                    )
-                    # an input's fault stands until it changes; an unexpected error is retried
-                    status = "failed" if kind == "input" else "error"
-                    self._remove_outputs(done, kept_paths, keep=set())
-                    done = ProgressRow(
-                        id=item.id, key=key, status=status, outputs="[]", rejected="[]"
-                    )
-                    progress_t.append([done])
-                    progress[item.id] = done
-                    report.failed += 1
-                    report.failures.append((str(item.path), reason))
-                    tell(item, "failed", seconds)
-                    continue
-                busy += time.perf_counter() - item_started
-                rej_type = rejected_model(self.row_type)
-                rejected_rows = [rej_type(**r.record(), reason=why) for r, why in result.rejected]
-                self._remove_outputs(done, kept_paths, keep={r.path for r in result.kept})
-                kept_t.append(result.kept)
-                rejected_t.append(rejected_rows)
-                done = ProgressRow(
-                    id=item.id,
-                    key=key,
-                    status="ok",
-                    outputs=json.dumps([r.id for r in result.kept], ensure_ascii=False),
-                    rejected=json.dumps([r.id for r in rejected_rows], ensure_ascii=False),
-                )
-                progress_t.append([done])
-                progress[item.id] = done
-                kept_paths.update({r.id: r.path for r in result.kept})
-                kept_seconds.update({r.id: r.duration for r in result.kept})
-                report.processed += 1
-                report.kept += len(result.kept)
-                report.rejected += len(rejected_rows)
-                for _, why in result.rejected:
-                    report.rejected_by_reason[why] = report.rejected_by_reason.get(why, 0) + 1
-                out = sum(r.duration for r in result.kept)
-                if seconds is None:  # raw input: its decoded length is that of its rows
-                    seconds = out + sum(r.duration for r, _ in result.rejected)
-                seconds_in += seconds
-                seconds_out += out
-                tell(item, "processed", seconds)
+                if pool is None:
+                    item_started = time.perf_counter()
+                    try:
+                        outcome: Result[R] | BaseException = self.process(item)
+                    except Exception as exc:  # one bad input never stops the batch
+                        outcome = exc
+                    finish(item, key, done, seconds, outcome, time.perf_counter() - item_started)
+                else:
+                    running[pool.submit(self._timed_process, item)] = (item, key, done, seconds)
+                    collect(below=workers)
+            collect(below=1)
         finally:  # also when stopped (SIGTERM, an environment failure): tables stay exact
+            if pool is not None:
+                self.stopping.set()  # in-flight work stops at its next check
+                pool.shutdown(wait=True, cancel_futures=True)
             self._compact(progress, kept_t, rejected_t, failures_t, progress_t)
             report.hours_in = seconds_in / 3600
             report.hours_out = seconds_out / 3600
             report.rtf = busy / seconds_in if seconds_in > 0 else 0.0
         return report
+
+    def _timed_process(self, item: Item) -> tuple[Result[R], float]:
+        started = time.perf_counter()
+        return self.process(item), time.perf_counter() - started
 
     def _write_config(self, config: BaseModel | None) -> None:
         data = (
@@ -477,7 +533,7 @@ def check_ids(items: Iterable[Item]) -> list[Item]:
             seen[item.id] = item
         elif first.path != item.path or first.source != item.source:
             raise IdCollision(
-                f"two inputs get the same id {item.id}: {first.path} and {item.path} "
+                f"two inputs get the same id {item.id}: {first.shown} and {item.shown} "
                 "(rename one of them)"
             )
     return list(seen.values())
