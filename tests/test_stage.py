@@ -398,3 +398,62 @@ def test_pending_counts_what_a_run_would_process(inputs: Path, tmp_path: Path) -
     report = CopyStage(Params(), out).run(_items(inputs))
     assert (report.processed, report.failed) == (1, 2)
     assert CopyStage(Params(), out).pending(_items(inputs)) == 1
+
+
+class ParallelStage(CopyStage):
+    """CopyStage that records how many of its items run at once."""
+
+    lock = __import__("threading").Lock()
+    now = 0
+    most = 0
+
+    def process(self, item: Item) -> Result[AudioRow]:
+        with ParallelStage.lock:
+            ParallelStage.now += 1
+            ParallelStage.most = max(ParallelStage.most, ParallelStage.now)
+        try:
+            return super().process(item)
+        finally:
+            with ParallelStage.lock:
+                ParallelStage.now -= 1
+
+
+def test_workers_run_items_at_once_and_record_every_outcome(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    texts = {f"ok{i}": "x" * (i + 1) for i in range(6)} | {"bad": "bad", "boom": "boom"}
+    for name, text in texts.items():
+        (folder / f"{name}.in").write_text(text)
+    ParallelStage.most = 0
+    stage = ParallelStage(Params(delay=0.3), tmp_path / "out")
+    stage.workers = 3
+    started = time.perf_counter()
+    report = stage.run(_items(folder))
+    took = time.perf_counter() - started
+    assert ParallelStage.most == 3  # never more than the workers, and really at once
+    assert took < 8 * 0.3 * 0.75  # well under the sequential time
+    assert (report.processed, report.failed, report.kept) == (6, 2, 6)
+    rows = read_manifest(tmp_path / "out")
+    assert sorted(rows["id"]) == sorted(f"ok{i}.copy" for i in range(6))
+    again = ParallelStage(Params(delay=0.3), tmp_path / "out")
+    again.workers = 3
+    second = again.run(_items(folder))
+    # "bad" stands (failed before); "boom" (an unexpected error) is tried again and fails again
+    assert (second.processed, second.skipped, second.failed, second.failed_before) == (0, 6, 2, 1)
+
+
+def test_an_environment_failure_with_workers_stops_and_keeps_finished_rows(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, text in {"a": "aa", "b": "bb", "c": "disk full", "d": "dd", "e": "ee"}.items():
+        (folder / f"{name}.in").write_text(text)
+    stage = ParallelStage(Params(delay=0.1), tmp_path / "out")
+    stage.workers = 2
+    with pytest.raises(StageStopped, match="No space left"):
+        stage.run(_items(folder))
+    assert stage.stopping.is_set()
+    done = set(read_manifest(tmp_path / "out")["id"])
+    assert {"a.copy", "b.copy"} <= done
+    assert "c" not in set(read_manifest(tmp_path / "out", "failures.csv").get("id", []))
