@@ -383,6 +383,8 @@ def build(
     if not force and not always_flow and pending(cfg, stages, retry_failed) == 0:
         # a no-op rerun answers in seconds: no Prefect import, no temporary server
         for stage in stages:
+            if not stage.used_by(cfg):
+                continue
             failed = failed_before(cfg, stage)
             note = (
                 f"; {failed} input(s) failed before: {cfg.stage_dir(stage.name) / 'failures.csv'}"
