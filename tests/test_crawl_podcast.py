@@ -230,6 +230,8 @@ def serve_channel(server: HTTPServer, nav: str, after_last: str = "404") -> None
             return Response(channel_page(n, nav), content_type=HTML)
         if after_last == "empty":
             return Response("<html><body><p>없음</p></body></html>", content_type=HTML)
+        if after_last == "repeat":  # many sites serve their last page for any larger number
+            return Response(channel_page(max(SIZES), nav), content_type=HTML)
         return Response("not found", status=404)
 
     server.expect_request("/channel").respond_with_handler(handler)
@@ -253,12 +255,12 @@ def test_channel_with_next_links(httpserver: HTTPServer) -> None:
     assert paths(httpserver) == ["/channel", "/channel?page=2", "/channel?page=3"]
 
 
-@pytest.mark.parametrize("after_last", ["404", "empty"])
+@pytest.mark.parametrize("after_last", ["404", "empty", "repeat"])
 def test_channel_with_page_numbers_only(httpserver: HTTPServer, after_last: str) -> None:
     serve_channel(httpserver, "numbers", after_last)
     eps = discover(source(httpserver.url_for("/channel")), Fetcher())
     assert [(e.url, e.page_url, e.title) for e in eps] == expected_channel(httpserver)
-    # page 1 links to ?page=2; then page=N+1 until a page without episodes (or a 404)
+    # page 1 links to ?page=2; then page=N+1 until a page without new episodes (or a 404)
     assert paths(httpserver) == [
         "/channel",
         "/channel?page=2",
