@@ -349,20 +349,19 @@ def _page_episodes(
         elements: Iterable[Tag] = soup.select(selector)
     else:
         elements = soup.find_all(["a", "audio", "source"])
+    found: list[tuple[Tag, Tag, str]] = []  # (match, link element, URL)
     for el in elements:
         link = _link_element(el) if selector else el
-        if link is None:
-            continue
-        raw = _link_of(link)
-        if not raw:
-            continue
-        if not selector and not _is_default_episode(link, raw):
+        raw = _link_of(link) if link is not None else ""
+        if link is None or not raw or (not selector and not _is_default_episode(link, raw)):
             continue
         url = urldefrag(urljoin(base, raw)).url
         scheme = urlsplit(url).scheme.lower()
-        if not scheme or scheme in NOT_LINKS:
-            continue
-        container = _own_container(link, selector, el)
+        if scheme and scheme not in NOT_LINKS:
+            found.append((el, link, url))
+    urls_of = {id(link): url for _, link, url in found}
+    for el, link, url in found:
+        container = el if el is not link else _own_container(link, urls_of)
         yield Episode(
             kind="podcast",
             url=url,
@@ -402,26 +401,18 @@ def _is_default_episode(el: Tag, raw: str) -> bool:
     return el.name == "source" and bool(el.get("src")) and el.find_parent("audio") is not None
 
 
-def _own_container(link: Tag, selector: str | None, match: Tag) -> Tag | None:
-    """The largest ancestor of ``link`` (up to 5 levels) that holds no other media link: where
-    its heading and date are looked for. With a selector, the matched element when it is not
-    the link itself."""
-    if selector and match is not link:
-        return match
+def _own_container(link: Tag, urls_of: dict[int, str]) -> Tag | None:
+    """The largest ancestor of ``link`` (up to 5 levels) that holds no other episode link of
+    the page (``urls_of``: episode link elements by id): where its heading and date are."""
     best: Tag | None = None
     for anc in list(link.parents)[:5]:
         if not isinstance(anc, Tag) or anc.name in ("body", "html", "[document]"):
             break
-        links = {_link_of(a) for a in anc.find_all(["a", "audio", "source"]) if _is_media(a)}
-        if len(links) > 1:
+        inside = {urls_of[id(t)] for t in anc.find_all(True) if id(t) in urls_of}
+        if len(inside) > 1:
             break
         best = anc
     return best
-
-
-def _is_media(el: Tag) -> bool:
-    raw = _link_of(el)
-    return bool(raw) and _is_default_episode(el, raw)
 
 
 def _title(link: Tag, match: Tag, container: Tag | None, url: str) -> str:

@@ -394,3 +394,27 @@ def test_long_title_kept_whole(httpserver: HTTPServer) -> None:
         source(httpserver.url_for("/feed"), httpserver.url_for("/page"), max_items=1), Fetcher()
     )
     assert [e.title for e in eps] == [LONG, LONG]
+
+
+def test_titles_and_dates_from_the_episode_own_block(httpserver: HTTPServer) -> None:
+    """A generic link text ("다운로드", "MP3") gives way to the heading of the episode's own
+    block, and its <time>; a link in a list with others falls back to its file name, never
+    to a neighbour's heading."""
+    httpserver.expect_request("/blocks").respond_with_data(
+        """<body><main>
+        <article><h2>제목 A</h2><p><time datetime="2024-06-01T09:00:00+09:00">6월 1일</time>
+          <a href="/a.mp3">다운로드</a></p></article>
+        <article><h2>제목 B</h2><a href="/b.mp3" title="B 편">MP3</a></article>
+        <h2>목록</h2>
+        <ul><li><a href="/%EC%97%90%ED%94%BC%EC%86%8C%EB%93%9C-3.mp3">MP3</a></li>
+            <li><a href="/d.mp3">MP3</a></li></ul>
+        </main></body>""",
+        content_type=HTML,
+    )
+    eps = discover(source(httpserver.url_for("/blocks")), Fetcher())
+    assert [(e.title, e.date) for e in eps] == [
+        ("제목 A", "2024-06-01"),
+        ("B 편", ""),
+        ("에피소드-3.mp3", ""),
+        ("d.mp3", ""),
+    ]
