@@ -179,7 +179,9 @@ class Fetcher:
 
     # --- requests -----------------------------------------------------------------------------
 
-    def _open(self, url: str, headers: dict[str, str], allow: frozenset[int] = frozenset()):
+    def _open(
+        self, url: str, headers: dict[str, str], allow: frozenset[int] = frozenset()
+    ) -> requests.Response:
         """One try at ``url`` (a streamed GET), following redirects by hand so each hop is
         checked before it is requested. Returns the final response (2xx, or a status in
         ``allow``); raises :class:`_Transient` for 5xx, 429, timeouts and failed connections,
@@ -380,6 +382,8 @@ class Fetcher:
                 part.resumable = not encoded
                 if part.resumable:  # written before the first byte: a part always has one
                     atomic_write_text(part.sidecar, json.dumps(part.meta, ensure_ascii=False))
+                else:  # decoded bytes: a range of the encoded body cannot continue them
+                    part.sidecar.unlink(missing_ok=True)
             if part.hasher is None:  # an earlier run's part: hash what it holds
                 part.hasher = _hash_file(part.path, part.have)
             self._stream(url, resp, part, sniff=start == 0)
