@@ -493,6 +493,8 @@ def test_decode_text_cp949_under_euc_kr_label() -> None:
     """Korean sites label CP949 (a superset: 똠, 햏) as EUC-KR."""
     text = "똠방각하 햏"
     assert decode_text(text.encode("cp949"), "text/html; charset=euc-kr") == text
+    # too short for a guess (charset_normalizer calls it Big5): the label alone must do
+    assert decode_text("똠".encode("cp949"), "text/plain; charset=EUC-KR") == "똠"
     assert decode_text(f'<meta charset="euc-kr">{text}'.encode("cp949")).endswith(text)
 
 
