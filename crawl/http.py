@@ -26,7 +26,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 from requests.compat import chardet
 
 from crawl.web import Page, UnsafeUrl, check_url
@@ -411,7 +412,7 @@ class Fetcher:
         with open(part.path, "ab") as f:
             try:
                 try:
-                    for chunk in resp.iter_content(CHUNK):
+                    for chunk in _body(resp):
                         if sniff:
                             head += chunk
                             if len(head) < SNIFF_BYTES:
@@ -469,7 +470,24 @@ _READ_ERRORS = (
     requests.exceptions.ChunkedEncodingError,
     requests.ConnectionError,
     requests.Timeout,
+    urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.ReadTimeoutError,
 )
+
+
+def _body(resp: requests.Response) -> Iterator[bytes]:
+    """The body as it arrives. An identity body is read with ``read1``, which hands over
+    every byte received — ``iter_content`` drops an unfinished 64 KiB block when the
+    connection is cut, so a resume would fetch those bytes again (a small file: all of it)."""
+    encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity") or not hasattr(resp.raw, "read1"):
+        yield from resp.iter_content(CHUNK)
+        return
+    while True:
+        data = resp.raw.read1(CHUNK)
+        if not data:
+            return
+        yield data
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -479,7 +497,9 @@ def _reason(exc: BaseException) -> str:
     """A short one-line description of a request error."""
     if isinstance(exc, requests.Timeout):
         kind = "timed out"
-    elif isinstance(exc, requests.exceptions.ChunkedEncodingError):
+    elif isinstance(
+        exc, requests.exceptions.ChunkedEncodingError | urllib3.exceptions.ProtocolError
+    ):
         kind = "connection cut"
     elif isinstance(exc, requests.ConnectionError):
         kind = "connection failed"

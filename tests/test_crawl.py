@@ -98,13 +98,13 @@ class PodcastSite:
         server.expect_request("/feed.xml").respond_with_data(
             _feed(server.url_for("").rstrip("/")), content_type="application/rss+xml"
         )
-        server.expect_request("/channel", query_string="").respond_with_data(
-            _channel_page(1), content_type="text/html; charset=utf-8"
-        )
-        for page in (2, 3):
+        for page in (2, 3):  # before /channel alone, which matches any query string
             server.expect_request("/channel", query_string=f"page={page}").respond_with_data(
                 _channel_page(page), content_type="text/html; charset=utf-8"
             )
+        server.expect_request("/channel").respond_with_data(
+            _channel_page(1), content_type="text/html; charset=utf-8"
+        )
         server.expect_request(re.compile(r"^/(media|feed)/.+")).respond_with_handler(self.media)
 
     def media(self, request: Request) -> Response:
