@@ -116,7 +116,7 @@ class ListingFailed(Exception):
 def discover(sources: Sequence[WebSource], cfg: CrawlConfig, out_dir: Path) -> list[Item]:
     """The crawl items of every web source, URL by URL, in order: one per episode. A URL whose
     listing fails becomes one failing item (the others go on)."""
-    from crawl import podcast, video
+    from crawl import podcast
     from crawl.http import Fetcher
 
     fetcher = Fetcher(cfg)
@@ -134,6 +134,8 @@ def discover(sources: Sequence[WebSource], cfg: CrawlConfig, out_dir: Path) -> l
                 if isinstance(one, PodcastSource):
                     episodes = podcast.discover(one, fetcher.get, index)
                 else:
+                    from crawl import video  # yt-dlp: imported only for video sources
+
                     episodes = video.discover(one, cfg, index)
             except Exception as exc:
                 reason = " ".join(str(exc).split()) or type(exc).__name__

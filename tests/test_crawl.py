@@ -126,9 +126,10 @@ class PodcastSite:
             return Response(data[start:], status=206, headers=headers, content_type="audio/mpeg")
         if name == f"ep{CUT_EPISODE:02d}.mp3" and not self.cut_done:
             self.cut_done = True  # the connection closes after half the bytes
-            half = len(data) // 2
-            headers = {"Content-Length": str(len(data)), "Accept-Ranges": "bytes"}
-            return Response(data[:half], headers=headers, content_type="audio/mpeg")
+            resp = Response(data[: len(data) // 2], content_type="audio/mpeg")
+            resp.headers["Content-Length"] = str(len(data))  # promise it all, send half
+            resp.headers["Accept-Ranges"] = "bytes"
+            return resp
         return Response(data, content_type="audio/mpeg", headers={"Accept-Ranges": "bytes"})
 
     def media_requests(self) -> list[Request]:
