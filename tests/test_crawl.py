@@ -19,6 +19,7 @@ from werkzeug import Request, Response
 
 from malmoi.manifest import read_manifest
 from tests.conftest import run_malmoi
+from tests.media import ffmpeg, korean_speech
 
 LONG_TITLE = ("양희은의 여성시대 / 2024\\05 🎙️✨ 특집: " * 12)[:300]
 EPISODES = 24
@@ -47,8 +48,13 @@ def episode_audio(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     folder = tmp_path_factory.mktemp("episodes")
     audio = {f"ep{n:02d}.mp3": _mp3(folder / f"ep{n:02d}.mp3", 200 + 20 * n) for n in range(1, 25)}
     audio["ep19.mp3"] = audio["ep09.mp3"]
-    audio["f1.mp3"] = _mp3(folder / "f1.mp3", 900)
-    audio["f2.mp3"] = _mp3(folder / "f2.mp3", 950)
+    for name, text in {
+        "f1": "안녕하세요. 여성시대 특집입니다.",
+        "f2": "오늘의 사연을 읽어 드립니다.",
+    }.items():
+        wav = korean_speech(folder / f"{name}.wav", text)
+        ffmpeg("-i", str(wav), "-ac", "1", "-b:a", "48k", str(folder / f"{name}.mp3"))
+        audio[f"{name}.mp3"] = (folder / f"{name}.mp3").read_bytes()
     return audio
 
 
@@ -212,7 +218,8 @@ def test_crawl_gets_every_episode_once_resumes_and_reruns_as_a_no_op(
     name = Path(long["path"]).name
     assert len(name.encode()) <= 255 and "/" not in name and "\\" not in name
     assert Path(long["path"]).parent == out / "media"
-    assert all(abs(d - 1.5) < 0.1 for d in rows["duration"])
+    channel_rows = rows[rows["source"].str.contains("/media/")]
+    assert all(abs(d - 1.5) < 0.1 for d in channel_rows["duration"])
     # a second run downloads nothing
     before = len(site.media_requests())
     again = run_malmoi("crawl", str(config))
@@ -252,8 +259,10 @@ def test_allowed_hosts_refuse_other_hosts(site: PodcastSite, tmp_path: Path) -> 
     assert site.server.log == []  # nothing was fetched
 
 
-def test_build_dataset_from_a_podcast_source(site: PodcastSite, tmp_path: Path) -> None:
-    config = _config(tmp_path, site, name="podcastbuild", separate={"engine": "repet"})
+def test_build_dataset_from_a_podcast_source(
+    site: PodcastSite, spleeter_model: Path, tmp_path: Path
+) -> None:
+    config = _config(tmp_path, site, name="podcastbuild", segment={"gender_engine": "embedding"})
     cfg = yaml.safe_load(config.read_text())
     cfg["sources"][0]["urls"] = [site.server.url_for("/feed.xml")]
     cfg["sources"].append({"kind": "local", "paths": [str(tmp_path / "none")]})
@@ -261,11 +270,14 @@ def test_build_dataset_from_a_podcast_source(site: PodcastSite, tmp_path: Path) 
     config.write_text(yaml.safe_dump(cfg, allow_unicode=True))
     proc = run_malmoi("build", str(config))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "crawl: 3 processed, 0 skipped, 0 failed, 2 kept" in proc.stdout
-    assert "ingest: 2 processed" in proc.stdout
-    assert "separate: 2 processed" in proc.stdout and "segment: 2 processed" in proc.stdout
+    assert "crawl: 3 processed, 0 skipped, 0 failed, 3 kept" in proc.stdout
+    assert "ingest: 3 processed" in proc.stdout
+    assert "separate: 3 processed" in proc.stdout and "segment: 3 processed" in proc.stdout
     ingest = read_manifest(tmp_path / "out" / "ingest")
     base = site.server.url_for("").rstrip("/")
-    assert sorted(ingest["source"]) == [f"{base}/feed/f1.mp3", f"{base}/feed/f2.mp3"]
+    urls = [f"{base}/feed/f1.mp3", f"{base}/feed/f2.mp3", f"{base}/media/ep01.mp3"]
+    assert sorted(ingest["source"]) == urls
+    slices = read_manifest(tmp_path / "out" / "segment")
+    assert len(slices) >= 2 and set(slices["source"]) <= set(urls)  # speech of f1 and f2
     crawl = read_manifest(tmp_path / "out" / "crawl")
     assert set(ingest["id"]) == set(crawl["id"])  # lineage: ingest's ids are the crawl's
