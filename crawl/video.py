@@ -30,7 +30,6 @@ from yt_dlp.utils import (
     DownloadError,
     MaxDownloadsReached,
     locked_file,
-    make_archive_id,
     parse_bytes,
 )
 

@@ -10,7 +10,6 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
-import yt_dlp
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -39,9 +38,9 @@ def ffmpeg(*args: str) -> None:
 def audio_md5(path: Path) -> str:
     """MD5 of the audio packets of ``path`` (equal only if the stream was copied, not
     re-encoded)."""
+    args = ["-nostdin", "-loglevel", "error", "-i", str(path), "-map", "0:a:0", "-c", "copy"]
     out = subprocess.run(
-        ["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(path), "-map", "0:a:0"]
-        + ["-c", "copy", "-f", "md5", "-"],
+        ["ffmpeg", *args, "-f", "md5", "-"],
         capture_output=True,
         check=True,
     )
