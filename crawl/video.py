@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -54,6 +55,14 @@ FALLBACK_CONTAINER = "mka"  # Matroska audio holds any codec
 # files beside the media that are not the media itself (yt-dlp's partial downloads)
 _NOT_MEDIA = {"part", "ytdl", "temp", "tmp"}
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_ROUTINE = re.compile(r"Falling back on generic information extractor")
+# yt-dlp's downloader gives up with a message only (no exception to look at): the network's
+# failures are told by their text
+_TRANSIENT_TEXT = re.compile(
+    r"HTTP Error (429|5\d\d)\b|timed out|Connection (refused|reset|aborted)|"
+    r"Temporary failure in name resolution|IncompleteRead",
+    re.IGNORECASE,
+)
 
 
 class VideoSkipped(ItemError):
@@ -91,7 +100,9 @@ class _Logger:
         log.debug("yt-dlp: %s", _clean(msg))
 
     def warning(self, msg: str) -> None:
-        log.warning("yt-dlp: %s", _clean(msg))
+        text = _clean(msg)
+        # said of every page without a site-specific extractor: not worth a warning
+        log.log(logging.DEBUG if _ROUTINE.search(text) else logging.WARNING, "yt-dlp: %s", text)
 
     def error(self, msg: str) -> None:
         text = _clean(msg)
@@ -195,7 +206,8 @@ def _failure(url: str, message: str, exc: BaseException | None) -> Exception:
     """The exception for a yt-dlp failure on ``url``: :class:`VideoFetchFailed` when the
     network is at fault, else :class:`ItemError`; one line either way."""
     text = f"{url}: {_one_line(message)}"
-    return VideoFetchFailed(text) if _is_transient(exc) else ItemError(text)
+    transient = _is_transient(exc) or bool(_TRANSIENT_TEXT.search(message))
+    return VideoFetchFailed(text) if transient else ItemError(text)
 
 
 # --- discovery -------------------------------------------------------------------------------
@@ -416,6 +428,7 @@ def _run_download(
             except MaxDownloadsReached:
                 pass  # the one video is done
             except DownloadError as exc:
+                _remove_sidecars(dest_stem)  # a partial download (.part) stays, to resume
                 message = logger.errors[-1][0] if logger.errors else str(exc)
                 raise _failure(url, message, exc.exc_info[1] if exc.exc_info else None) from None
     if capture.infos:
@@ -459,6 +472,13 @@ def _find_media(dest_stem: Path) -> Path | None:
         return None
     found.sort(key=lambda p: (p.suffix.lower().lstrip(".") not in AUDIO_CONTAINERS.values(), p))
     return found[0]
+
+
+def _remove_sidecars(dest_stem: Path) -> None:
+    """Remove the info json and subtitles a failed download wrote before failing."""
+    dest_stem.with_name(dest_stem.name + ".info.json").unlink(missing_ok=True)
+    for path in _subtitle_files(dest_stem):
+        path.unlink(missing_ok=True)
 
 
 def _subtitle_files(dest_stem: Path) -> list[Path]:

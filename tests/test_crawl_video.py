@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import subprocess
+import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -28,6 +29,10 @@ PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>말모이 영�
 TWO = """<!doctype html><html><head><meta charset="utf-8"><title>두 영상</title></head><body>
 <video controls><source src="clip.mp4" type="video/mp4"></video>
 <video controls><source src="tone.m4a" type="audio/mp4"></video></body></html>"""
+BUSY = '<html><head><title>b</title></head><body><video src="busy.m4a"></video></body></html>'
+SRT_PAGE = """<html><head><meta charset="utf-8"><title>s</title></head><body><video>
+<source src="tone.m4a" type="audio/mp4"><track kind="subtitles" srclang="ko" src="tone.ko.srt">
+</video></body></html>"""
 OLD = datetime(2020, 5, 1, tzinfo=UTC)
 
 
@@ -71,10 +76,19 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
         "/clip.ko.vtt": vtt.encode(),
         "/page.html": PAGE.encode(),
         "/two.html": TWO.encode(),
+        "/busy.html": BUSY.encode(),
+        "/srt.html": SRT_PAGE.encode(),
+        "/tone.ko.srt": f"1\n00:00:00,000 --> 00:00:01,500\n{CUES[0]}\n\n".encode(),
     }
 
 
-TYPES = {".mp4": "video/mp4", ".m4a": "audio/mp4", ".vtt": "text/vtt", ".html": "text/html"}
+TYPES = {
+    ".mp4": "video/mp4",
+    ".m4a": "audio/mp4",
+    ".vtt": "text/vtt",
+    ".srt": "application/x-subrip",
+    ".html": "text/html",
+}
 
 
 @dataclass
@@ -210,13 +224,17 @@ def test_failing_urls(site: Site, tmp_path: Path) -> None:
     assert "\n" not in str(err.value)
     assert not (tmp_path / "archive").exists() and list(tmp_path.iterdir()) == []
 
-    # a server error is the network's fault, not the video's: not an ItemError
+    # a server error is the network's fault, not the video's: not an ItemError, whether it
+    # comes while reading the page or while downloading the media it names
     busy = site.url("/busy.m4a")
     with pytest.raises(VideoFetchFailed, match=r"busy\.m4a: .*503"):
         discover(source(busy), CFG)
-    ep = Episode(kind="video", url=busy, page_url=busy, key="generic busy")
-    with pytest.raises(VideoFetchFailed, match="503"):
-        download(ep, source(busy), tmp_path / "b", CFG, tmp_path / "archive")
+    page = site.url("/busy.html")
+    [ep] = discover(source(page), CFG)
+    with pytest.raises(VideoFetchFailed, match=r"busy\.html: .*503") as err:
+        download(ep, source(page), tmp_path / "b", CFG, tmp_path / "archive")
+    assert "\n" not in str(err.value)
+    assert list(tmp_path.iterdir()) == []  # no info json left behind
 
 
 def test_file_urls_never_reach_yt_dlp(
@@ -271,3 +289,39 @@ def test_archived_but_file_gone_is_downloaded_again(site: Site, tmp_path: Path) 
 
 def _media_files(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if p.suffix in (".m4a", ".mp4", ".part")]
+
+
+def test_srt_subtitles_are_converted_to_webvtt(site: Site, tmp_path: Path) -> None:
+    src = source(site.url("/srt.html"), subtitles=["ko"])
+    [ep] = discover(src, CFG)
+    got = download(ep, src, tmp_path / "s", CFG, tmp_path / "archive")
+    assert got.subtitles == [tmp_path / "s.ko.vtt"]
+    text = got.subtitles[0].read_text(encoding="utf-8")
+    assert text.startswith("WEBVTT") and CUES[0] in text
+    assert not (tmp_path / "s.ko.srt").exists()
+    assert got.path == tmp_path / "s.m4a" and not probe(got.path).has_video
+
+
+def test_cookies_sent_and_the_users_file_left_alone(site: Site, tmp_path: Path) -> None:
+    cookies = tmp_path / "cookies.txt"
+    host = site.server.host  # a cookie jar calls a dotless host "<host>.local"
+    domain = host if "." in host else host + ".local"
+    text = (
+        "# Netscape HTTP Cookie File\n"
+        + "\t".join([domain, "FALSE", "/", "FALSE", "0", "session", "abc123"])
+        + "\n"
+    )
+    cookies.write_text(text)
+    url = site.url("/tone.m4a")
+    ep = Episode(kind="video", url=url, page_url=url, key="generic tone")
+    download(ep, source(url, cookies=cookies), tmp_path / "c", CFG, tmp_path / "archive")
+    assert {req.cookies.get("session") for req, _ in site.server.log} == {"abc123"}
+    assert cookies.read_text() == text
+
+
+def test_rate_limit_slows_the_download(site: Site, tmp_path: Path) -> None:
+    url = site.url("/tone.m4a")  # about 27 kB
+    ep = Episode(kind="video", url=url, page_url=url, key="generic tone")
+    start = time.monotonic()
+    download(ep, source(url, rate_limit="16K"), tmp_path / "r", CFG, tmp_path / "archive")
+    assert time.monotonic() - start > 0.8
