@@ -325,3 +325,17 @@ def test_rate_limit_slows_the_download(site: Site, tmp_path: Path) -> None:
     start = time.monotonic()
     download(ep, source(url, rate_limit="16K"), tmp_path / "r", CFG, tmp_path / "archive")
     assert time.monotonic() - start > 0.8
+
+
+def test_key_other_than_yt_dlps_id_still_makes_the_rerun_a_no_op(
+    site: Site, tmp_path: Path
+) -> None:
+    # a listing may name a video differently than its own page does: both ids are archived
+    url = site.url("/tone.m4a")
+    ep = Episode(kind="video", url=url, page_url=url, key="somesite 12345")
+    archive = tmp_path / "archive.txt"
+    first = download(ep, source(url), tmp_path / "k", CFG, archive)
+    assert archive.read_text().splitlines() == ["generic tone", "somesite 12345"]
+    before = len(site.gets())
+    assert download(ep, source(url), tmp_path / "k", CFG, archive).path == first.path
+    assert len(site.gets()) == before
