@@ -92,9 +92,13 @@ class _Logger:
 
     def __init__(self) -> None:
         self.errors: list[tuple[str, BaseException | None]] = []
+        self.archived = ""  # yt-dlp's message when its archive made it skip a video
 
     def debug(self, msg: str) -> None:
-        log.debug("yt-dlp: %s", _clean(msg))
+        text = _clean(msg)
+        if "has already been recorded in the archive" in text:
+            self.archived = text.removeprefix("[download]").strip()
+        log.debug("yt-dlp: %s", text)
 
     def info(self, msg: str) -> None:
         log.debug("yt-dlp: %s", _clean(msg))
@@ -435,8 +439,10 @@ def _run_download(
         return capture.infos[-1]
     if skipped:
         raise VideoSkipped(f"{url}: {skipped[-1]}")
-    if archive is not None and _find_media(dest_stem) is not None:
-        return None
+    if logger.archived:
+        if _find_media(dest_stem) is not None:
+            return None
+        raise ItemError(f"{url}: downloaded before under another name ({logger.archived})")
     raise ItemError(f"{url}: yt-dlp found no video {episode.key} to download")
 
 

@@ -130,7 +130,7 @@ def source(*urls: str, **kw: object) -> VideoSource:
 
 
 def test_direct_audio_file_downloaded_as_served_and_once(
-    site: Site, media: dict[str, bytes], tmp_path: Path
+    site: Site, media: dict[str, bytes], tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     src = source(site.url("/tone.m4a"))
     episodes = discover(src, CFG, index=3)
@@ -155,6 +155,7 @@ def test_direct_audio_file_downloaded_as_served_and_once(
     assert len(site.gets()) == before  # no request at all, not even the extraction's
     assert again.path == got.path and again.info["id"] == "tone"
     assert archive.read_text().splitlines() == ["generic tone"]
+    assert capfd.readouterr().out == ""  # yt-dlp printed nothing: its messages go to our log
 
 
 def test_page_video_with_hangul_subtitles_keeps_only_the_audio(
@@ -339,3 +340,14 @@ def test_key_other_than_yt_dlps_id_still_makes_the_rerun_a_no_op(
     before = len(site.gets())
     assert download(ep, source(url), tmp_path / "k", CFG, archive).path == first.path
     assert len(site.gets()) == before
+
+
+def test_partial_download_is_resumed(site: Site, media: dict[str, bytes], tmp_path: Path) -> None:
+    url = site.url("/tone.m4a")
+    ep = Episode(kind="video", url=url, page_url=url, key="generic tone")
+    half = len(media["/tone.m4a"]) // 2
+    (tmp_path / "p.m4a.part").write_bytes(media["/tone.m4a"][:half])
+    got = download(ep, source(url), tmp_path / "p", CFG, tmp_path / "archive")
+    assert got.path.read_bytes() == media["/tone.m4a"]
+    ranges = [req.headers.get("Range") for req, _ in site.server.log]
+    assert f"bytes={half}-" in ranges
