@@ -362,15 +362,11 @@ def download(
         log.info("%s: in the download archive but its file is gone: downloading it again", url)
     info = _run_download(url, episode, source, dest_stem, cfg, None if archived else archive)
     if info is None:  # yt-dlp's archive knew it under another id, and the file is there
-        found = _find_media(dest_stem)
-        if found is None:
-            raise ItemError(f"{url}: yt-dlp skipped it (in its download archive) and no file")
-        path, info = found, _read_info(dest_stem, episode)
+        path, info = _find_media(dest_stem), _read_info(dest_stem, episode)
+        assert path is not None
     else:
         path = Path(info["filepath"])
-        if info.get("vcodec") != "none":
-            log.info("%s: no audio-only stream offered; took format %s", url, info.get("format"))
-    path = _audio_only(path, url)
+    path = _audio_only(path, url)  # says so in the log when the video is dropped
     subtitles = _subtitle_files(dest_stem)
     _add_to_archive(archive, episode.key)
     clean = yt_dlp.YoutubeDL.sanitize_info(info, remove_private_keys=True)
@@ -528,6 +524,11 @@ def _audio_only(path: Path, url: str) -> Path:
     if dest != path:
         path.unlink()
     log.info(
-        "%s: kept the %s audio of %s as %s (video dropped)", url, info.codec, path.name, dest.name
+        "%s: no audio-only format offered, took audio+video %s and kept its %s audio as %s "
+        "(copied, not re-encoded; video dropped)",
+        url,
+        path.name,
+        info.codec,
+        dest.name,
     )
     return dest

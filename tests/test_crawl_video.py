@@ -159,7 +159,7 @@ def test_direct_audio_file_downloaded_as_served_and_once(
 
 
 def test_page_video_with_hangul_subtitles_keeps_only_the_audio(
-    site: Site, media: dict[str, bytes], tmp_path: Path
+    site: Site, media: dict[str, bytes], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     src = source(site.url("/page.html"), subtitles=["ko"])
     [ep] = discover(src, CFG)
@@ -176,6 +176,7 @@ def test_page_video_with_hangul_subtitles_keeps_only_the_audio(
     # the page only offers the combined mp4: its audio was copied out, the video dropped
     assert got.path == tmp_path / "v1.m4a"
     assert not (tmp_path / "v1.mp4").exists()
+    assert any("v1.mp4" in r.message and "video dropped" in r.message for r in caplog.records)
     served = tmp_path / "served.mp4"
     served.write_bytes(media["/clip.mp4"])
     kept, original = probe(got.path), probe(served)
