@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import subprocess
 import time
@@ -161,6 +162,7 @@ def test_direct_audio_file_downloaded_as_served_and_once(
 def test_page_video_with_hangul_subtitles_keeps_only_the_audio(
     site: Site, media: dict[str, bytes], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="malmoi")
     src = source(site.url("/page.html"), subtitles=["ko"])
     [ep] = discover(src, CFG)
     # yt-dlp's generic extractor hands the <video> to its html5 embed extractor
