@@ -205,7 +205,13 @@ class CrawlStage(Stage[CrawlConfig, CrawlRow]):
 
             if not isinstance(source, VideoSource):
                 raise ItemError(f"{episode.url}: its video source is no longer in the config")
-            got = video.download(episode, source, media / item.id, self.params, self._archive)
+            try:
+                got = video.download(
+                    episode, source, media / item.id, self.params, self._archive, self.stopping
+                )
+            except video.VideoSkipped as exc:  # older than date_after: done, nothing to keep
+                log.info("%s", exc)
+                return Result()
             path, subtitles = got.path, list(got.subtitles)
             episode = _with_info(episode, got.info)
         else:

@@ -18,6 +18,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +35,7 @@ from yt_dlp.utils import (
     parse_bytes,
 )
 
+from crawl.http import Stopped
 from crawl.web import Episode, UnsafeUrl, check_url, nfc_text, source_urls
 from malmoi.config import CrawlConfig, VideoSource
 from malmoi.errors import ItemError
@@ -338,7 +340,12 @@ def _number(value: object) -> float | None:
 
 
 def download(
-    episode: Episode, source: VideoSource, dest_stem: Path, cfg: CrawlConfig, archive: Path
+    episode: Episode,
+    source: VideoSource,
+    dest_stem: Path,
+    cfg: CrawlConfig,
+    archive: Path,
+    stop: threading.Event | None = None,
 ) -> VideoDownload:
     """Download the best audio-only stream of ``episode`` as it is to ``dest_stem.<ext>``
     (a combined audio+video file is reduced to its audio, without re-encoding), with the
@@ -348,7 +355,8 @@ def download(
     returned without any request. Raises :class:`UnsafeUrl` for a URL that is not fetched,
     :class:`VideoSkipped` when the video is older than ``date_after``, :class:`ItemError`
     (the URL and yt-dlp's reason) when it cannot be downloaded, :class:`VideoFetchFailed` when
-    the network failed."""
+    the network failed; :class:`crawl.http.Stopped` soon after ``stop`` is set (the ``.part``
+    stays for the next run)."""
     url = check_url(episode.url, cfg.allowed_hosts)
     dest_stem.parent.mkdir(parents=True, exist_ok=True)
     archived = _archived(archive, episode.key)
@@ -360,7 +368,7 @@ def download(
         )
     if archived:
         log.info("%s: in the download archive but its file is gone: downloading it again", url)
-    info = _run_download(url, episode, source, dest_stem, cfg, None if archived else archive)
+    info = _run_download(url, episode, source, dest_stem, cfg, None if archived else archive, stop)
     if info is None:  # yt-dlp's archive knew it under another id, and the file is there
         path, info = _find_media(dest_stem), _read_info(dest_stem, episode)
         assert path is not None
@@ -380,9 +388,15 @@ def _run_download(
     dest_stem: Path,
     cfg: CrawlConfig,
     archive: Path | None,
+    stop: threading.Event | None = None,
 ) -> dict[str, Any] | None:
     """Run yt-dlp on ``url`` for this one episode; the info dict of the finished download,
     or None when yt-dlp's own archive made it skip the video."""
+
+    def check_stop(_: dict[str, Any]) -> None:  # a progress hook: called for every block
+        if stop is not None and stop.is_set():
+            raise Stopped(f"{url}: stopped; the partial download is kept for the next run")
+
     logger = _Logger()
     capture = _Capture()
     skipped: list[str] = []
@@ -413,6 +427,7 @@ def _run_download(
             "subtitleslangs": list(source.subtitles),
             "subtitlesformat": "vtt/best",
             "match_filter": only_this,
+            "progress_hooks": [check_stop],
             "max_downloads": 1,
             "ratelimit": parse_bytes(source.rate_limit) if source.rate_limit else None,
         }

@@ -6,6 +6,7 @@ import hashlib
 import logging
 import re
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -16,6 +17,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from crawl import video
+from crawl.http import Stopped
 from crawl.video import VideoFetchFailed, VideoSkipped, discover, download
 from crawl.web import Episode, UnsafeUrl
 from malmoi.config import CrawlConfig, VideoSource
@@ -354,3 +356,16 @@ def test_partial_download_is_resumed(site: Site, media: dict[str, bytes], tmp_pa
     assert got.path.read_bytes() == media["/tone.m4a"]
     ranges = [req.headers.get("Range") for req, _ in site.server.log]
     assert f"bytes={half}-" in ranges
+
+
+def test_a_set_stop_event_stops_the_download_and_keeps_nothing_finished(
+    site: Site, tmp_path: Path
+) -> None:
+    url = site.url("/tone.m4a")
+    ep = Episode(kind="video", url=url, page_url=url, key="generic tone")
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(Stopped):
+        download(ep, source(url), tmp_path / "s", CFG, tmp_path / "archive", stop=stop)
+    assert not (tmp_path / "s.m4a").exists()
+    assert not (tmp_path / "archive").exists() or "tone" not in (tmp_path / "archive").read_text()
