@@ -19,7 +19,7 @@ from werkzeug import Request, Response
 
 from malmoi.manifest import read_manifest
 from tests.conftest import run_malmoi
-from tests.media import ffmpeg, korean_speech
+from tests.media import ffmpeg, korean_speech, mp4_with_audio
 
 LONG_TITLE = ("양희은의 여성시대 / 2024\\05 🎙️✨ 특집: " * 12)[:300]
 EPISODES = 24
@@ -281,3 +281,61 @@ def test_build_dataset_from_a_podcast_source(
     assert len(slices) >= 2 and set(slices["source"]) <= set(urls)  # speech of f1 and f2
     crawl = read_manifest(tmp_path / "out" / "crawl")
     assert set(ingest["id"]) == set(crawl["id"])  # lineage: ingest's ids are the crawl's
+
+
+VTT = (
+    "WEBVTT\n\n00:00:00.000 --> 00:00:01.500\n안녕하세요, 여러분.\n\n"
+    "00:00:01.500 --> 00:00:03.000\n<b>오늘의</b> 방송입니다.\n"
+)
+
+
+def test_crawl_video_keeps_the_audio_and_the_korean_subtitles(
+    httpserver: HTTPServer, tmp_path: Path
+) -> None:
+    clip = mp4_with_audio(tmp_path / "clip.mp4", seconds=3.0)
+    files = {
+        "/clip.mp4": (clip.read_bytes(), "video/mp4"),
+        "/clip.ko.vtt": (VTT.encode(), "text/vtt"),
+    }
+    page = (
+        "<html><head><title>여성시대 영상</title></head><body><video controls>"
+        '<source src="/clip.mp4" type="video/mp4">'
+        '<track kind="subtitles" srclang="ko" label="한국어" src="/clip.ko.vtt"></video>'
+        "</body></html>"
+    )
+
+    def handler(request: Request) -> Response:
+        if request.path == "/watch":
+            return Response(page, content_type="text/html; charset=utf-8")
+        body, ctype = files[request.path]
+        resp = Response(body, content_type=ctype)
+        return resp.make_conditional(request, accept_ranges=True, complete_length=len(body))
+
+    httpserver.expect_request(re.compile(r"/.*")).respond_with_handler(handler)
+    out = tmp_path / "video"
+    url = httpserver.url_for("/watch")
+    proc = run_malmoi("crawl", "video", url, "--subtitles", "ko", "--out", str(out), "--delay", "0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = read_manifest(out).iloc[0]
+    assert row["kind"] == "video" and row["source"] == url and row["title"].startswith("여성시대")
+    assert row["codec"] == "aac" and abs(row["duration"] - 3.0) < 0.1
+    path = Path(row["path"])
+    assert path.suffix == ".m4a" and path.parent == out / "media"
+    streams = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "stream=codec_type", "-of", "csv=p=0",
+         str(path)],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert streams == ["audio"]  # only the audio is kept
+    subtitles = json.loads(row["subtitles"])
+    assert len(subtitles) == 1 and subtitles[0].endswith(".ko.vtt")
+    assert "안녕하세요" in (out / subtitles[0]).read_text(encoding="utf-8")
+    assert "html5mediaembed" in (out / "download-archive.txt").read_text()
+    before = len(httpserver.log)
+    again = run_malmoi(
+        "crawl", "video", url, "--subtitles", "ko", "--out", str(out), "--delay", "0"
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    media_gets = [r.path for r, _ in httpserver.log[before:] if r.path != "/watch"]
+    assert media_gets == []  # the listing reads the page again; nothing is downloaded
+    assert "0 processed, 1 skipped" in again.stdout
