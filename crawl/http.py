@@ -42,7 +42,7 @@ from crawl.web import Page, UnsafeUrl, check_url
 from malmoi.config import CrawlConfig
 from malmoi.errors import ItemError
 from malmoi.logs import get_logger
-from malmoi.media import atomic_write_text
+from malmoi.media import atomic_write_text, sync
 
 log = get_logger(__name__)
 
@@ -386,7 +386,7 @@ class Fetcher:
                 else:  # decoded bytes: a range of the encoded body cannot continue them
                     part.sidecar.unlink(missing_ok=True)
             if part.hasher is None:  # an earlier run's part: hash what it holds
-                part.hasher = _hash_file(part.path, part.have)
+                part.hasher = hash_file(part.path, part.have)
             self._stream(url, resp, part, sniff=start == 0)
             received = part.have
             if expected is not None and received != expected:
@@ -444,7 +444,7 @@ class Fetcher:
         digest = (
             part.hasher.hexdigest()
             if part.hasher is not None
-            else _hash_file(part.path, None).hexdigest()
+            else hash_file(part.path, None).hexdigest()
         )
         size = part.path.stat().st_size
         fd = os.open(part.path, os.O_RDONLY)
@@ -567,7 +567,7 @@ def _if_range(meta: dict[str, Any]) -> str:
     return str(meta.get("last_modified") or "")
 
 
-def _hash_file(path: Path, size: int | None) -> Any:
+def hash_file(path: Path, size: int | None = None) -> Any:
     """sha256 of the first ``size`` bytes of ``path`` (all when None)."""
     hasher = hashlib.sha256()
     left = size
@@ -585,11 +585,7 @@ def _hash_file(path: Path, size: int | None) -> Any:
 def _sync_dir(folder: Path) -> None:
     """fsync a folder, so a rename in it survives a crash (where the system allows it)."""
     with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        sync(folder)
 
 
 def looks_like_html(head: bytes) -> bool:

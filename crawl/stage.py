@@ -10,7 +10,6 @@ duplicate, a failed download to ``failures.csv`` with the reason. Downloads resu
 
 from __future__ import annotations
 
-import hashlib
 import json
 import mimetypes
 import threading
@@ -21,6 +20,7 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import Field
 
+from crawl.http import hash_file
 from crawl.web import Episode, UnsafeUrl, check_url, nfc_text, source_urls
 from malmoi.config import CrawlConfig, PodcastSource, VideoSource
 from malmoi.errors import ItemError
@@ -229,7 +229,7 @@ class CrawlStage(Stage[CrawlConfig, CrawlRow]):
         except MediaError as exc:
             path.unlink(missing_ok=True)
             raise ItemError(f"{episode.url}: the download is not audio: {exc}") from None
-        digest = _sha256(path)
+        digest = hash_file(path).hexdigest()
         size = path.stat().st_size
         rel = path.relative_to(self.out_dir).as_posix()
         row = self.make_row(
@@ -314,14 +314,6 @@ def _fix_ending(path: Path, content_type: str) -> Path:
     target = path.with_suffix("." + ext)
     path.replace(target)
     return target
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 __all__ = [

@@ -40,7 +40,7 @@ from crawl.web import Episode, UnsafeUrl, check_url, nfc_text, source_urls
 from malmoi.config import CrawlConfig, VideoSource
 from malmoi.errors import ItemError
 from malmoi.logs import get_logger
-from malmoi.media import MediaError, atomic_path, probe, run_ffmpeg
+from malmoi.media import MediaError, as_float, atomic_path, probe, run_ffmpeg
 
 log = get_logger(__name__)
 
@@ -309,7 +309,7 @@ def _episode(
         key=key,
         title=nfc_text(entry.get("title")),
         date=_date(entry),
-        duration=_number(entry.get("duration")),
+        duration=as_float(entry.get("duration")),
         uploader=nfc_text(entry.get("uploader") or entry.get("channel")),
         licence=nfc_text(entry.get("license")),
         source=index,
@@ -323,17 +323,10 @@ def _date(info: dict[str, Any]) -> str:
         if re.fullmatch(r"\d{8}", value):
             return f"{value[:4]}-{value[4:6]}-{value[6:]}"
     for field in ("timestamp", "release_timestamp"):
-        stamp = _number(info.get(field))
+        stamp = as_float(info.get(field))
         if stamp is not None:
             return datetime.fromtimestamp(stamp, UTC).date().isoformat()
     return ""
-
-
-def _number(value: object) -> float | None:
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
 
 
 # --- download --------------------------------------------------------------------------------

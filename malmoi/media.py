@@ -66,7 +66,7 @@ def atomic_path(dest: Path, suffix: str | None = None) -> Iterator[Path]:
     tmp_path = temp_file(dest, suffix)
     try:
         yield tmp_path
-        _sync(tmp_path)  # the data is on disk before a progress row vouches for it
+        sync(tmp_path)  # the data is on disk before a progress row vouches for it
         os.replace(tmp_path, dest)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -92,8 +92,9 @@ def temp_dir(parent: Path) -> tempfile.TemporaryDirectory[str]:
     return tempfile.TemporaryDirectory(dir=parent, prefix=TMP_MARK + "-")
 
 
-def _sync(path: Path) -> None:
-    """fsync a file (so a rename that follows never exposes an empty file after a crash)."""
+def sync(path: Path) -> None:
+    """fsync a file or folder (so a rename that follows never exposes an empty file after a
+    crash, and a rename in a folder survives one)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -207,13 +208,13 @@ def probe(path: Path) -> ProbeInfo:
     if not audio:
         raise MediaError(f"no audio stream (streams: {', '.join(kinds) or 'none'})")
     stream = audio[0]
-    duration = _float(stream.get("duration")) or _float(info.get("format", {}).get("duration"))
+    duration = as_float(stream.get("duration")) or as_float(info.get("format", {}).get("duration"))
     return ProbeInfo(
         format_name=str(info.get("format", {}).get("format_name", "")),
         codec=str(stream.get("codec_name", "")),
         duration=duration,
-        stream_duration=_float(stream.get("duration")),
-        sample_rate=int(_float(stream.get("sample_rate")) or 0),
+        stream_duration=as_float(stream.get("duration")),
+        sample_rate=int(as_float(stream.get("sample_rate")) or 0),
         channels=int(stream.get("channels") or 0),
         has_video=any(
             s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")
@@ -222,7 +223,8 @@ def probe(path: Path) -> ProbeInfo:
     )
 
 
-def _float(value: object) -> float | None:
+def as_float(value: object) -> float | None:
+    """``value`` as a float, or None when it is not a number."""
     try:
         return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):

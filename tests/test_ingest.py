@@ -173,8 +173,8 @@ def test_outputs_are_synced_before_their_progress_row(
     import malmoi.media
 
     synced: list[str] = []
-    real = malmoi.media._sync
-    monkeypatch.setattr(malmoi.media, "_sync", lambda p: (synced.append(p.name), real(p)))
+    real = malmoi.media.sync
+    monkeypatch.setattr(malmoi.media, "sync", lambda p: (synced.append(p.name), real(p)))
     IngestStage(IngestConfig(), tmp_path).run(discover([media / "mono.wav"], []))
     row = read_manifest(tmp_path).iloc[0]
     assert any(name.startswith(f".{Path(row['path']).name}.") for name in synced), synced
