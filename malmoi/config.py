@@ -185,6 +185,100 @@ class SegmentConfig(StrictModel):
         return self
 
 
+class LowpassConfig(StrictModel):
+    """Zero-phase low-pass: the seed's remedy for crackle ("치지직")."""
+
+    cutoff_hz: float = Field(5000.0, gt=0, description="pass-band edge (Hz); below Nyquist")
+    attenuation_db: float = Field(
+        36.0, gt=0, description="stop-band attenuation reached one octave above the cutoff"
+    )
+    passes: int = Field(2, ge=1, le=8, description="times the filter is applied (zero-phase)")
+
+
+class HighpassConfig(StrictModel):
+    """Zero-phase high-pass against rumble."""
+
+    cutoff_hz: float = Field(70.0, gt=0, description="pass-band edge (Hz)")
+    attenuation_db: float = Field(
+        36.0, gt=0, description="stop-band attenuation reached one octave below the cutoff"
+    )
+    passes: int = Field(1, ge=1, le=8)
+
+
+NOTCH_PATTERN = r"^\d+(\.\d+)?(:\d+(\.\d+)?)?$"
+
+
+class NotchConfig(StrictModel):
+    """Notch filters: explicit ones, and ones found in each source's spectrum."""
+
+    auto: bool = Field(
+        True, description="find persistent narrow-band peaks (hum, whines) once per source"
+    )
+    frequencies: list[Annotated[str, Field(pattern=NOTCH_PATTERN)]] = Field(
+        [], description="explicit notches 'HZ' or 'HZ:Q', e.g. ['6000:30']"
+    )
+    q: float = Field(30.0, gt=0, description="Q of the notches found (and of 'HZ' without one)")
+    max_auto: int = Field(8, ge=0, le=64, description="at most this many notches found per source")
+    min_prominence_db: float = Field(
+        10.0, gt=0, description="a peak must stand this far above the spectrum around it"
+    )
+
+
+class NormalizeConfig(StrictModel):
+    """Level normalisation after filtering, with a true-peak ceiling so nothing clips."""
+
+    mode: Literal["loudness", "peak", "off"] = Field(
+        "loudness", description="loudness: ITU-R BS.1770 (pyloudnorm); peak: sample peak"
+    )
+    target_lufs: float = Field(-23.0, le=0, description="loudness target (mode loudness)")
+    peak_db: float = Field(-1.0, le=0, description="peak target in dBFS (mode peak)")
+    ceiling_db: float = Field(-1.0, le=0, description="true-peak ceiling in dBTP, both modes")
+
+
+class GateConfig(StrictModel):
+    """Spectral gating (noisereduce), optional."""
+
+    prop_decrease: float = Field(0.8, gt=0, le=1, description="how much of the noise is removed")
+    stationary: bool = Field(True, description="a stationary noise estimate (faster)")
+
+
+ChainStep = Literal["highpass", "notch", "lowpass", "rnnoise", "gate", "normalize"]
+
+
+class DenoiseConfig(StrictModel):
+    """Filter each slice, normalise its level, and score its quality before and after."""
+
+    engine: Literal["scipy", "pydub"] = Field(
+        "scipy",
+        description="scipy: the chain below (zero-phase, SOS); pydub: the seed's recipe "
+        "(pydub's low_pass_filter lowpass.passes times, then pydub's normalize), the baseline",
+    )
+    chain: list[ChainStep] = Field(
+        ["notch", "lowpass", "normalize"], description="steps, in order (scipy engine)"
+    )
+    lowpass: LowpassConfig = LowpassConfig()
+    highpass: HighpassConfig = HighpassConfig()
+    notch: NotchConfig = NotchConfig()
+    normalize: NormalizeConfig = NormalizeConfig()
+    gate: GateConfig = GateConfig()
+    block_seconds: float = Field(
+        60.0, gt=0, description="long inputs are filtered in blocks of this length (memory)"
+    )
+    scores: bool = Field(True, description="WADA-SNR and DNSMOS before and after, per slice")
+    min_dnsmos_ovrl: float | None = Field(
+        None, ge=1, le=5, description="reject slices whose DNSMOS OVRL after is lower"
+    )
+    min_snr_db: float | None = Field(
+        None, description="reject slices whose estimated SNR after is lower (dB)"
+    )
+
+    @model_validator(mode="after")
+    def _chain(self) -> DenoiseConfig:
+        if len(set(self.chain)) != len(self.chain):
+            raise ValueError(f"chain lists a step twice: {self.chain}")
+        return self
+
+
 class ModelsConfig(StrictModel):
     """Where model weights are kept and looked for."""
 
@@ -211,6 +305,7 @@ class PipelineConfig(StrictModel):
     ingest: IngestConfig = IngestConfig()
     separate: SeparateConfig = SeparateConfig()
     segment: SegmentConfig = SegmentConfig()
+    denoise: DenoiseConfig = DenoiseConfig()
     models: ModelsConfig = ModelsConfig()
 
     def stage_dir(self, stage: str) -> Path:
