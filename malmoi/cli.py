@@ -14,7 +14,13 @@ from typing import Annotated
 
 import typer
 
-from malmoi.config import IngestConfig, SegmentConfig, SeparateConfig
+from malmoi.config import (
+    DenoiseConfig,
+    IngestConfig,
+    NormalizeConfig,
+    SegmentConfig,
+    SeparateConfig,
+)
 from malmoi.logs import setup_cli_logging
 from malmoi.pipeline import STAGE_NAMES
 
@@ -45,6 +51,8 @@ Codec = _choices("Codec", SeparateConfig, "codec")
 Gender = _choices("Gender", SegmentConfig, "gender")
 GenderEngine = _choices("GenderEngine", SegmentConfig, "gender_engine")
 SpeechEngine = _choices("SpeechEngine", SegmentConfig, "engine")
+DenoiseEngine = _choices("DenoiseEngine", DenoiseConfig, "engine")
+NormalizeMode = _choices("NormalizeMode", NormalizeConfig, "mode")
 
 
 StageName = StrEnum("StageName", {n: n for n in STAGE_NAMES})
@@ -301,6 +309,82 @@ def segment(
     )
     report = _run(SegmentStage(params, out), items_from(out / "ingest"), retry_failed)
     typer.echo(first.summary())
+    typer.echo(report.summary())
+    typer.echo(f"manifest: {out / 'manifest.csv'}")
+
+
+@app.command()
+def denoise(
+    inputs: Annotated[list[Path], typer.Argument(help="Audio/video files or folders.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder of the stage.")],
+    engine: Annotated[
+        DenoiseEngine, typer.Option(help="scipy: the chain; pydub: the seed's recipe.")
+    ] = DenoiseEngine["scipy"],
+    lowpass: Annotated[float, typer.Option(help="Low-pass cutoff, Hz.")] = 5000.0,
+    attenuation: Annotated[
+        float, typer.Option(help="Low-pass stop-band attenuation one octave up, dB.")
+    ] = 36.0,
+    passes: Annotated[int, typer.Option(help="Times the low-pass is applied.")] = 2,
+    no_lowpass: Annotated[bool, typer.Option("--no-lowpass", help="Skip the low-pass.")] = False,
+    highpass: Annotated[
+        float | None, typer.Option(help="Add a high-pass at this cutoff, Hz (e.g. 70).")
+    ] = None,
+    notch: Annotated[
+        list[str] | None, typer.Option(help="A notch HZ or HZ:Q, e.g. 6000:30 (repeat).")
+    ] = None,
+    auto_notch: Annotated[
+        bool, typer.Option(help="Find persistent hum and whines per input and notch them.")
+    ] = True,
+    rnnoise: Annotated[bool, typer.Option(help="Add RNNoise before normalising.")] = False,
+    gate: Annotated[bool, typer.Option(help="Add spectral gating before normalising.")] = False,
+    normalize: Annotated[NormalizeMode, typer.Option(help="Level normalisation.")] = NormalizeMode[
+        "loudness"
+    ],
+    target_lufs: Annotated[float, typer.Option(help="Loudness target, LUFS.")] = -23.0,
+    ceiling: Annotated[float, typer.Option(help="True-peak ceiling, dBTP.")] = -1.0,
+    scores: Annotated[
+        bool, typer.Option(help="WADA-SNR and DNSMOS before and after, per file.")
+    ] = True,
+    min_dnsmos_ovrl: Annotated[
+        float | None, typer.Option(help="Reject outputs with a lower DNSMOS OVRL.")
+    ] = None,
+    min_snr_db: Annotated[
+        float | None, typer.Option(help="Reject outputs with a lower estimated SNR, dB.")
+    ] = None,
+    retry_failed: RetryFailed = False,
+    verbose: Verbose = False,
+) -> None:
+    """Filter (notches found per input, low-pass in passes, zero-phase), normalise loudness and
+    score quality before and after: OUT/<id>/<id>.denoised.wav, OUT/manifest.csv."""
+    setup_cli_logging(verbose)
+    from pydantic import ValidationError
+
+    from crawl.local import discover
+    from denoise.stage import DenoiseStage
+    from malmoi.config import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS, DenoiseConfig
+
+    chain = ["highpass"] if highpass is not None else []
+    chain += ["notch"] if (notch or auto_notch) else []
+    chain += [] if no_lowpass else ["lowpass"]
+    chain += ["rnnoise"] if rnnoise else []
+    chain += ["gate"] if gate else []
+    chain += [] if normalize.value == "off" else ["normalize"]
+    try:
+        params = DenoiseConfig(
+            engine=engine.value,
+            chain=chain,
+            lowpass={"cutoff_hz": lowpass, "attenuation_db": attenuation, "passes": passes},
+            highpass={"cutoff_hz": highpass or 70.0},
+            notch={"auto": auto_notch, "frequencies": notch or []},
+            normalize={"mode": normalize.value, "target_lufs": target_lufs, "ceiling_db": ceiling},
+            scores=scores,
+            min_dnsmos_ovrl=min_dnsmos_ovrl,
+            min_snr_db=min_snr_db,
+        )
+    except ValidationError as exc:
+        _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+    items = discover(inputs, AUDIO_EXTENSIONS + VIDEO_EXTENSIONS)
+    report = _run(DenoiseStage(params, out), items, retry_failed)
     typer.echo(report.summary())
     typer.echo(f"manifest: {out / 'manifest.csv'}")
 

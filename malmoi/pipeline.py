@@ -96,6 +96,17 @@ def _segment(cfg: PipelineConfig) -> Stage:
     return SegmentStage(cfg.segment, cfg.stage_dir("segment"), models=cfg.models)
 
 
+def _denoise(cfg: PipelineConfig) -> Stage:
+    from denoise.stage import DenoiseStage, tracks_from
+
+    return DenoiseStage(
+        cfg.denoise,
+        cfg.stage_dir("denoise"),
+        models=cfg.models,
+        track_of=tracks_from(cfg.stage_dir("separate")),
+    )
+
+
 PIPELINE: tuple[StageSpec, ...] = (
     StageSpec(
         "crawl",
@@ -119,6 +130,12 @@ PIPELINE: tuple[StageSpec, ...] = (
         _segment,
         where=(("stem", "vocals"),),
         description="find speech and gender, cut slices",
+    ),
+    StageSpec(
+        "denoise",
+        "segment",
+        _denoise,
+        description="filter, normalise and score every slice",
     ),
 )
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in PIPELINE)

@@ -1,0 +1,295 @@
+"""Denoise stage: filter each slice, normalise its level, and score its quality before and after.
+
+Reads: the previous stage's WAVs (the segment stage's slices in the pipeline; any audio files
+from the CLI). Writes ``<out>/<parent id>/<id>.wav`` (32-bit float WAV, same rate and channels)
+and one :class:`DenoiseRow` per slice in ``manifest.csv``: the notches applied (explicit ones and
+those found in the slice's whole source track, once per source), the gain of the normalisation,
+and the quality scores before and after (WADA-SNR, DNSMOS P.835 SIG/BAK/OVRL). Slices under the
+configured ``min_dnsmos_ovrl`` / ``min_snr_db`` go to ``rejected.csv`` with the reason.
+
+Engines: ``scipy`` (the configured chain: zero-phase SOS filters, RNNoise, spectral gating,
+BS.1770 loudness with a true-peak ceiling) and ``pydub`` (the seed's recipe: pydub's
+``low_pass_filter`` applied ``lowpass.passes`` times, then pydub's ``normalize``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import soundfile as sf
+from pydantic import Field
+
+from malmoi.config import DenoiseConfig, ModelsConfig
+from malmoi.errors import ItemError
+from malmoi.ids import child_id
+from malmoi.logs import get_logger
+from malmoi.manifest import AudioRow
+from malmoi.media import (
+    as_float,
+    atomic_path,
+    decode_to_float_wav,
+    sndfile_pcm,
+    sound_file,
+    temp_dir,
+)
+from malmoi.stage import Item, Result, Stage
+
+log = get_logger(__name__)
+
+SCORE_NAMES = ("snr_db", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl")
+
+
+class DenoiseRow(AudioRow):
+    """A filtered, level-normalised slice with its quality before and after."""
+
+    start: float | None = Field(None, description="seconds into the source track (slices)")
+    stop: float | None = None
+    gender: str = Field("", description="as the segment stage told it")
+    engine: str
+    chain: str = Field(description="the steps applied, in order")
+    notches_hz: str = Field("[]", description="JSON list of the notch frequencies applied")
+    auto_notches_hz: str = Field("[]", description="JSON list of those found automatically")
+    gain_db: float = Field(0.0, description="gain of the normalisation")
+    snr_db_before: float | None = Field(None, description="WADA-SNR estimate of the input")
+    snr_db_after: float | None = None
+    dnsmos_sig_before: float | None = None
+    dnsmos_sig_after: float | None = None
+    dnsmos_bak_before: float | None = None
+    dnsmos_bak_after: float | None = None
+    dnsmos_ovrl_before: float | None = None
+    dnsmos_ovrl_after: float | None = None
+
+
+TrackOf = Callable[[Item], tuple[str, Path] | None]
+
+
+class DenoiseStage(Stage[DenoiseConfig, DenoiseRow]):
+    """Filter, normalise and score each input slice."""
+
+    name: ClassVar[str] = "denoise"
+    version: ClassVar[str] = "1"
+    row_type: ClassVar[type[DenoiseRow]] = DenoiseRow
+    unkeyed_params: ClassVar[frozenset[str]] = frozenset({"block_seconds"})
+
+    def __init__(
+        self,
+        params: DenoiseConfig,
+        out_dir: Path,
+        models: ModelsConfig | None = None,
+        track_of: TrackOf | None = None,
+    ):
+        super().__init__(params, out_dir)
+        self.models = models
+        self.track_of = track_of  # the source track a slice was cut from, for auto-notch
+        self._found: dict[str, list[float]] = {}  # auto notches per source track
+        self.dnsmos: Any = None
+
+    def setup(self) -> None:
+        if self.params.scores:
+            from denoise.quality import Dnsmos
+
+            self.dnsmos = Dnsmos.from_store(self.models)
+        if self.params.engine == "scipy" and "rnnoise" in self.params.chain:
+            from denoise.learned import RNNoise
+
+            self.rnnoise = RNNoise()
+
+    # --- per item ---------------------------------------------------------------------------
+
+    def process(self, item: Item) -> Result[DenoiseRow]:
+        audio, sr = self._read(item.path)
+        if len(audio) == 0:
+            raise ItemError("empty audio (0 samples)")
+        before = self._scores(audio, sr)
+        auto = self._auto_notches(item, audio, sr)
+        out, applied, gain = self.chain(audio, sr, auto)
+        after = self._scores(out, sr)
+        new_id = child_id(item.id, "denoised")
+        folder = str(item.row.get("parent_id") or item.id)
+        rel = f"{Path(folder).name}/{new_id}.wav"
+        with (
+            atomic_path(self.out_dir / rel) as tmp,
+            sound_file(
+                tmp, "w", samplerate=sr, channels=out.shape[1], subtype="FLOAT", format="WAV"
+            ) as fh,
+        ):
+            fh.write(out)
+        row = self.make_row(
+            item,
+            id=new_id,
+            path=rel,
+            frames=len(out),
+            sample_rate=sr,
+            channels=out.shape[1],
+            start=as_float(item.row.get("start")),
+            stop=as_float(item.row.get("stop")),
+            gender=str(item.row.get("gender") or ""),
+            engine=self.params.engine,
+            chain=" → ".join(self.steps()),
+            notches_hz=json.dumps([round(f, 2) for f in applied]),
+            auto_notches_hz=json.dumps([round(f, 2) for f in auto]),
+            gain_db=round(gain, 3),
+            **{f"{k}_before": v for k, v in before.items()},
+            **{f"{k}_after": v for k, v in after.items()},
+        )
+        reason = self.judge(after)
+        if reason:
+            (self.out_dir / rel).unlink(missing_ok=True)
+            return Result(rejected=[(row, reason)])
+        return Result(kept=[row])
+
+    def steps(self) -> list[str]:
+        """The steps this configuration applies, in order."""
+        if self.params.engine == "pydub":
+            return [f"pydub low_pass_filter ×{self.params.lowpass.passes}", "pydub normalize"]
+        return list(self.params.chain)
+
+    def chain(
+        self, audio: np.ndarray, sr: int, auto: list[float]
+    ) -> tuple[np.ndarray, list[float], float]:
+        """Apply the configured chain to a (frames, channels) array: the output, the notch
+        frequencies applied, and the normalisation gain in dB."""
+        p = self.params
+        if p.engine == "pydub":
+            from denoise.pydub_engine import pydub_recipe
+
+            out = pydub_recipe(audio, sr, cutoff_hz=p.lowpass.cutoff_hz, passes=p.lowpass.passes)
+            peak_in = float(np.max(np.abs(audio))) or 1.0
+            gain = 20 * math.log10((float(np.max(np.abs(out))) or peak_in) / peak_in)
+            return out.astype(np.float32), [], gain
+        from denoise.filters import apply
+
+        out = audio.astype(np.float32)
+        applied: list[float] = []
+        gain = 0.0
+        for step in p.chain:
+            if step in ("highpass", "lowpass", "notch"):
+                filters = self.filters(step, sr, auto)
+                if step == "notch":
+                    applied = [_freq(f.name) for f in filters]
+                if filters:
+                    out = apply(out, filters)
+            elif step == "rnnoise":
+                out = self.rnnoise(out, sr)
+            elif step == "gate":
+                from denoise.learned import spectral_gate
+
+                out = spectral_gate(out, sr, p.gate)
+            elif step == "normalize":
+                from denoise.loudness import normalize
+
+                out, gain = normalize(out, sr, p.normalize)
+        return out.astype(np.float32), applied, gain
+
+    def filters(self, step: str, sr: int, auto: list[float]) -> list[Any]:
+        """The SOS filters of one filtering step at rate ``sr`` (ValueError: cutoff ≥ Nyquist)."""
+        from denoise.filters import Filter, highpass_sos, lowpass_sos, notch_sos, parse_notch
+
+        p = self.params
+        if step == "lowpass":
+            lp = p.lowpass
+            return [Filter("lowpass", lowpass_sos(lp.cutoff_hz, lp.attenuation_db, sr), lp.passes)]
+        if step == "highpass":
+            hp = p.highpass
+            return [
+                Filter("highpass", highpass_sos(hp.cutoff_hz, hp.attenuation_db, sr), hp.passes)
+            ]
+        notches = [parse_notch(text, p.notch.q) for text in p.notch.frequencies]
+        notches += [(f, p.notch.q) for f in auto]
+        return [
+            Filter(f"notch {f:g} Hz Q{q:g}", notch_sos(f, q, sr))
+            for f, q in notches
+            if 0 < f < sr / 2
+        ]
+
+    def judge(self, after: dict[str, float | None]) -> str | None:
+        """Why a slice is rejected by the configured thresholds (None: kept)."""
+        p = self.params
+        ovrl, snr = after.get("dnsmos_ovrl"), after.get("snr_db")
+        if p.min_dnsmos_ovrl is not None and (ovrl is None or ovrl < p.min_dnsmos_ovrl):
+            return f"DNSMOS OVRL {_fmt(ovrl)} below {p.min_dnsmos_ovrl:g}"
+        if p.min_snr_db is not None and (snr is None or snr < p.min_snr_db):
+            return f"SNR {_fmt(snr)} dB below {p.min_snr_db:g} dB"
+        return None
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _read(self, path: Path) -> tuple[np.ndarray, int]:
+        """The input as float32 (frames, channels); lossy stems are decoded by ffmpeg first."""
+        if sndfile_pcm(path) or path.suffix.lower() in (".wav", ".flac"):
+            audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
+            return audio, int(sr)
+        with temp_dir(self.out_dir) as tmp:
+            wav = Path(tmp) / "input.wav"
+            decode_to_float_wav(path, wav)
+            audio, sr = sf.read(str(wav), dtype="float32", always_2d=True)
+            return audio, int(sr)
+
+    def _scores(self, audio: np.ndarray, sr: int) -> dict[str, float | None]:
+        if not self.params.scores:
+            return dict.fromkeys(SCORE_NAMES)
+        from denoise.quality import scores
+
+        return {k: _finite(v) for k, v in scores(audio, sr, self.dnsmos).items()}
+
+    def _auto_notches(self, item: Item, audio: np.ndarray, sr: int) -> list[float]:
+        """Notches found in the slice's whole source track, once per track (the slice itself
+        when its track is unknown)."""
+        p = self.params
+        if not (p.engine == "scipy" and "notch" in p.chain and p.notch.auto and p.notch.max_auto):
+            return []
+        from denoise.filters import find_notches
+
+        track = self.track_of(item) if self.track_of else None
+        key, path = track if track else (item.id, None)
+        if key not in self._found:
+            kwargs = {
+                "q": p.notch.q,
+                "max_notches": p.notch.max_auto,
+                "min_prominence_db": p.notch.min_prominence_db,
+            }
+            found = find_notches(path, **kwargs) if path else find_notches(audio, sr, **kwargs)
+            self._found[key] = [f for f in found if 0 < f < sr / 2]
+            if self._found[key]:
+                log.info("%s: notches at %s Hz", key, ", ".join(f"{f:.1f}" for f in found))
+        return self._found[key]
+
+
+def tracks_from(stage_dir: Path) -> TrackOf:
+    """The source track of a slice: the row of ``stage_dir``'s manifest (the stage the slices
+    were cut from reads it: the separate stage's vocals) whose id is the slice's parent."""
+    from malmoi.manifest import MANIFEST, read_records
+
+    paths: dict[str, Path] | None = None
+
+    def track_of(item: Item) -> tuple[str, Path] | None:
+        nonlocal paths
+        if paths is None:
+            paths = {
+                r["id"]: (stage_dir / r["path"]).absolute()
+                for r in read_records(stage_dir / MANIFEST)
+            }
+        parent = str(item.row.get("parent_id") or "")
+        path = paths.get(parent)
+        return (parent, path) if path is not None and path.exists() else None
+
+    return track_of
+
+
+def _freq(name: str) -> float:
+    return float(name.split()[1])
+
+
+def _finite(value: float | None) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return round(float(value), 4)
+
+
+def _fmt(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.2f}"
