@@ -14,6 +14,7 @@ BS.1770 loudness with a true-peak ceiling) and ``pydub`` (the seed's recipe: pyd
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Callable
@@ -42,6 +43,8 @@ from malmoi.stage import Item, Result, Stage
 log = get_logger(__name__)
 
 SCORE_NAMES = ("snr_db", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl")
+LONG_BLOCKS = 2  # inputs longer than this many blocks are streamed (bounded memory)
+EXCERPTS = 5  # 10-s excerpts scored on a long input
 
 
 class DenoiseRow(AudioRow):
@@ -102,30 +105,39 @@ class DenoiseStage(Stage[DenoiseConfig, DenoiseRow]):
     # --- per item ---------------------------------------------------------------------------
 
     def process(self, item: Item) -> Result[DenoiseRow]:
-        audio, sr = self._read(item.path)
-        if len(audio) == 0:
-            raise ItemError("empty audio (0 samples)")
-        before = self._scores(audio, sr)
-        auto = self._auto_notches(item, audio, sr)
-        out, applied, gain = self.chain(audio, sr, auto)
-        after = self._scores(out, sr)
         new_id = child_id(item.id, "denoised")
         folder = str(item.row.get("parent_id") or item.id)
         rel = f"{Path(folder).name}/{new_id}.wav"
-        with (
-            atomic_path(self.out_dir / rel) as tmp,
-            sound_file(
-                tmp, "w", samplerate=sr, channels=out.shape[1], subtype="FLOAT", format="WAV"
-            ) as fh,
-        ):
-            fh.write(out)
+        dest = self.out_dir / rel
+        with contextlib.ExitStack() as stack:
+            src = self._readable(item.path, stack)
+            info = sf.info(str(src))
+            sr, channels = int(info.samplerate), int(info.channels)
+            if info.frames == 0:
+                raise ItemError("empty audio (0 samples)")
+            if info.frames > LONG_BLOCKS * self.params.block_seconds * sr:
+                frames, applied, auto, gain, before, after = self._long(item, src, dest, stack)
+            else:
+                audio, _ = sf.read(str(src), dtype="float32", always_2d=True)
+                before = self._scores(audio, sr)
+                auto = self._auto_notches(item, audio, sr)
+                out, applied, gain = self.chain(audio, sr, auto)
+                after = self._scores(out, sr)
+                frames = len(out)
+                with (
+                    atomic_path(dest) as tmp,
+                    sound_file(
+                        tmp, "w", samplerate=sr, channels=channels, subtype="FLOAT", format="WAV"
+                    ) as fh,
+                ):
+                    fh.write(out)
         row = self.make_row(
             item,
             id=new_id,
             path=rel,
-            frames=len(out),
+            frames=frames,
             sample_rate=sr,
-            channels=out.shape[1],
+            channels=channels,
             start=as_float(item.row.get("start")),
             stop=as_float(item.row.get("stop")),
             gender=str(item.row.get("gender") or ""),
@@ -139,9 +151,68 @@ class DenoiseStage(Stage[DenoiseConfig, DenoiseRow]):
         )
         reason = self.judge(after)
         if reason:
-            (self.out_dir / rel).unlink(missing_ok=True)
+            dest.unlink(missing_ok=True)
             return Result(rejected=[(row, reason)])
         return Result(kept=[row])
+
+    def _long(
+        self, item: Item, src: Path, dest: Path, stack: contextlib.ExitStack
+    ) -> tuple[int, list[float], list[float], float, dict, dict]:
+        """The chain on a long input, streamed with memory bounded by one block: the filters
+        in the chain's order, then the normalisation; scores on excerpts."""
+        from denoise.filters import filter_file, find_notches
+        from denoise.longfile import normalize_file
+
+        p = self.params
+        if p.engine != "scipy" or {"rnnoise", "gate"} & set(p.chain):
+            raise ItemError(
+                f"longer than {LONG_BLOCKS * p.block_seconds:g} s: only the scipy engine's "
+                "filters and normalisation stream long inputs (no pydub, rnnoise or gate)"
+            )
+        info = sf.info(str(src))
+        sr = int(info.samplerate)
+        before = self._scores_file(src)
+        auto: list[float] = []
+        if "notch" in p.chain and p.notch.auto and p.notch.max_auto:
+            auto = find_notches(
+                src,
+                q=p.notch.q,
+                max_notches=p.notch.max_auto,
+                min_prominence_db=p.notch.min_prominence_db,
+            )
+        filters = [
+            f for step in p.chain if step != "normalize" for f in self.filters(step, sr, auto)
+        ]
+        applied = [_freq(f.name) for f in filters if f.name.startswith("notch")]
+        work = Path(stack.enter_context(temp_dir(self.out_dir)))
+        filtered = work / "filtered.wav"
+        filter_file(src, filtered, filters, p.block_seconds)
+        gain = 0.0
+        if "normalize" in p.chain:
+            gain = normalize_file(filtered, dest, p.normalize, p.block_seconds)
+        else:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            filtered.replace(dest)
+        after = self._scores_file(dest)
+        return int(sf.info(str(dest)).frames), applied, auto, gain, before, after
+
+    def _scores_file(self, path: Path) -> dict[str, float | None]:
+        """Scores of a long file: the mean over up to ``EXCERPTS`` evenly spaced 10-s
+        excerpts (DNSMOS on a whole episode would take longer than the filtering)."""
+        if not self.params.scores:
+            return dict.fromkeys(SCORE_NAMES)
+        info = sf.info(str(path))
+        length = min(info.frames, int(10 * info.samplerate))
+        starts = np.linspace(0, info.frames - length, EXCERPTS).astype(int)
+        values: dict[str, list[float]] = {k: [] for k in SCORE_NAMES}
+        with sf.SoundFile(str(path)) as fh:
+            for start in starts:
+                fh.seek(int(start))
+                excerpt = fh.read(length, dtype="float32", always_2d=True)
+                for k, v in self._scores(excerpt, int(info.samplerate)).items():
+                    if v is not None:
+                        values[k].append(v)
+        return {k: (round(float(np.mean(v)), 4) if v else None) for k, v in values.items()}
 
     def steps(self) -> list[str]:
         """The steps this configuration applies, in order."""
@@ -219,16 +290,15 @@ class DenoiseStage(Stage[DenoiseConfig, DenoiseRow]):
 
     # --- helpers ----------------------------------------------------------------------------
 
-    def _read(self, path: Path) -> tuple[np.ndarray, int]:
-        """The input as float32 (frames, channels); lossy stems are decoded by ffmpeg first."""
-        if sndfile_pcm(path) or path.suffix.lower() in (".wav", ".flac"):
-            audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
-            return audio, int(sr)
-        with temp_dir(self.out_dir) as tmp:
-            wav = Path(tmp) / "input.wav"
-            decode_to_float_wav(path, wav)
-            audio, sr = sf.read(str(wav), dtype="float32", always_2d=True)
-            return audio, int(sr)
+    def _readable(self, path: Path, stack: contextlib.ExitStack) -> Path:
+        """A file soundfile reads: the input itself, or (lossy stems, video) a float WAV
+        decoded by ffmpeg into a temporary folder that ``stack`` removes."""
+        if sndfile_pcm(path):
+            return path
+        work = Path(stack.enter_context(temp_dir(self.out_dir)))
+        wav = work / "input.wav"
+        decode_to_float_wav(path, wav)
+        return wav
 
     def _scores(self, audio: np.ndarray, sr: int) -> dict[str, float | None]:
         if not self.params.scores:
