@@ -110,6 +110,19 @@ def test_pydub_recipe_peak_at_minus_headroom(shared: Path, headroom: float) -> N
     assert 20 * np.log10(np.abs(y).max()) == pytest.approx(-headroom, abs=0.01)
 
 
+def test_pydub_segment_rounds_and_clips_like_a_16_bit_wav() -> None:
+    """Floats become the nearest 16-bit sample (at most half a step off); beyond full scale
+    they clip (never wrap around), as writing a 16-bit WAV does."""
+    from denoise.pydub_engine import from_segment, to_segment
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-0.9, 0.9, (1000, 2))
+    back = from_segment(to_segment(x, 8000)).astype(np.float64)
+    assert np.abs(back - x).max() <= 0.5 / 32768 + 1e-12
+    loud = np.array([[1.5, -1.5], [1.0, -1.0]])
+    np.testing.assert_array_equal(from_segment(to_segment(loud, 8000)), [[32767 / 32768, -1.0]] * 2)
+
+
 # --- RNNoise and spectral gating -------------------------------------------------------------
 
 
