@@ -209,9 +209,7 @@ def filter_file(
         log.debug("filter %s: %d frames, blocks of %d, overlap %d", src, n, block, overlap)
         with (
             atomic_path(dest, suffix=".wav") as tmp,
-            sound_file(
-                tmp, "w", samplerate=sr, channels=ch, subtype="FLOAT", format=fmt
-            ) as fout,
+            sound_file(tmp, "w", samplerate=sr, channels=ch, subtype="FLOAT", format=fmt) as fout,
         ):
             for start in range(0, n, block):
                 stop = min(n, start + block)
