@@ -1,0 +1,368 @@
+"""Zero-phase filters of the denoise stage (engine ``scipy``): low-pass, high-pass, notches.
+
+Every filter is a Butterworth or notch design in second-order sections (stable at any sample
+rate) and is applied forward and backward (``scipy.signal.sosfiltfilt``): no time shift, and
+the magnitude response of one application is squared. A filter with ``passes=2`` is applied
+zero-phase twice, so its response in dB is four times that of its design.
+
+Design convention: the low-pass and the high-pass lose at most **1 dB** at their cutoff per
+design (so at most ``2 × passes`` dB after zero-phase application of all passes) and reach
+``attenuation_db`` one octave beyond it (per design; ``2 × passes`` times that in dB after).
+
+Long files go through :func:`filter_file` in blocks with overlap, with memory bounded by one
+block whatever the length; the result equals whole-file :func:`apply` to well under -80 dB.
+:func:`find_notches` finds the persistent narrow-band peaks (mains hum and its harmonics,
+whines) of a whole track.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import signal
+
+from malmoi.logs import get_logger
+from malmoi.media import MediaError, atomic_path, sound_file
+
+log = get_logger(__name__)
+
+PASS_LOSS_DB = 1.0  # loss at the cutoff of one low-/high-pass design
+# the overlap of a block (and the padding at a track's ends) is where the L1 norm of what is
+# left of the impulse response falls below this fraction of its whole L1 norm
+SETTLE_TOLERANCE = 1e-5
+MAX_SETTLE_FRAMES = 1 << 25  # a filter that has not settled after this many frames is refused
+
+
+# --- designs ---------------------------------------------------------------------------------
+
+
+def _check_below_nyquist(kind: str, freq_hz: float, sample_rate: int) -> float:
+    nyquist = sample_rate / 2
+    if freq_hz >= nyquist:
+        raise ValueError(
+            f"{kind} {_hz(freq_hz)} Hz is at or above Nyquist "
+            f"({_hz(nyquist)} Hz at {_hz(sample_rate)} Hz)"
+        )
+    if freq_hz <= 0:
+        raise ValueError(f"{kind} {_hz(freq_hz)} Hz must be above 0 Hz")
+    return nyquist
+
+
+def _hz(value: float) -> str:
+    return f"{value:g}"
+
+
+def lowpass_sos(cutoff_hz: float, attenuation_db: float, sample_rate: int) -> np.ndarray:
+    """Butterworth low-pass (SOS) losing <= 1 dB at ``cutoff_hz`` and attenuating at least
+    ``attenuation_db`` one octave above it (that stop edge is moved below Nyquist when it is
+    beyond: to 90% of the way from the cutoff to Nyquist). Order from ``scipy.signal.buttord``.
+    ValueError when the cutoff is at or above Nyquist."""
+    nyquist = _check_below_nyquist("lowpass cutoff", cutoff_hz, sample_rate)
+    stop = min(2.0 * cutoff_hz, cutoff_hz + 0.9 * (nyquist - cutoff_hz))
+    order, wn = signal.buttord(cutoff_hz, stop, PASS_LOSS_DB, attenuation_db, fs=sample_rate)
+    return signal.butter(order, wn, btype="lowpass", output="sos", fs=sample_rate)
+
+
+def highpass_sos(cutoff_hz: float, attenuation_db: float, sample_rate: int) -> np.ndarray:
+    """Butterworth high-pass (SOS) losing <= 1 dB at ``cutoff_hz`` and attenuating at least
+    ``attenuation_db`` one octave below it. ValueError when the cutoff is at or above
+    Nyquist."""
+    _check_below_nyquist("highpass cutoff", cutoff_hz, sample_rate)
+    order, wn = signal.buttord(
+        cutoff_hz, cutoff_hz / 2.0, PASS_LOSS_DB, attenuation_db, fs=sample_rate
+    )
+    return signal.butter(order, wn, btype="highpass", output="sos", fs=sample_rate)
+
+
+def notch_sos(freq_hz: float, q: float, sample_rate: int) -> np.ndarray:
+    """Second-order notch at ``freq_hz`` with quality ``q`` (-3 dB width ``freq_hz / q`` per
+    application), ``scipy.signal.iirnotch`` as one SOS. ValueError at or above Nyquist."""
+    _check_below_nyquist("notch", freq_hz, sample_rate)
+    if q <= 0:
+        raise ValueError(f"notch Q {q:g} must be above 0")
+    b, a = signal.iirnotch(freq_hz, q, fs=sample_rate)
+    return signal.tf2sos(b, a)
+
+
+def parse_notch(text: str, default_q: float) -> tuple[float, float]:
+    """``"6000:30"`` -> ``(6000.0, 30.0)``; ``"60"`` -> ``(60.0, default_q)``. ValueError with
+    the text when it is not ``HZ`` or ``HZ:Q`` with positive numbers."""
+    freq_text, _, q_text = text.strip().partition(":")
+    try:
+        freq = float(freq_text)
+        q = float(q_text) if q_text else float(default_q)
+    except ValueError:
+        raise ValueError(f"notch {text!r} is not 'HZ' or 'HZ:Q' (e.g. '6000:30')") from None
+    if not (math.isfinite(freq) and math.isfinite(q)) or freq <= 0 or q <= 0:
+        raise ValueError(f"notch {text!r}: frequency and Q must be positive numbers")
+    return freq, q
+
+
+@dataclass(frozen=True, eq=False)
+class Filter:
+    """One step of the chain: ``sos`` applied zero-phase ``passes`` times."""
+
+    name: str  # "lowpass", "highpass", "notch 6000 Hz Q30"
+    sos: np.ndarray
+    passes: int = 1
+
+
+def notch_filter(freq_hz: float, q: float, sample_rate: int) -> Filter:
+    """A :class:`Filter` named ``"notch 6000 Hz Q30"``."""
+    return Filter(f"notch {freq_hz:.4g} Hz Q{q:g}", notch_sos(freq_hz, q, sample_rate))
+
+
+# --- how long a filter takes to forget ---------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=256)
+def _settle_cached(sos_bytes: bytes, sections: int, tol: float) -> int:
+    sos = np.frombuffer(sos_bytes, dtype=np.float64).reshape(sections, 6).copy()
+    n = 1 << 12
+    while True:
+        impulse = np.zeros(n)
+        impulse[0] = 1.0
+        h = np.abs(signal.sosfilt(sos, impulse))
+        tail = np.cumsum(h[::-1])[::-1]  # tail[i] = sum of |h| from i on
+        total = tail[0]
+        if total > 0 and tail[3 * n // 4] <= 0.1 * tol * total:
+            return int(np.argmax(tail <= tol * total))
+        if n >= MAX_SETTLE_FRAMES or not np.all(np.isfinite(h)):
+            raise ValueError(f"filter does not settle within {MAX_SETTLE_FRAMES} frames")
+        n *= 4
+
+
+def settle_frames(sos: np.ndarray, tol: float = SETTLE_TOLERANCE) -> int:
+    """Frames after which the impulse response of ``sos`` has less than ``tol`` of its L1
+    norm left. The L1 tail bounds what a signal before (or after) that point can still change,
+    however it lines up with the response (a hum exactly at a notch adds up coherently, so the
+    envelope of the response alone is not enough)."""
+    sos = np.ascontiguousarray(sos, dtype=np.float64)
+    return _settle_cached(sos.tobytes(), sos.shape[0], tol)
+
+
+def _cascade(filters: Sequence[Filter]) -> np.ndarray:
+    return np.vstack([f.sos for f in filters for _ in range(2 * f.passes)])
+
+
+def overlap_frames(filters: Sequence[Filter], tol: float = SETTLE_TOLERANCE) -> int:
+    """The context :func:`filter_file` reads on each side of a block: where the impulse
+    response of the whole chain — every filter, every pass, forward and backward, cascaded —
+    has less than ``tol`` of its L1 norm left (and at least each filter's own end padding)."""
+    if not filters:
+        return 0
+    own = max(settle_frames(f.sos, tol) for f in filters)
+    return max(settle_frames(_cascade(filters), tol), own)
+
+
+# --- applying ----------------------------------------------------------------------------------
+
+
+def _filtfilt(x: np.ndarray, sos: np.ndarray) -> np.ndarray:
+    """Zero-phase ``sos`` along axis 0, the ends padded (odd extension) with as much signal as
+    the filter needs to settle (at most the signal's length - 1)."""
+    padlen = min(x.shape[0] - 1, settle_frames(sos))
+    return signal.sosfiltfilt(sos, x, axis=0, padtype="odd", padlen=padlen)
+
+
+def apply(audio: np.ndarray, filters: Sequence[Filter]) -> np.ndarray:
+    """Apply each filter zero-phase ``passes`` times, in order, to ``audio`` ((frames,
+    channels) or (frames,), in memory: slices and blocks up to a few minutes); float64 inside,
+    float32 out, same shape."""
+    x = np.asarray(audio, dtype=np.float64)
+    if x.shape[0] < 2 or not filters:
+        return x.astype(np.float32)
+    for f in filters:
+        for _ in range(f.passes):
+            x = _filtfilt(x, f.sos)
+    return x.astype(np.float32)
+
+
+def filter_file(
+    src: Path, dest: Path, filters: Sequence[Filter], block_seconds: float = 60.0
+) -> None:
+    """Filter the audio file ``src`` (any length, any format soundfile reads) with ``filters``
+    as :func:`apply` would on the whole file, and write ``dest`` (32-bit float WAV, RF64 past
+    2 GB, atomically), reading ``block_seconds`` at a time.
+
+    Each block is filtered with :func:`overlap_frames` of real signal on each side (the frames
+    after which the cascaded impulse response of all filters and passes keeps less than 1e-5 of
+    its L1 norm), then only its middle is written: memory is bounded by one block plus two
+    overlaps, and the result equals whole-file :func:`apply` to far below -80 dB.
+    MediaError when ``src`` cannot be read."""
+    import soundfile as sf
+
+    try:
+        fin = sf.SoundFile(str(src))
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise MediaError(f"{src}: cannot read audio: {str(exc).splitlines()[0]}") from None
+    with fin:
+        sr, n, ch = fin.samplerate, fin.frames, fin.channels
+        block = max(1, round(block_seconds * sr))
+        overlap = overlap_frames(filters)
+        fmt = "WAV" if n * ch * 4 < 2**31 else "RF64"
+        log.debug("filter %s: %d frames, blocks of %d, overlap %d", src, n, block, overlap)
+        with (
+            atomic_path(dest, suffix=".wav") as tmp,
+            sound_file(tmp, "w", samplerate=sr, channels=ch, subtype="FLOAT", format=fmt) as fout,
+        ):
+            for start in range(0, n, block):
+                stop = min(n, start + block)
+                lo, hi = max(0, start - overlap), min(n, stop + overlap)
+                fin.seek(lo)
+                x = fin.read(hi - lo, dtype="float64", always_2d=True)
+                if x.shape[0] != hi - lo:
+                    raise MediaError(f"{src}: ended after {lo + x.shape[0]} of {n} frames")
+                fout.write(apply(x, filters)[start - lo : stop - lo])
+
+
+# --- finding notches ---------------------------------------------------------------------------
+
+RESOLUTION_HZ = 1.5  # Welch frame: the power of two giving at most this bin width
+MAX_SEGMENTS = 128  # the track's spectrum is the median of at most about this many segments
+PERSISTENT_PERCENTILE = 35.0  # the track's spectrum: this percentile over segments (65% have it)
+MIN_FRAMES = 16  # fewer frames (6-9 s) cannot tell a persistent peak from a passing one
+GUARD_BINS = 3  # a Hann peak's main lobe: bins left out of its surroundings
+SURROUND_HZ = 30.0  # the surroundings of a peak: this far on each side (beyond the guard)
+MAX_WIDTH_HZ = 8.0  # a peak wider than this 6 dB below its top is not narrow
+MIN_NOTCH_HZ = 40.0  # below: rumble, the high-pass's business
+READ_FRAMES = 1 << 20
+
+
+def _frame_length(sample_rate: int) -> int:
+    return 1 << math.ceil(math.log2(sample_rate / RESOLUTION_HZ))
+
+
+def _mono_blocks(path_or_audio: Path | str | np.ndarray, sample_rate: int | None):
+    """(sample_rate, total frames, iterator of mono float64 blocks)."""
+    if isinstance(path_or_audio, str | Path):
+        import soundfile as sf
+
+        path = Path(path_or_audio)
+        try:
+            fh = sf.SoundFile(str(path))
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            raise MediaError(f"{path}: cannot read audio: {str(exc).splitlines()[0]}") from None
+
+        def blocks():
+            with fh:
+                for b in fh.blocks(READ_FRAMES, dtype="float64", always_2d=True):
+                    yield b.mean(axis=1)
+
+        return fh.samplerate, fh.frames, blocks()
+    if sample_rate is None:
+        raise ValueError("find_notches: sample_rate is required with an array")
+    audio = np.asarray(path_or_audio)
+    mono = audio if audio.ndim == 1 else audio.mean(axis=1)
+    return sample_rate, len(mono), iter([mono.astype(np.float64)])
+
+
+def _segment_spectra(blocks, frames_total: int, nperseg: int) -> np.ndarray:
+    """Power spectra (segments, bins): Hann frames with half overlap, averaged in consecutive
+    groups so that there are about MAX_SEGMENTS segments (at least one frame each)."""
+    hop = nperseg // 2
+    n_frames = max(1, (frames_total - nperseg) // hop + 1)
+    per_segment = max(1, math.ceil(n_frames / MAX_SEGMENTS))
+    window = signal.get_window("hann", nperseg)
+    segments: list[np.ndarray] = []
+    acc = np.zeros(nperseg // 2 + 1)
+    count = 0
+    buf = np.zeros(0)
+    for block in blocks:
+        buf = np.concatenate([buf, block])
+        while len(buf) >= nperseg:
+            frame = buf[:nperseg]
+            acc += np.abs(np.fft.rfft((frame - frame.mean()) * window)) ** 2
+            count += 1
+            if count == per_segment:
+                segments.append(acc / count)
+                acc, count = np.zeros_like(acc), 0
+            buf = buf[hop:]
+    if count:
+        segments.append(acc / count)
+    if not segments and len(buf):  # shorter than one frame: one zero-padded frame
+        frame = np.zeros(nperseg)
+        frame[: len(buf)] = (buf - buf.mean()) * signal.get_window("hann", len(buf))
+        segments.append(np.abs(np.fft.rfft(frame)) ** 2)
+    return np.array(segments)
+
+
+def _surroundings_db(db: np.ndarray, guard: int, reach: int) -> np.ndarray:
+    """For each bin, the higher of the medians of the bins ``guard+1 .. guard+reach`` to its
+    left and to its right (edges reflected): what a peak there must stand above."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    pad = guard + reach
+    padded = np.pad(db, pad, mode="reflect")
+    windows = sliding_window_view(padded, reach)  # windows[i] = padded[i : i + reach]
+    n = len(db)
+    left = np.median(windows[0:n], axis=1)  # padded[k : k + reach] = db[k - pad : k - guard]
+    right = np.median(windows[pad + guard + 1 : pad + guard + 1 + n], axis=1)
+    return np.maximum(left, right)
+
+
+def find_notches(
+    path_or_audio: Path | str | np.ndarray,
+    sample_rate: int | None = None,
+    *,
+    q: float = 30.0,
+    max_notches: int = 8,
+    min_prominence_db: float = 10.0,
+) -> list[float]:
+    """Frequencies (Hz, strongest first) of the persistent narrow-band peaks of a whole track:
+    mains hum and its harmonics, whines. Reads a file (streamed, channels mixed to mono) or an
+    array with its ``sample_rate``.
+
+    The track's spectrum is the median over time segments of Welch spectra (Hann frames of
+    at most 1.5 Hz bins, half overlap), so only what is present in most segments remains (a
+    speech harmonic moves and does not). A peak counts when it stands ``min_prominence_db``
+    above its surroundings (the higher of the median levels 3 bins to 30 Hz away on either
+    side) and is narrow (under 8 Hz wide 6 dB below its top); of peaks closer than
+    ``freq / q`` the stronger is kept. Frequencies are refined by parabolic interpolation of the
+    log spectrum. A track of fewer than 16 frames (6-9 s) gives [] (nothing can be called
+    persistent in it), and so does clean speech."""
+    sr, total, blocks = _mono_blocks(path_or_audio, sample_rate)
+    nperseg = _frame_length(sr)
+    if max_notches <= 0 or total < nperseg + (MIN_FRAMES - 1) * (nperseg // 2):
+        log.debug("find_notches: %d frames at %d Hz is too short to tell", total, sr)
+        return []
+    spectra = _segment_spectra(blocks, total, nperseg)
+    power = np.percentile(spectra, PERSISTENT_PERCENTILE, axis=0)
+    floor = max(float(power.max()), 1e-300) * 1e-15
+    db = 10 * np.log10(power + floor)
+    bin_hz = sr / nperseg
+    reach = max(2, round(SURROUND_HZ / bin_hz))
+    surroundings = _surroundings_db(db, GUARD_BINS, reach)
+    lo = max(1, math.ceil(MIN_NOTCH_HZ / bin_hz))
+    hi = min(len(db) - 2, int(0.95 * (sr / 2) / bin_hz))
+    max_width = MAX_WIDTH_HZ / bin_hz
+    found: list[tuple[float, float]] = []  # (prominence, frequency)
+    for k in signal.find_peaks(db)[0]:
+        if not lo <= k <= hi:
+            continue
+        a, b, c = db[k - 1], db[k], db[k + 1]
+        denom = a - 2 * b + c
+        offset = 0.5 * (a - c) / denom if denom < 0 else 0.0
+        top = b - 0.25 * (a - c) * offset  # the parabola's vertex: a tone between two bins
+        if top - surroundings[k] < min_prominence_db:
+            continue
+        left = right = k
+        while left > 0 and db[left - 1] > db[k] - 6 and k - left <= max_width:
+            left -= 1
+        while right < len(db) - 1 and db[right + 1] > db[k] - 6 and right - k <= max_width:
+            right += 1
+        if right - left + 1 > max_width:
+            continue
+        found.append((float(top - surroundings[k]), (k + offset) * bin_hz))
+    chosen: list[float] = []
+    for _, freq in sorted(found, reverse=True):
+        if all(abs(freq - f) > max(f / q, 2 * bin_hz) for f in chosen):
+            chosen.append(round(freq, 2))
+        if len(chosen) == max_notches:
+            break
+    return chosen
