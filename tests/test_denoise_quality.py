@@ -298,7 +298,9 @@ def test_wada_snr_on_silence_and_edge_cases(shared: Path) -> None:
     assert np.isfinite(quiet) and quiet == pytest.approx(wada_snr(speech), abs=1e-6)
     assert -20.0 <= wada_snr(speech) <= 100.0
     # stereo is scored on the channel mean
-    assert wada_snr(np.stack([speech, speech], axis=1)) == pytest.approx(wada_snr(speech))
+    stereo = np.stack([speech, 0.05 * rng.standard_normal(len(speech))], axis=1)
+    assert wada_snr(stereo) == pytest.approx(wada_snr(stereo.mean(axis=1)))
+    assert abs(wada_snr(stereo) - wada_snr(stereo.ravel())) > 1.0
     out = scores(np.zeros((SR, 2)), SR, None)
     assert set(out) == {"snr_db", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl"}
     assert all(np.isnan(v) for v in out.values())
