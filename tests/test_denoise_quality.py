@@ -129,6 +129,7 @@ def clean_ovrl(dnsmos: Dnsmos, clean_clips: dict[str, np.ndarray]) -> dict[str, 
 # --- the model store ----------------------------------------------------------------------------
 
 
+@pytest.mark.network
 def test_cli_fetches_dnsmos_out_of_the_speechmos_wheel(tmp_path: Path) -> None:
     """`malmoi models fetch dnsmos:p835` on a fresh store: no official download, so the files
     come from the speechmos wheel on the index — the non-personalized models, verified."""
