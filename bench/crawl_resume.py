@@ -380,6 +380,21 @@ def check(out: Path, site: Site) -> list[tuple[str, bool, str]]:
             f"{len(wrong)} differ, {len(missing)} episodes missing",
         )
     )
+    by_url = {f"{site.url}/media/ep{n:04d}.mp3": n for n in range(1, 1 + site.episodes)}
+    odd = [
+        r["id"]
+        for r in rows
+        if (r["content_type"], r["container"], r["codec"]) != ("audio/mpeg", "mp3", "mp3")
+        or abs(float(r["duration"]) - 20.0) > 0.2
+        or r["title"] != TITLE.format(n=by_url.get(r["source"], 0))
+    ]
+    results.append(
+        (
+            "every row's metadata is what an uninterrupted run gives (type, codec, 20 s, title)",
+            not odd,
+            f"{len(odd)} differ" + (f": {', '.join(odd[:3])}" if odd else ""),
+        )
+    )
     media = sorted(p.name for p in (out / "media").iterdir())
     stored = {Path(r["path"]).name for r in rows}
     extra = [m for m in media if m not in stored]
