@@ -68,7 +68,11 @@ class CrawlRow(AudioRow):
     episode_key: str = Field(description="GUID, '<extractor> <id>' or URL: the episode's identity")
     size: int = Field(description="bytes")
     sha256: str
-    content_type: str = Field("", description="as the server said (podcasts)")
+    content_type: str = Field(
+        "",
+        description="as the server said (podcasts); for a file downloaded before a kill and "
+        "taken up by the rerun, the type its ending names",
+    )
     container: str = Field(description="as ffprobe names it")
     codec: str = Field(description="audio codec")
     subtitles: str = Field("[]", description="JSON list of WebVTT files beside the audio")
@@ -218,6 +222,7 @@ class CrawlStage(Stage[CrawlConfig, CrawlRow]):
             done = _finished(media, item.id)  # downloaded before its row was written (a kill)
             if done is not None:
                 path = done
+                content_type = _type_of(path)  # what the server said went with the kill
             else:
                 got = self.fetcher.download(
                     episode.url, media / f"{item.id}.{_ending(episode.url)}"
@@ -301,6 +306,12 @@ def _ending(url: str) -> str:
     content type corrects it)."""
     suffix = PurePosixPath(unquote(urlsplit(url).path)).suffix.lower().lstrip(".")
     return suffix if suffix in AUDIO_ENDINGS else "bin"
+
+
+def _type_of(path: Path) -> str:
+    """The content type a file's ending names ("" for none): what a podcast server sends."""
+    ending = path.suffix.lower().lstrip(".")
+    return next((ctype for ctype, ext in CONTENT_TYPES.items() if ext == ending), "")
 
 
 def _fix_ending(path: Path, content_type: str) -> Path:

@@ -339,3 +339,27 @@ def test_crawl_video_keeps_the_audio_and_the_korean_subtitles(
     media_gets = [r.path for r, _ in httpserver.log[before:] if r.path != "/watch"]
     assert media_gets == []  # the listing reads the page again; nothing is downloaded
     assert "0 processed, 1 skipped" in again.stdout
+
+
+def test_a_file_finished_before_a_kill_is_taken_up_with_its_content_type(
+    site: PodcastSite, tmp_path: Path
+) -> None:
+    """A kill between a download's rename and its manifest row leaves the finished file
+    without a row: the rerun records it without fetching it again, and its row says what a
+    run without the kill says (the content type was left empty)."""
+    out = tmp_path / "podcast"
+    feed = site.server.url_for("/feed.xml")
+    args = ("crawl", "podcast", feed, "--out", str(out), "--delay", "0")
+    first = run_malmoi(*args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = read_manifest(out)
+    assert set(before["content_type"]) == {"audio/mpeg"}
+    (out / "manifest.csv").unlink()  # the files are in media/, no row says so: a kill
+    (out / "progress.csv").unlink()
+    fetched = len(site.media_requests())
+    again = run_malmoi(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(site.media_requests()) == fetched  # taken up, not downloaded again
+    after = read_manifest(out)
+    assert sorted(after["id"]) == sorted(before["id"])
+    assert set(after["content_type"]) == {"audio/mpeg"}
