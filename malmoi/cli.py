@@ -603,8 +603,6 @@ def eval_separation(
     """Score separation engines on speech+music and speech+noise mixtures (0 and -5 dB):
     SI-SDR, its improvement over the mixture, and SNR of the vocals."""
     setup_cli_logging(verbose)
-    import csv
-    from dataclasses import asdict
 
     from malmoi.config import SeparateConfig
     from separate.evaluate import build_mixtures, evaluate, plot, table
@@ -615,13 +613,7 @@ def eval_separation(
     engines = {n: make_engine(SeparateConfig(engine=n)) for n in names}
     scores = evaluate(engines, mixes, out)
     text = table(scores)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "separation.md").write_text(text + "\n", encoding="utf-8")
-    with (out / "separation.csv").open("w", newline="", encoding="utf-8") as fh:
-        rows = [asdict(s) | {"improvement": s.improvement} for s in scores]
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    _write_scores(out, "separation", text, scores)
     plot(mixes[0], names, out, out / "separation.png")
     typer.echo(text)
     typer.echo(f"table: {out / 'separation.csv'}; plot: {out / 'separation.png'}")
@@ -632,7 +624,7 @@ def eval_denoise(
     out: Annotated[Path, typer.Option(help="Where the table goes.")] = Path("runs/eval-denoise"),
     shared: Annotated[Path, typer.Option(help="The shared data folder.")] = Path("../shared"),
     clips: Annotated[int, typer.Option(help="LibriSpeech speakers (one clip each).")] = 4,
-    seconds: Annotated[float, typer.Option(help="Length of each clip.")] = 6.0,
+    seconds: Annotated[float, typer.Option(help="Length of each clip.")] = 12.0,
     dnsmos: Annotated[bool, typer.Option(help="Score DNSMOS OVRL (model store).")] = True,
     verbose: Verbose = False,
 ) -> None:
@@ -640,8 +632,6 @@ def eval_denoise(
     crackle, whine, hum, broadband and MUSAN noise at 5, 10 and 20 dB SNR: SI-SDR improvement
     against the clean speech and DNSMOS OVRL after."""
     setup_cli_logging(verbose)
-    import csv
-    from dataclasses import asdict
 
     from denoise.evaluate import cases, evaluate, table
 
@@ -652,15 +642,23 @@ def eval_denoise(
         model = Dnsmos.from_store(None)
     scores = evaluate(cases(shared, clips=clips, seconds=seconds), dnsmos=model)
     text = table(scores)
+    _write_scores(out, "denoise", text, scores)
+    typer.echo(text)
+    typer.echo(f"table: {out / 'denoise.csv'}")
+
+
+def _write_scores(out: Path, name: str, text: str, scores: list) -> None:
+    """An evaluation's Markdown table (``<name>.md``) and every score (``<name>.csv``)."""
+    import csv
+    from dataclasses import asdict
+
     out.mkdir(parents=True, exist_ok=True)
-    (out / "denoise.md").write_text(text + "\n", encoding="utf-8")
-    with (out / "denoise.csv").open("w", newline="", encoding="utf-8") as fh:
+    (out / f"{name}.md").write_text(text + "\n", encoding="utf-8")
+    with (out / f"{name}.csv").open("w", newline="", encoding="utf-8") as fh:
         rows = [asdict(s) | {"improvement": s.improvement} for s in scores]
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    typer.echo(text)
-    typer.echo(f"table: {out / 'denoise.csv'}")
 
 
 def _run(stage, items, retry_failed: bool, label: str | None = None):  # -> StageReport
