@@ -167,7 +167,12 @@ def run_stage(
     with progress_for(name) as terminal:
         progress = ProgressArtifact(cfg, name, terminal)
         report = stage.run(
-            items, retry_failed=retry_failed, config=cfg, progress=progress, force=force
+            items,
+            retry_failed=retry_failed,
+            config=cfg,
+            progress=progress,
+            force=force,
+            prune=stage_spec.gather is None,  # its input manifest is its whole input
         )
     create_table_artifact(
         table=[report_row(report)],

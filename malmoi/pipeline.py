@@ -204,7 +204,9 @@ def pending(cfg: PipelineConfig, stages: Sequence[StageSpec], retry_failed: bool
     for stage_spec in stages:
         if not stage_spec.used_by(cfg):
             continue
-        count = stage_spec.make(cfg).pending(stage_spec.items(cfg), retry_failed)
+        count = stage_spec.make(cfg).pending(
+            stage_spec.items(cfg), retry_failed, prune=stage_spec.gather is None
+        )
         if count:
             return count
     return 0

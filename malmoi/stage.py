@@ -140,6 +140,7 @@ class StageReport:
     hours_in: float = 0.0
     hours_out: float = 0.0
     rtf: float = 0.0
+    pruned: int = 0  # inputs no longer given whose rows and files were removed (``prune``)
 
     def summary(self) -> str:
         failed = f"{self.failed} failed"
@@ -155,9 +156,11 @@ class StageReport:
                 f"; {self.hours_in:.3f} h of audio in, {self.hours_out:.3f} h kept, "
                 f"RTF {self.rtf:.3f}"
             )
+        if self.pruned:
+            text += f"; removed the outputs of {self.pruned} input(s) no longer given"
         if self.failed and self.failures_file:
             text += f"; failures: {self.failures_file}"
-        if not self.processed and not self.failed:
+        if not self.processed and not self.failed and not self.pruned:
             text += " — nothing to do" if self.items else " — nothing to do (no inputs)"
         return text
 
@@ -241,9 +244,15 @@ class Stage(ABC, Generic[P, R]):
         config: BaseModel | None = None,
         progress: ProgressCallback | None = None,
         force: bool = False,
+        prune: bool = False,
     ) -> StageReport:
         """Process every item not already finished (every item, with ``force``); return the
         counts.
+
+        ``prune``: ``items`` is the stage's whole input (a pipeline run of a stage that reads
+        another stage's manifest), so what the folder holds for any other input — a slice the
+        segment stage no longer makes, say — is removed, rows and files, once every item is
+        done: nothing downstream outlives its input.
 
         ``progress``, when given, is called with a :class:`StageProgress` once before the first
         item and once after each item (see :mod:`malmoi.progress` for terminal renderers); an
@@ -267,7 +276,9 @@ class Stage(ABC, Generic[P, R]):
                     count,
                     size / 1e6,
                 )
-            report = self._run(check_ids(items), retry_failed, config, progress, started, force)
+            report = self._run(
+                check_ids(items), retry_failed, config, progress, started, force, prune
+            )
         report.seconds = time.perf_counter() - started
         log.info("%s", report.summary())
         return report
@@ -280,6 +291,7 @@ class Stage(ABC, Generic[P, R]):
         progress_cb: ProgressCallback | None,
         started: float,
         force: bool = False,
+        prune: bool = False,
     ) -> StageReport:
         self._write_config(config)
         kept_t = Table(self.out_dir, self.row_type)
@@ -441,6 +453,17 @@ class Stage(ABC, Generic[P, R]):
                     running[pool.submit(self._timed_process, item)] = (item, key, done, seconds)
                     collect(below=workers)
             collect(below=1)
+            if prune:
+                current = {item.id for item in items}
+                for gone in [i for i in progress if i not in current]:
+                    self._remove_outputs(progress.pop(gone), kept_paths, keep=set())
+                    report.pruned += 1
+                if report.pruned:
+                    log.info(
+                        "%s: removed the outputs of %d input(s) no longer given",
+                        self.name,
+                        report.pruned,
+                    )
         finally:  # also when stopped (SIGTERM, an environment failure): tables stay exact
             if pool is not None:
                 self.stopping.set()  # in-flight work stops at its next check
@@ -464,13 +487,17 @@ class Stage(ABC, Generic[P, R]):
         text = yaml.safe_dump(data, allow_unicode=True, sort_keys=False)
         atomic_write_text(self.out_dir / "config.yaml", text)
 
-    def pending(self, items: Iterable[Item], retry_failed: bool = False) -> int:
+    def pending(
+        self, items: Iterable[Item], retry_failed: bool = False, prune: bool = False
+    ) -> int:
         """How many of ``items`` a :meth:`run` would process now (read-only: no lock, no
-        write), by the same rule the loop skips by."""
+        write), by the same rule the loop skips by; with ``prune``, plus the inputs no longer
+        given whose outputs a run would remove."""
         progress = {r["id"]: r for r in read_records(self.out_dir / PROGRESS)}
         kept_paths = {r["id"]: r["path"] for r in read_records(self.out_dir / MANIFEST)}
-        count = 0
-        for item in check_ids(items):
+        items = check_ids(items)
+        count = len(set(progress) - {item.id for item in items}) if prune else 0
+        for item in items:
             rec = progress.get(item.id)
             if rec is None or rec.get("key") != self.key(item):
                 count += 1

@@ -135,7 +135,15 @@ def test_a_long_input_is_streamed_and_equals_in_memory_processing(
 
 def test_changing_the_chain_recomputes_denoise_only(spleeter_model: Path, tmp_path: Path) -> None:
     raw = tmp_path / "raw"
-    korean_speech(raw / "speech.wav", "안녕하세요. 오늘의 방송을 시작합니다. 잘 부탁드립니다.")
+    parts = [
+        sf.read(str(korean_speech(tmp_path / f"{i}.wav", text)))
+        for i, text in enumerate(["안녕하세요.", "오늘의 방송을 시작합니다. 잘 부탁드립니다."])
+    ]
+    sr = parts[0][1]
+    pause = np.zeros(int(1.5 * sr))
+    speech = np.concatenate([pause, parts[0][0], pause, parts[1][0], pause])
+    raw.mkdir()
+    sf.write(raw / "speech.wav", speech, sr)
     cfg = {
         "name": "denoisechain",
         "output_dir": str(tmp_path / "out"),
@@ -159,6 +167,19 @@ def test_changing_the_chain_recomputes_denoise_only(spleeter_model: Path, tmp_pa
     assert f"denoise: {segment_slices} processed, 0 skipped" in second.stdout, second.stdout
     rows = read_manifest(tmp_path / "out/denoise")
     assert all(json.loads(p)["lowpass"]["passes"] == 3 for p in rows["params"])
+    # fewer slices upstream: denoise keeps nothing of the slices that are gone
+    slices = read_manifest(tmp_path / "out/segment")
+    assert slices["duration"].nunique() >= 2, slices["duration"]
+    cfg["segment"]["min_duration"] = float(slices["duration"].min()) + 0.01
+    config.write_text(yaml.safe_dump(cfg))
+    third = run_malmoi("build", str(config))
+    assert third.returncode == 0, third.stderr[-3000:]
+    fewer = read_manifest(tmp_path / "out/segment")
+    assert 0 < len(fewer) < len(slices)
+    denoised = read_manifest(tmp_path / "out/denoise")
+    assert sorted(denoised["parent_id"]) == sorted(fewer["id"])
+    files = sorted((tmp_path / "out/denoise").glob("*/*.wav"))
+    assert sorted(str(f) for f in files) == sorted(denoised["path"])
 
 
 def test_the_default_chain_beats_the_seeds_recipe(shared: Path, dnsmos_model: Path) -> None:

@@ -457,3 +457,26 @@ def test_an_environment_failure_with_workers_stops_and_keeps_finished_rows(
     done = set(read_manifest(tmp_path / "out")["id"])
     assert {"a.copy", "b.copy"} <= done
     assert "c" not in set(read_manifest(tmp_path / "out", "failures.csv").get("id", []))
+
+
+def test_prune_removes_what_inputs_no_longer_given_left_behind(
+    inputs: Path, tmp_path: Path
+) -> None:
+    """A pipeline run gives a stage its whole input: rows and files of inputs that are gone
+    (slices the previous stage no longer makes) are removed with ``prune``, kept without it."""
+    out = tmp_path / "out"
+    CopyStage(Params(), out).run(_items(inputs))
+    assert sorted(read_manifest(out)["id"]) == ["a.copy", "b.copy"]
+    (inputs / "a.in").unlink()
+    fewer = _items(inputs)
+    kept = CopyStage(Params(), out).run(fewer)
+    assert (kept.pruned, sorted(read_manifest(out)["id"])) == (0, ["a.copy", "b.copy"])
+    stage = CopyStage(Params(), out)
+    assert stage.pending(fewer, prune=True) == 2  # a (gone) and d (its error is retried)
+    report = stage.run(fewer, prune=True)
+    assert report.pruned == 1 and "no longer given" in report.summary()
+    assert list(read_manifest(out)["id"]) == ["b.copy"]
+    assert not (out / "out/a.txt").exists() and (out / "out/b.txt").exists()
+    progress = read_manifest(out, "progress.csv")
+    assert "a" not in set(progress["id"])
+    assert CopyStage(Params(), out).pending(fewer, prune=True) == 1  # only d's retry
