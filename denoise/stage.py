@@ -160,7 +160,7 @@ class DenoiseStage(Stage[DenoiseConfig, DenoiseRow]):
     ) -> tuple[int, list[float], list[float], float, dict, dict]:
         """The chain on a long input, streamed with memory bounded by one block: the filters
         in the chain's order, then the normalisation; scores on excerpts."""
-        from denoise.filters import filter_file, find_notches
+        from denoise.filters import filter_file
         from denoise.longfile import normalize_file
 
         p = self.params
@@ -172,18 +172,11 @@ class DenoiseStage(Stage[DenoiseConfig, DenoiseRow]):
         info = sf.info(str(src))
         sr = int(info.samplerate)
         before = self._scores_file(src)
-        auto: list[float] = []
-        if "notch" in p.chain and p.notch.auto and p.notch.max_auto:
-            auto = find_notches(
-                src,
-                q=p.notch.q,
-                max_notches=p.notch.max_auto,
-                min_prominence_db=p.notch.min_prominence_db,
-            )
+        auto = self._auto_notches(item, src, sr)
         filters = [
             f for step in p.chain if step != "normalize" for f in self.filters(step, sr, auto)
         ]
-        applied = [_freq(f.name) for f in filters if f.name.startswith("notch")]
+        applied = [f for f, _ in self.notches(sr, auto)] if "notch" in p.chain else []
         work = Path(stack.enter_context(temp_dir(self.out_dir)))
         filtered = work / "filtered.wav"
         filter_file(src, filtered, filters, p.block_seconds)
@@ -242,7 +235,7 @@ class DenoiseStage(Stage[DenoiseConfig, DenoiseRow]):
             if step in ("highpass", "lowpass", "notch"):
                 filters = self.filters(step, sr, auto)
                 if step == "notch":
-                    applied = [_freq(f.name) for f in filters]
+                    applied = [f for f, _ in self.notches(sr, auto)]
                 if filters:
                     out = apply(out, filters)
             elif step == "rnnoise":
@@ -259,7 +252,7 @@ class DenoiseStage(Stage[DenoiseConfig, DenoiseRow]):
 
     def filters(self, step: str, sr: int, auto: list[float]) -> list[Any]:
         """The SOS filters of one filtering step at rate ``sr`` (ValueError: cutoff ≥ Nyquist)."""
-        from denoise.filters import Filter, highpass_sos, lowpass_sos, notch_sos, parse_notch
+        from denoise.filters import Filter, highpass_sos, lowpass_sos, notch_filter
 
         p = self.params
         if step == "lowpass":
@@ -270,13 +263,17 @@ class DenoiseStage(Stage[DenoiseConfig, DenoiseRow]):
             return [
                 Filter("highpass", highpass_sos(hp.cutoff_hz, hp.attenuation_db, sr), hp.passes)
             ]
-        notches = [parse_notch(text, p.notch.q) for text in p.notch.frequencies]
-        notches += [(f, p.notch.q) for f in auto]
-        return [
-            Filter(f"notch {f:g} Hz Q{q:g}", notch_sos(f, q, sr))
-            for f, q in notches
-            if 0 < f < sr / 2
-        ]
+        return [notch_filter(f, q, sr) for f, q in self.notches(sr, auto)]
+
+    def notches(self, sr: int, auto: list[float]) -> list[tuple[float, float]]:
+        """(Hz, Q) of the notch step at rate ``sr``: the explicit notches, then those found,
+        each below Nyquist."""
+        from denoise.filters import parse_notch
+
+        q = self.params.notch.q
+        wanted = [parse_notch(text, q) for text in self.params.notch.frequencies]
+        wanted += [(f, q) for f in auto]
+        return [(f, fq) for f, fq in wanted if 0 < f < sr / 2]
 
     def judge(self, after: dict[str, float | None]) -> str | None:
         """Why a slice is rejected by the configured thresholds (None: kept)."""
@@ -307,23 +304,24 @@ class DenoiseStage(Stage[DenoiseConfig, DenoiseRow]):
 
         return {k: _finite(v) for k, v in scores(audio, sr, self.dnsmos).items()}
 
-    def _auto_notches(self, item: Item, audio: np.ndarray, sr: int) -> list[float]:
-        """Notches found in the slice's whole source track, once per track (the slice itself
-        when its track is unknown)."""
+    def _auto_notches(self, item: Item, own: np.ndarray | Path, sr: int) -> list[float]:
+        """Notches found in the slice's whole source track, once per track; when its track is
+        unknown, in ``own`` (the input's audio, or its file when it is streamed)."""
         p = self.params
         if not (p.engine == "scipy" and "notch" in p.chain and p.notch.auto and p.notch.max_auto):
             return []
         from denoise.filters import find_notches
 
         track = self.track_of(item) if self.track_of else None
-        key, path = track if track else (item.id, None)
+        key, source = track if track else (item.id, own)
         if key not in self._found:
-            kwargs = {
-                "q": p.notch.q,
-                "max_notches": p.notch.max_auto,
-                "min_prominence_db": p.notch.min_prominence_db,
-            }
-            found = find_notches(path, **kwargs) if path else find_notches(audio, sr, **kwargs)
+            found = find_notches(
+                source,
+                None if isinstance(source, Path) else sr,
+                q=p.notch.q,
+                max_notches=p.notch.max_auto,
+                min_prominence_db=p.notch.min_prominence_db,
+            )
             self._found[key] = [f for f in found if 0 < f < sr / 2]
             if self._found[key]:
                 log.info("%s: notches at %s Hz", key, ", ".join(f"{f:.1f}" for f in found))
@@ -349,10 +347,6 @@ def tracks_from(stage_dir: Path) -> TrackOf:
         return (parent, path) if path is not None and path.exists() else None
 
     return track_of
-
-
-def _freq(name: str) -> float:
-    return float(name.split()[1])
 
 
 def _finite(value: float | None) -> float | None:
