@@ -203,6 +203,7 @@ class CrawlStage(Stage[CrawlConfig, CrawlRow]):
         media.mkdir(parents=True, exist_ok=True)
         subtitles: list[Path] = []
         content_type = ""
+        digest = ""  # sha256, when the download computed it while streaming
         source = self.sources[episode.source] if episode.source < len(self.sources) else None
         if episode.kind == "video":
             from crawl import video
@@ -227,14 +228,14 @@ class CrawlStage(Stage[CrawlConfig, CrawlRow]):
                 got = self.fetcher.download(
                     episode.url, media / f"{item.id}.{_ending(episode.url)}"
                 )
-                content_type = got.content_type
+                content_type, digest = got.content_type, got.sha256
                 path = _fix_ending(got.path, content_type)
         try:
             info = probe(path)
         except MediaError as exc:
             path.unlink(missing_ok=True)
             raise ItemError(f"{episode.url}: the download is not audio: {exc}") from None
-        digest = hash_file(path).hexdigest()
+        digest = digest or hash_file(path).hexdigest()
         size = path.stat().st_size
         rel = path.relative_to(self.out_dir).as_posix()
         row = self.make_row(
