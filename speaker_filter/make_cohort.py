@@ -73,7 +73,12 @@ def make(shared: Path, out_npy: Path = COHORT_NPY, out_json: Path = COHORT_JSON)
         "made_by": "python -m speaker_filter.make_cohort",
         "resemblyzer": version("resemblyzer"),
         "sample_rate": SR,
-        "crops": {"seconds": 2.0, "per_speaker": COHORT_CROPS, "music": OTHER_MUSIC, "snr_db": SNR_DB},
+        "crops": {
+            "seconds": 2.0,
+            "per_speaker": COHORT_CROPS,
+            "music": OTHER_MUSIC,
+            "snr_db": SNR_DB,
+        },
         "inputs_sha256": digest.hexdigest(),
         "speakers": len({m[0] for m in kept}),
         "rows": [{"speaker": s, "kind": k, "file": n} for s, k, n in kept],

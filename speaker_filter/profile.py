@@ -58,7 +58,9 @@ class Profile:
             others = [i for i in range(len(self.refs)) if i != j]
             if not others:
                 continue
-            rest = np.concatenate([unit(self.refs[others]), unit(self.crops[np.isin(self.crop_ref, others)])])
+            rest = np.concatenate(
+                [unit(self.refs[others]), unit(self.crops[np.isin(self.crop_ref, others)])]
+            )
             e = unit(rest.mean(axis=0))
             own = np.vstack([self.refs[j : j + 1], self.crops[self.crop_ref == j]])
             out += list(unit(own) @ e)
@@ -86,8 +88,12 @@ class Profile:
             "digest": self.digest,
             "clips": self.clips,
             "spread": self.spread(),
-            "crops": {"seconds": CROP_SECONDS, "max_per_clip": MAX_CROPS, "snr_db": SNR_DB,
-                      "music": "crawl.synthetic.music_bed"},
+            "crops": {
+                "seconds": CROP_SECONDS,
+                "max_per_clip": MAX_CROPS,
+                "snr_db": SNR_DB,
+                "music": "crawl.synthetic.music_bed",
+            },
         }
         path = folder / f"{self.name}.json"
         atomic_write_text(path, json.dumps(info, indent=1, ensure_ascii=False) + "\n")
@@ -164,7 +170,9 @@ def build_profile(name: str, paths: Iterable[Path], embedder) -> Profile:  # emb
     cref = np.asarray(crop_ref, dtype=np.int64)
     cok = ~np.isnan(cemb).any(axis=1) & np.isin(cref, np.flatnonzero(ok))
     remap = np.cumsum(ok) - 1  # old ref index -> new
-    clips = [{"path": str(f), "sha256": h} for f, h, good in zip(files, hashes, ok, strict=True) if good]
+    clips = [
+        {"path": str(f), "sha256": h} for f, h, good in zip(files, hashes, ok, strict=True) if good
+    ]
     return Profile(name, refs[ok], cemb[cok], remap[cref[cok]], clips)
 
 
@@ -172,15 +180,23 @@ def load_profile(name: str, folder: Path) -> Profile:
     """The profile saved as ``name`` in ``folder``; ItemError naming the file when absent."""
     meta_path, arr_path = folder / f"{name}.json", folder / f"{name}.npz"
     if not meta_path.exists() or not arr_path.exists():
-        raise ItemError(f"speaker profile '{name}' not found in {folder} (make it with --reference ... --save-profile {name})")
+        raise ItemError(
+            f"speaker profile '{name}' not found in {folder} "
+            f"(make it with --reference ... --save-profile {name})"
+        )
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     z = np.load(arr_path, allow_pickle=False)
-    return Profile(name, z["refs"], z["crops"], z["crop_ref"], meta["clips"], meta.get("recipe", RECIPE))
+    return Profile(
+        name, z["refs"], z["crops"], z["crop_ref"], meta["clips"], meta.get("recipe", RECIPE)
+    )
 
 
 def profile_meta_digest(name: str, folder: Path) -> str:
     """A saved profile's digest from its json alone (no arrays read)."""
     path = folder / f"{name}.json"
     if not path.exists():
-        raise ItemError(f"speaker profile '{name}' not found in {folder} (make it with --reference ... --save-profile {name})")
+        raise ItemError(
+            f"speaker profile '{name}' not found in {folder} "
+            f"(make it with --reference ... --save-profile {name})"
+        )
     return str(json.loads(path.read_text(encoding="utf-8"))["digest"])

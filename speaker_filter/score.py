@@ -77,7 +77,9 @@ def asnorm(enroll: np.ndarray, tests: np.ndarray, cohort: np.ndarray, k: int = T
     return 0.5 * ((raw - me[0]) / se[0] + (raw - mt) / st)
 
 
-def score(enroll: np.ndarray, tests: np.ndarray, cohort: Cohort | None) -> tuple[np.ndarray, np.ndarray]:
+def score(
+    enroll: np.ndarray, tests: np.ndarray, cohort: Cohort | None
+) -> tuple[np.ndarray, np.ndarray]:
     """(similarity, score) of each row of ``tests``: raw cosine, and AS-norm (or the cosine
     when there is no cohort). NaN rows (no speech) give NaN."""
     tests = np.atleast_2d(np.asarray(tests, dtype=np.float64))

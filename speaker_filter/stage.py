@@ -151,7 +151,10 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
         if self.profile is not None or not (p.references or p.profile):
             return self.profile
         here = self.out_dir / f"{RUN_PROFILE}.json"
-        if here.exists() and json.loads(here.read_text(encoding="utf-8")).get("digest") == self.digest:
+        if (
+            here.exists()
+            and json.loads(here.read_text(encoding="utf-8")).get("digest") == self.digest
+        ):
             self.profile = load_profile(RUN_PROFILE, self.out_dir)
             return self.profile
         if p.references:
@@ -230,7 +233,8 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
         kept_t = Table(self.out_dir, SpeakerRow)
         rej_t = Table(self.out_dir, rejected_model(SpeakerRow))
         records = [dict(r.record()) for r in kept_t.rows()] + [
-            dict(r.record()) for r in rej_t.rows()  # type: ignore[attr-defined]
+            dict(r.record())
+            for r in rej_t.rows()  # type: ignore[attr-defined]
         ]
         if not records:
             return
@@ -291,8 +295,13 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
             len(rejected),
             f"; {note}" if note else "",
         )
-        plot_scores(scores[ok], np.array([r["id"] for r in kept]), np.array(ids)[ok], thr,
-                    self.out_dir / "scores.png")
+        plot_scores(
+            scores[ok],
+            np.array([r["id"] for r in kept]),
+            np.array(ids)[ok],
+            thr,
+            self.out_dir / "scores.png",
+        )
 
     def _cached(self, slice_id: str) -> np.ndarray:
         path = self.out_dir / "embeddings" / f"{slice_id}.npz"
@@ -302,8 +311,13 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
 
     def _settings(self) -> dict[str, Any]:
         """What the partition depends on beyond the items' keys."""
-        return {"threshold": self.params.threshold, "digest": self.digest, "cohort": self.params.cohort,
-                "dominant": self.params.dominant, "version": self.version}
+        return {
+            "threshold": self.params.threshold,
+            "digest": self.digest,
+            "cohort": self.params.cohort,
+            "dominant": self.params.dominant,
+            "version": self.version,
+        }
 
     def _write_partition(self, kept: list[dict[str, Any]], rejected: list[dict[str, Any]]) -> None:
         Table(self.out_dir, SpeakerRow).rewrite(kept)
@@ -344,8 +358,12 @@ def dominant_profile(emb: np.ndarray, cut: float = CLUSTER_CUT) -> tuple[Profile
 
     if len(emb) == 0:
         raise ValueError("dominant: no slice with speech to cluster")
-    labels = np.ones(len(emb), dtype=int) if len(emb) == 1 else fcluster(
-        linkage(emb.astype(np.float64), "average", metric="cosine"), t=cut, criterion="distance"
+    labels = (
+        np.ones(len(emb), dtype=int)
+        if len(emb) == 1
+        else fcluster(
+            linkage(emb.astype(np.float64), "average", metric="cosine"), t=cut, criterion="distance"
+        )
     )
     values, counts = np.unique(labels, return_counts=True)
     top = values[np.argmax(counts)]
@@ -371,7 +389,9 @@ def plot_scores(
     fig, ax = plt.subplots(figsize=(7, 3.5))
     bins = np.histogram_bin_edges(scores, bins=40) if len(scores) else 10
     ax.hist(scores[keep], bins=bins, color="tab:green", alpha=0.7, label=f"kept ({keep.sum()})")
-    ax.hist(scores[~keep], bins=bins, color="tab:red", alpha=0.7, label=f"rejected ({(~keep).sum()})")
+    ax.hist(
+        scores[~keep], bins=bins, color="tab:red", alpha=0.7, label=f"rejected ({(~keep).sum()})"
+    )
     ax.axvline(thr.value, color="k", ls="--", label=f"threshold {thr.value:.2f} ({thr.rule})")
     ax.set_xlabel("score (AS-norm)" if thr.rule != "reference-loo" else "score (cosine)")
     ax.set_ylabel("slices")
