@@ -64,6 +64,7 @@ log = get_logger(__name__)
 
 NO_SPEECH = "too little speech to embed"
 WAITING = "not scored yet (the run's threshold is chosen after every slice is embedded)"
+BATCH = 64  # slices embedded per call (their partial utterances batched by the Embedder)
 CLUSTER_CUT = 0.35  # cosine distance, average linkage (dominant)
 RUN_PROFILE = "profile"  # the profile of the run, saved in the stage folder
 
@@ -105,6 +106,7 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
         self.cohort: Cohort | None = None
         self.embedded = 0  # slices embedded by this process (the rest came from the cache)
         self._digest: str | None = None
+        self._items: list[Item] = []  # the current run's inputs (for the batched prefetch)
 
     # --- keys ---------------------------------------------------------------------------------
 
@@ -170,34 +172,79 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
         )
         return prof
 
+    def run(self, items, *args: Any, **kwargs: Any) -> StageReport:  # type: ignore[override]
+        """:meth:`Stage.run`, remembering the items so :meth:`setup` can embed the slices that
+        need it in batches (many slices per forward pass) before the loop takes them."""
+        self._items = list(items)
+        try:
+            return super().run(self._items, *args, **kwargs)
+        finally:
+            self._items = []
+
     def setup(self) -> None:
         self._embedder()
         self._cohort()
         self._profile()
+        self._prefetch(self._items)
+
+    def _prefetch(self, items: list[Item]) -> None:
+        """Embed (and cache) the items without a valid cached embedding, ``BATCH`` slices per
+        call; an unreadable file is left for :meth:`process` to report."""
+        todo = [i for i in items if self._cached_for(i) is None]
+        for a in range(0, len(todo), BATCH):
+            wavs, ok = [], []
+            for item in todo[a : a + BATCH]:
+                try:
+                    wav, sr = sf.read(str(item.path), dtype="float32", always_2d=True)
+                except (sf.LibsndfileError, RuntimeError, OSError):
+                    continue
+                wavs.append(self._embedder().preprocess(wav.mean(axis=1), sr))
+                ok.append(item)
+            if not ok:
+                continue
+            emb = self._embedder().embed_preprocessed(wavs)
+            self.embedded += len(ok)
+            for item, e in zip(ok, emb, strict=True):
+                self._store(item, e)
+            log.info(
+                "speaker_filter: embedded %d of %d slices", min(a + BATCH, len(todo)), len(todo)
+            )
 
     # --- per slice ----------------------------------------------------------------------------
 
     def embedding(self, item: Item) -> np.ndarray:
         """The slice's embedding: from the cache when made from the same input, else computed
         (and cached). NaN when the slice holds too little speech."""
-        cache = self.out_dir / "embeddings" / f"{item.id}.npz"
-        if cache.exists():
-            try:
-                z = np.load(cache, allow_pickle=False)
-                if str(z["fingerprint"]) == item.fingerprint:
-                    return z["emb"]
-            except (OSError, ValueError, KeyError):
-                log.warning("%s: unreadable embedding cache, computing again", item.id)
+        cached = self._cached_for(item)
+        if cached is not None:
+            return cached
         try:
             wav, sr = sf.read(str(item.path), dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise ItemError(f"{item.shown}: cannot read the audio ({exc})") from None
         emb = self._embedder().embed([wav.mean(axis=1)], sr)[0]
         self.embedded += 1
+        self._store(item, emb)
+        return emb
+
+    def _cached_for(self, item: Item) -> np.ndarray | None:
+        """The cached embedding of ``item`` when made from the same input, else None."""
+        cache = self.out_dir / "embeddings" / f"{item.id}.npz"
+        if not cache.exists():
+            return None
+        try:
+            z = np.load(cache, allow_pickle=False)
+            if str(z["fingerprint"]) == item.fingerprint:
+                return z["emb"]
+        except (OSError, ValueError, KeyError):
+            log.warning("%s: unreadable embedding cache, computing again", item.id)
+        return None
+
+    def _store(self, item: Item, emb: np.ndarray) -> None:
+        cache = self.out_dir / "embeddings" / f"{item.id}.npz"
         cache.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(cache) as tmp, tmp.open("wb") as fh:
             np.savez(fh, emb=emb, fingerprint=np.array(item.fingerprint))
-        return emb
 
     def process(self, item: Item) -> Result[SpeakerRow]:
         emb = self.embedding(item)
