@@ -449,8 +449,15 @@ def speaker_filter(
         if isinstance(exc, ValidationError):
             _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
         _fail(f"--threshold: auto or a number, not {threshold!r}")
+    from malmoi.errors import ItemError
+
+    stage = SpeakerFilterStage(params, out)
+    try:
+        stage.digest  # noqa: B018 - the references or the profile are there and readable
+    except ItemError as exc:
+        _fail(str(exc))
     items = list(discover(inputs, AUDIO_EXTENSIONS))
-    report = _run(SpeakerFilterStage(params, out), items, retry_failed, force=rescore)
+    report = _run(stage, items, retry_failed, force=rescore)
     typer.echo(report.summary())
     typer.echo(f"manifest: {out / 'manifest.csv'}; threshold: {out / 'threshold.json'}")
 

@@ -158,3 +158,43 @@ def test_dominant_keeps_the_most_frequent_voice(shared: Path, tmp_path: Path) ->
         "dominant voice"
         in json.loads((tmp_path / "out" / "threshold.json").read_text())["dominant"]
     )
+
+
+def test_cli_saves_a_profile_and_moves_the_threshold(shared: Path, tmp_path: Path) -> None:
+    from tests.conftest import run_malmoi
+
+    refs = utterances(shared, TARGET)[:3]
+    inputs = [str(f) for f in utterances(shared, TARGET)[3:5] + utterances(shared, OTHERS[0])[3:5]]
+    out, profiles = tmp_path / "out", tmp_path / "profiles"
+    ref_args = [a for f in refs for a in ("--reference", str(f))]
+    common = ["--out", str(out), "--profiles-dir", str(profiles)]
+    proc = run_malmoi("speaker-filter", *inputs, *ref_args, "--save-profile", "t", *common)
+    assert proc.returncode == 0, proc.stderr
+    assert (profiles / "t.npz").exists() and (profiles / "t.json").exists()
+    assert {speaker_of(r) for r in read_records(out / "manifest.csv")} == {TARGET}
+    proc = run_malmoi("speaker-filter", *inputs, "--profile", "t", "--threshold", "99", *common)
+    assert proc.returncode == 0, proc.stderr
+    assert read_records(out / "manifest.csv") == []
+    assert all("(99.0: given)" in r["reason"] for r in read_records(out / "rejected.csv"))
+    proc = run_malmoi("speaker-filter", *inputs, "--threshold", "often", *common, "--dominant")
+    assert proc.returncode == 2 and "auto or a number" in proc.stderr
+
+
+def test_pipeline_puts_the_filter_between_segment_and_denoise(tmp_path: Path) -> None:
+    from malmoi.config import parse_config
+    from malmoi.pipeline import STAGE_NAMES, input_of, spec
+
+    base = {
+        "name": "x",
+        "output_dir": str(tmp_path),
+        "sources": [{"kind": "local", "paths": ["a"]}],
+    }
+    plain = parse_config(base)
+    with_filter = parse_config({**base, "speaker_filter": {"dominant": True}})
+    assert STAGE_NAMES.index("segment") < STAGE_NAMES.index("speaker_filter")
+    assert STAGE_NAMES.index("speaker_filter") < STAGE_NAMES.index("denoise")
+    assert not spec("speaker_filter").used_by(plain)
+    assert spec("speaker_filter").used_by(with_filter)
+    assert input_of(plain, spec("denoise")) == "segment"
+    assert input_of(with_filter, spec("denoise")) == "speaker_filter"
+    assert input_of(with_filter, spec("speaker_filter")) == "segment"
