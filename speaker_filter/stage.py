@@ -107,6 +107,7 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
         self.embedded = 0  # slices embedded by this process (the rest came from the cache)
         self._digest: str | None = None
         self._items: list[Item] = []  # the current run's inputs (for the batched prefetch)
+        self._sources: dict[str, Path] = {}  # linked path -> input, of this run's slices
 
     # --- keys ---------------------------------------------------------------------------------
 
@@ -252,6 +253,7 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
         folder = str(item.row.get("parent_id") or item.id)
         rel = f"{Path(folder).name}/{item.id}{item.path.suffix.lower()}"
         _link(item.path, self.out_dir / rel)
+        self._sources[rel] = item.path
         sim = sc = None
         if not np.isnan(emb).any() and self._profile() is not None:
             s1, s2 = score(self._profile().enroll, emb[None, :], self._cohort())  # type: ignore[union-attr]
@@ -315,6 +317,12 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
                 setting = self.params.threshold
                 why = f"score {s2:.2f} below threshold {thr.value:.2f} ({setting}: {thr.rule})"
                 rejected.append({**rec, "reason": why})
+        # the base loop removes an item's earlier outputs that process() did not return as kept
+        # (here: all of them, the partition comes now): link them again, kept and rejected
+        for rec in kept + rejected:
+            src = self._sources.get(rec["path"])
+            if src is not None and not (self.out_dir / rec["path"]).exists():
+                _link(src, self.out_dir / rec["path"])
         self._write_partition(kept, rejected)
         report.kept, report.rejected = len(kept), len(rejected)
         report.rejected_by_reason = {}

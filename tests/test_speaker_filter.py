@@ -117,6 +117,8 @@ def test_threshold_change_and_rescore_recompute_no_embedding(case: dict) -> None
     report = stage.run(items_of([case["slices"]]), force=True)
     assert report.processed == 10 and stage.embedded == 0
     assert {r["id"] for r in read_records(out / "manifest.csv")} == kept0
+    assert all((out / r["path"]).exists() for r in read_records(out / "manifest.csv"))
+    assert SpeakerFilterStage(case["params"], out).pending(items_of([case["slices"]])) == 0
     after = {p.name: p.stat().st_mtime_ns for p in (out / "embeddings").glob("*.npz")}
     assert after == before
 
