@@ -324,7 +324,10 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
             if src is not None and not (self.out_dir / rec["path"]).exists():
                 _link(src, self.out_dir / rec["path"])
         self._write_partition(kept, rejected)
-        report.kept, report.rejected = len(kept), len(rejected)
+        report.kept, report.rejected = len(kept), len(rejected)  # the whole folder's, now
+        report.hours_out = (
+            sum(float(r["duration"]) for r in kept if r["path"] in self._sources) / 3600
+        )
         report.rejected_by_reason = {}
         for r in rejected:
             key = NO_SPEECH if r["reason"] == NO_SPEECH else "score below threshold"
