@@ -216,7 +216,8 @@ def build_dataset(
     reports: dict[str, dict[str, Any]] = {}
     for stage_spec in stages:
         if not stage_spec.used_by(cfg):
-            logger.info("%s: not used by this config (%s)", stage_spec.name, "no web sources")
+            why = "no web sources" if stage_spec.name == "crawl" else "not configured"
+            logger.info("%s: not used by this config (%s)", stage_spec.name, why)
             continue
         items = (
             gather_sources.with_options(name=f"gather-{stage_spec.name}")(cfg, stage_spec.name)

@@ -389,6 +389,79 @@ def denoise(
     typer.echo(f"manifest: {out / 'manifest.csv'}")
 
 
+@app.command("speaker-filter")
+def speaker_filter(
+    inputs: Annotated[list[Path], typer.Argument(help="Audio slices, or folders of them.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder of the stage.")],
+    reference: Annotated[
+        list[Path] | None,
+        typer.Option(help="A clean clip (or folder) of the target voice (repeat)."),
+    ] = None,
+    threshold: Annotated[
+        str, typer.Option(help="auto (cohort-impostor bound), or a minimum normalised score.")
+    ] = "auto",
+    profile: Annotated[
+        str | None, typer.Option(help="Use the speaker profile saved under this name.")
+    ] = None,
+    save_profile: Annotated[
+        str | None, typer.Option(help="Save the references' profile under this name.")
+    ] = None,
+    profiles_dir: Annotated[
+        Path | None, typer.Option(help="Folder of saved profiles (default: beside the models).")
+    ] = None,
+    dominant: Annotated[
+        bool, typer.Option(help="No reference: keep the most frequent voice of the inputs.")
+    ] = False,
+    cohort: Annotated[bool, typer.Option(help="Normalise scores against the cohort.")] = True,
+    rescore: Annotated[
+        bool,
+        typer.Option(help="Score every slice again from its cached embedding (none recomputed)."),
+    ] = False,
+    retry_failed: RetryFailed = False,
+    verbose: Verbose = False,
+) -> None:
+    """Keep the target speaker's slices: each slice embedded once (cached in OUT/embeddings/),
+    scored against the profile, split by the threshold into OUT/manifest.csv and
+    OUT/rejected.csv, with OUT/threshold.json and OUT/scores.png."""
+    setup_cli_logging(verbose)
+    from pydantic import ValidationError
+
+    from crawl.local import discover
+    from malmoi.config import AUDIO_EXTENSIONS, SpeakerFilterConfig
+    from speaker_filter.stage import SpeakerFilterStage
+
+    if profile and save_profile:
+        _fail("give --profile (use a saved one) or --save-profile (save the references'), not both")
+    if save_profile and not reference:
+        _fail("--save-profile needs --reference")
+    if not (reference or profile or dominant):
+        _fail("give --reference, --profile or --dominant")
+    try:
+        params = SpeakerFilterConfig(
+            references=reference or [],
+            profile=save_profile or profile,
+            profiles_dir=profiles_dir,
+            threshold="auto" if threshold == "auto" else float(threshold),
+            dominant=dominant,
+            cohort=cohort,
+        )
+    except ValueError as exc:
+        if isinstance(exc, ValidationError):
+            _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+        _fail(f"--threshold: auto or a number, not {threshold!r}")
+    from malmoi.errors import ItemError
+
+    stage = SpeakerFilterStage(params, out)
+    try:
+        stage.digest  # noqa: B018 - the references or the profile are there and readable
+    except ItemError as exc:
+        _fail(str(exc))
+    items = list(discover(inputs, AUDIO_EXTENSIONS))
+    report = _run(stage, items, retry_failed, force=rescore)
+    typer.echo(report.summary())
+    typer.echo(f"manifest: {out / 'manifest.csv'}; threshold: {out / 'threshold.json'}")
+
+
 @app.command()
 def sweep(
     segments: Annotated[Path, typer.Argument(help="A segment stage's output folder.")],
@@ -661,7 +734,9 @@ def _write_scores(out: Path, name: str, text: str, scores: list) -> None:
         writer.writerows(rows)
 
 
-def _run(stage, items, retry_failed: bool, label: str | None = None):  # -> StageReport
+def _run(
+    stage, items, retry_failed: bool, label: str | None = None, force: bool = False
+):  # -> StageReport
     """Run a stage with a progress bar on a terminal (log lines otherwise); a missing model, a
     busy folder, an id collision or a stage stopped by the machine (disk full…) is a one-line
     error and exit code 1."""
@@ -671,7 +746,7 @@ def _run(stage, items, retry_failed: bool, label: str | None = None):  # -> Stag
 
     try:
         with progress_for(label or stage.name) as progress:
-            return stage.run(items, retry_failed=retry_failed, progress=progress)
+            return stage.run(items, retry_failed=retry_failed, progress=progress, force=force)
     except (ModelUnavailable, StageBusy, StageStopped, IdCollision) as exc:
         _fail(str(exc), code=1)
 

@@ -185,6 +185,41 @@ class SegmentConfig(StrictModel):
         return self
 
 
+class SpeakerFilterConfig(StrictModel):
+    """Speaker filter (after segment): keep the slices of one target voice, scored by
+    Resemblyzer similarity to a speaker profile, normalised against a cohort of other speakers.
+    Used when ``references``, ``profile`` or ``dominant`` is set; otherwise the pipeline skips
+    it and denoise reads the segment stage's slices."""
+
+    references: list[Path] = Field(
+        [], description="clean clips of the target voice, or folders of them"
+    )
+    profile: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="a saved speaker profile's name (with references: save them under it)",
+    )
+    profiles_dir: Path | None = Field(
+        None,
+        description="where profiles are saved; default: 'profiles' beside the model store "
+        "(~/.cache/malmoi/profiles, or $MALMOI_MODEL_DIR/../profiles)",
+    )
+    threshold: float | Literal["auto"] = Field(
+        "auto",
+        description="minimum normalised score kept; auto: the cohort-impostor bound "
+        "(or the similarity to the dominant voice's centroid with dominant)",
+    )
+    dominant: bool = Field(
+        False, description="no reference: keep the largest cluster of voices of the run"
+    )
+    cohort: bool = Field(True, description="normalise scores against the bundled cohort (AS-norm)")
+
+    @property
+    def used(self) -> bool:
+        """Whether the config asks for the filter at all."""
+        return bool(self.references or self.profile or self.dominant)
+
+
 class LowpassConfig(StrictModel):
     """Zero-phase low-pass: the seed's remedy for crackle ("치지직")."""
 
@@ -305,6 +340,7 @@ class PipelineConfig(StrictModel):
     ingest: IngestConfig = IngestConfig()
     separate: SeparateConfig = SeparateConfig()
     segment: SegmentConfig = SegmentConfig()
+    speaker_filter: SpeakerFilterConfig = SpeakerFilterConfig()
     denoise: DenoiseConfig = DenoiseConfig()
     models: ModelsConfig = ModelsConfig()
 
@@ -321,6 +357,14 @@ def resolve_models_dir(cfg: ModelsConfig | None = None) -> Path:
     if env:
         return Path(env).expanduser()
     return Path.home() / ".cache" / "malmoi" / "models"
+
+
+def resolve_profiles_dir(cfg: SpeakerFilterConfig | None = None) -> Path:
+    """Where speaker profiles are kept: the config's ``profiles_dir``, else ``profiles`` beside
+    the model store (``~/.cache/malmoi/profiles`` by default)."""
+    if cfg is not None and cfg.profiles_dir is not None:
+        return cfg.profiles_dir.expanduser()
+    return resolve_models_dir().parent / "profiles"
 
 
 # --- loading and errors ----------------------------------------------------------------------

@@ -30,15 +30,17 @@ class StageSpec:
     description: str = ""
     gather: Callable[[PipelineConfig], list[Item]] | None = None  # inputs from the sources
     applies: Callable[[PipelineConfig], bool] | None = None  # None: every config
+    input_for: Callable[[PipelineConfig], str] | None = None  # input stage by config (else input)
 
     def items(self, cfg: PipelineConfig) -> list[Item]:
         """The stage's inputs: gathered from the config's sources (crawl, ingest), or the input
         stage's kept rows."""
         if self.gather is not None:
             return self.gather(cfg)
-        if self.input is None:
+        upstream = input_of(cfg, self)
+        if upstream is None:
             raise ValueError(f"{self.name} has neither an input stage nor a way to gather")
-        return items_from(cfg.stage_dir(self.input), **dict(self.where))
+        return items_from(cfg.stage_dir(upstream), **dict(self.where))
 
     def used_by(self, cfg: PipelineConfig) -> bool:
         """Whether this config has work for the stage (crawl: only with web sources)."""
@@ -96,6 +98,17 @@ def _segment(cfg: PipelineConfig) -> Stage:
     return SegmentStage(cfg.segment, cfg.stage_dir("segment"), models=cfg.models)
 
 
+def _speaker_filter(cfg: PipelineConfig) -> Stage:
+    from speaker_filter.stage import SpeakerFilterStage
+
+    return SpeakerFilterStage(cfg.speaker_filter, cfg.stage_dir("speaker_filter"))
+
+
+def _denoise_input(cfg: PipelineConfig) -> str:
+    """Denoise reads the speaker filter's kept slices when the config uses it, else segment's."""
+    return "speaker_filter" if cfg.speaker_filter.used else "segment"
+
+
 def _denoise(cfg: PipelineConfig) -> Stage:
     from denoise.stage import DenoiseStage, tracks_from
 
@@ -132,10 +145,18 @@ PIPELINE: tuple[StageSpec, ...] = (
         description="find speech and gender, cut slices",
     ),
     StageSpec(
-        "denoise",
+        "speaker_filter",
         "segment",
+        _speaker_filter,
+        description="keep the target speaker's slices (Resemblyzer, cohort-normalised)",
+        applies=lambda cfg: cfg.speaker_filter.used,
+    ),
+    StageSpec(
+        "denoise",
+        "speaker_filter",
         _denoise,
         description="filter, normalise and score every slice",
+        input_for=_denoise_input,
     ),
 )
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in PIPELINE)
@@ -181,6 +202,8 @@ def input_of(cfg: PipelineConfig, stage: StageSpec) -> str | None:
     when the config has web sources)."""
     if stage.name == "ingest" and web_sources(cfg):
         return "crawl"
+    if stage.input_for is not None:
+        return stage.input_for(cfg)
     return stage.input
 
 

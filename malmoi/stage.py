@@ -189,6 +189,11 @@ class Stage(ABC, Generic[P, R]):
     def setup(self) -> None:
         """Load models; heavy imports belong here. Called once, before the first item."""
 
+    def after_run(self, report: StageReport) -> None:
+        """Work over all the rows once the loop is done (still holding the folder's lock), e.g.
+        a threshold chosen from every item's scores; it may rewrite the tables and ``report``.
+        Runs also when every item was skipped. Default: nothing."""
+
     @abstractmethod
     def process(self, item: Item) -> Result[R]:
         """Do the work for one item: write its outputs (atomically) and return its rows.
@@ -279,6 +284,7 @@ class Stage(ABC, Generic[P, R]):
             report = self._run(
                 check_ids(items), retry_failed, config, progress, started, force, prune
             )
+            self.after_run(report)
         report.seconds = time.perf_counter() - started
         log.info("%s", report.summary())
         return report

@@ -1,0 +1,419 @@
+"""Research bench for issue 11: how reliably does a Resemblyzer speaker filter keep the target's
+slices, clean and under music residue, with thresholds chosen without looking at test labels?
+
+Cases (built from ../shared/data):
+- clean: the 6 x 10 LibriSpeech utterances; each speaker in turn is the target, its first 3
+  utterances are the references, the other 57 full utterances are filtered (7 target, 50 not);
+- hard: consecutive 2-s crops (at most ``MAX_CROPS`` per utterance) of those 57 utterances with
+  music added at 10 dB SNR (MUSAN music, musanmix.wav 0.0-22.48 s, random offsets); clean refs.
+- cohort: the 120 LibriSpeech speakers of data/librispeech/speakers (disjoint from the 6 test
+  speakers, checked), one utterance each: the full utterance, 3 clean 2-s crops and the same 3
+  crops with music at 10 dB SNR from a DIFFERENT piece (data/music/audio_example.mp3). The same
+  other piece makes the matched-condition enrollment crops, so nothing of the test music is
+  used to build references, cohort or thresholds.
+
+Methods (score; automatic threshold):
+- a plain: cosine to the mean of the 3 clean reference embeddings; threshold = the lowest
+  leave-one-out score of the references (each ref against the mean of the other two);
+- b snorm: adaptive symmetric score normalisation (AS-norm) against the cohort, top-K;
+  threshold = the highest normalised score any cohort item reaches against the target (each
+  cohort speaker normalised with a cohort that leaves that speaker out) — an impostor bound;
+- c matched: cosine to the mean of the clean refs plus their 2-s music crops; threshold = the
+  lowest leave-one-reference-out score of a ref or its crops;
+- d snorm+matched: b's normalisation and threshold rule on c's enrollment;
+- e d+context: d's normalised score averaged with the adjacent crops of the same source
+  (hard case only; in the clean case each clip is alone); same threshold as d.
+
+Run: ``python -m speaker_filter.evaluate`` (embeddings are cached in .cache/)."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from malmoi.logs import get_logger
+
+log = get_logger(__name__)
+
+SR = 16000
+CROP_S = 2.0
+MAX_CROPS = 5
+COHORT_CROPS = 3
+SNR_DB = 10.0
+N_REFS = 3
+TOP_K = 100
+TEST_MUSIC = ("ina/musanmix.wav", 0.0, 22.48)
+OTHER_MUSIC = "music/audio_example.mp3"
+TEST_SPEAKERS = ("1688", "1998", "2609", "3005", "3331", "367")
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_SHARED = REPO.parent / "shared" / "data"
+
+
+# --------------------------------------------------------------------------- audio
+
+
+def load(path: Path) -> np.ndarray:
+    """Mono float32 samples of ``path`` at 16 kHz."""
+    import soundfile as sf
+
+    wav, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    wav = wav.mean(axis=1)
+    if sr != SR:
+        import librosa
+
+        wav = librosa.resample(wav, orig_sr=sr, target_sr=SR)
+    return wav.astype(np.float32)
+
+
+def mix(speech: np.ndarray, music: np.ndarray, snr_db: float, rng: np.random.Generator):
+    """``speech`` plus a random stretch of ``music`` scaled to ``snr_db`` below it."""
+    start = int(rng.integers(0, len(music) - len(speech) + 1))
+    m = music[start : start + len(speech)].astype(np.float64)
+    ps = float(np.mean(speech.astype(np.float64) ** 2))
+    pm = float(np.mean(m**2)) + 1e-12
+    gain = np.sqrt(ps / (pm * 10 ** (snr_db / 10)))
+    return (speech + gain * m).astype(np.float32)
+
+
+def consecutive_crops(wav: np.ndarray, n_max: int) -> list[np.ndarray]:
+    """Adjacent, non-overlapping 2-s crops from the start (at most ``n_max``)."""
+    n = round(CROP_S * SR)
+    k = min(n_max, len(wav) // n)
+    return [wav[i * n : (i + 1) * n] for i in range(k)]
+
+
+def spread_crops(wav: np.ndarray, k: int) -> list[np.ndarray]:
+    """``k`` 2-s crops spread evenly over ``wav`` (first at 0, last ending at the end)."""
+    n = round(CROP_S * SR)
+    if len(wav) < n:
+        return []
+    starts = sorted({round(i * (len(wav) - n) / max(1, k - 1)) for i in range(k)})
+    return [wav[s : s + n] for s in starts]
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class Data:
+    """All embeddings of the bench, with one label array per set."""
+
+    utt_spk: np.ndarray  # (60,) speaker of each test utterance
+    utt_idx: np.ndarray  # (60,) index of the utterance within its speaker (0..9)
+    utt_emb: np.ndarray  # (60, 256) clean full utterances
+    crop_utt: np.ndarray  # (m,) which utterance (row of utt_*) each hard crop comes from
+    crop_pos: np.ndarray  # (m,) position of the crop in its utterance
+    crop_emb: np.ndarray  # (m, 256) 2-s crops + test music
+    enr_utt: np.ndarray  # (r,) utterance of each enrollment crop
+    enr_emb: np.ndarray  # (r, 256) 2-s crops + other music (matched enrollment)
+    coh_spk: np.ndarray  # (c,) cohort speaker of each cohort item
+    coh_kind: np.ndarray  # (c,) "full", "crop" or "crop+music"
+    coh_emb: np.ndarray  # (c, 256)
+    timings: dict = field(default_factory=dict)
+
+
+def build(shared: Path, cache: Path | None, threads: int = 1) -> Data:
+    """Embed every clip of the bench (or read them from ``cache`` if made from the same inputs)."""
+    utt_files = sorted((shared / "librispeech" / "utterances").glob("*/*.flac"))
+    coh_files = sorted((shared / "librispeech" / "speakers").glob("*.flac"))
+    utt_spk = np.array([f.name.split("-")[0] for f in utt_files])
+    coh_ids = {f.name.split("-")[0] for f in coh_files}
+    if coh_ids & set(utt_spk):
+        raise ValueError(f"cohort and test speakers overlap: {sorted(coh_ids & set(utt_spk))}")
+    if len(coh_ids) != len(coh_files):
+        raise ValueError("cohort has more than one utterance per speaker")
+    key = hashlib.sha256(
+        json.dumps(
+            [[f.name for f in utt_files + coh_files], CROP_S, MAX_CROPS, COHORT_CROPS, SNR_DB]
+        ).encode()
+    ).hexdigest()[:16]
+    if cache is not None and cache.exists():
+        z = np.load(cache, allow_pickle=False)
+        if str(z["key"]) == key:
+            log.info("embeddings from %s", cache)
+            arrays = {k: z[k] for k in z.files if k not in ("key", "timings")}
+            return Data(**arrays, timings=json.loads(str(z["timings"])))
+
+    from speaker_filter.embed import Embedder
+
+    rng = np.random.default_rng(11)
+    test_music = load(shared / TEST_MUSIC[0])[round(TEST_MUSIC[1] * SR) : round(TEST_MUSIC[2] * SR)]
+    other_music = load(shared / OTHER_MUSIC)
+    utts = [load(f) for f in utt_files]
+    utt_idx = np.array([int(f.stem.split("-")[-1]) for f in utt_files])
+    crops, crop_utt, crop_pos, enr, enr_utt = [], [], [], [], []
+    for i, w in enumerate(utts):
+        for p, c in enumerate(consecutive_crops(w, MAX_CROPS)):
+            crops.append(mix(c, test_music, SNR_DB, rng))
+            crop_utt.append(i)
+            crop_pos.append(p)
+            enr.append(mix(c, other_music, SNR_DB, rng))
+            enr_utt.append(i)
+    coh, coh_spk, coh_kind = [], [], []
+    for f in coh_files:
+        w = load(f)
+        spk = f.name.split("-")[0]
+        coh.append(w)
+        coh_spk.append(spk)
+        coh_kind.append("full")
+        for c in spread_crops(w, COHORT_CROPS):
+            coh += [c, mix(c, other_music, SNR_DB, rng)]
+            coh_spk += [spk, spk]
+            coh_kind += ["crop", "crop+music"]
+
+    emb = Embedder(threads=threads)
+    timings = {}
+
+    def run(name: str, wavs: list[np.ndarray]) -> np.ndarray:
+        t = time.perf_counter()
+        e = emb.embed(wavs, SR)
+        dt = time.perf_counter() - t
+        timings[name] = (len(wavs), sum(len(w) for w in wavs) / SR, dt)
+        log.info("%s: %d clips in %.1f s", name, len(wavs), dt)
+        return e
+
+    data = Data(
+        utt_spk=utt_spk,
+        utt_idx=utt_idx,
+        utt_emb=run("full utterances", utts),
+        crop_utt=np.array(crop_utt),
+        crop_pos=np.array(crop_pos),
+        crop_emb=run("2-s crops + music", crops),
+        enr_utt=np.array(enr_utt),
+        enr_emb=run("2-s enrollment crops", enr),
+        coh_spk=np.array(coh_spk),
+        coh_kind=np.array(coh_kind),
+        coh_emb=run("cohort", coh),
+        timings=timings,
+    )
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {k: v for k, v in vars(data).items() if k != "timings"}
+        np.savez(cache, key=key, timings=np.array(json.dumps(timings)), **arrays)
+    return data
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def topk_stats(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of the ``k`` highest scores of each row of ``scores`` (n, c)."""
+    k = min(k, scores.shape[1])
+    top = -np.sort(-scores, axis=1)[:, :k]
+    return top.mean(axis=1), top.std(axis=1) + 1e-9
+
+
+def asnorm(enroll: np.ndarray, tests: np.ndarray, cohort: np.ndarray, k: int = TOP_K) -> np.ndarray:
+    """Adaptive symmetric normalisation of cos(enroll, tests): the mean of the score z-normalised
+    by the enrollment's top-k cohort scores and by each test's top-k cohort scores."""
+    e = unit(enroll)
+    t = unit(tests)
+    c = unit(cohort)
+    raw = t @ e
+    me, se = topk_stats((c @ e)[None, :], k)
+    mt, st = topk_stats(t @ c.T, k)
+    return 0.5 * ((raw - me[0]) / se[0] + (raw - mt) / st)
+
+
+def cohort_bound(enroll: np.ndarray, cohort: np.ndarray, spk: np.ndarray, k: int = TOP_K):
+    """Normalised scores of every cohort item against ``enroll``, each normalised with a cohort
+    that leaves its own speaker out: the impostor scores the threshold must stay above."""
+    out = np.empty(len(cohort))
+    for s in np.unique(spk):
+        own = spk == s
+        out[own] = asnorm(enroll, cohort[own], cohort[~own], k)
+    return out
+
+
+def prf(keep: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """(precision, recall); precision is 1.0 when nothing is kept (no false keep)."""
+    tp = int(np.sum(keep & truth))
+    kept = int(np.sum(keep))
+    return (tp / kept if kept else 1.0), tp / max(1, int(np.sum(truth)))
+
+
+def auc(scores: np.ndarray, truth: np.ndarray) -> float:
+    pos, neg = scores[truth], scores[~truth]
+    return float(np.mean(pos[:, None] > neg[None, :]) + 0.5 * np.mean(pos[:, None] == neg))
+
+
+def context_average(scores: np.ndarray, group: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """Each score averaged with the scores of the adjacent crops (pos +- 1) of the same group."""
+    out = np.empty_like(scores)
+    lookup = {(g, p): i for i, (g, p) in enumerate(zip(group.tolist(), pos.tolist(), strict=True))}
+    for i, (g, p) in enumerate(zip(group.tolist(), pos.tolist(), strict=True)):
+        idx = [lookup[(g, q)] for q in (p - 1, p, p + 1) if (g, q) in lookup]
+        out[i] = scores[idx].mean()
+    return out
+
+
+def mixture_threshold(scores: np.ndarray, fallback: float, min_separation: float = 2.0) -> float:
+    """Threshold from the slices' own score distribution: a 2-component Gaussian mixture on the
+    scores, cut where the upper component becomes the more probable one. Falls back to
+    ``fallback`` when the components are not apart by ``min_separation`` pooled standard
+    deviations (one voice only, or no structure to trust)."""
+    from sklearn.mixture import GaussianMixture
+
+    x = np.asarray(scores, dtype=np.float64).reshape(-1, 1)
+    if len(x) < 10:
+        return fallback
+    gm = GaussianMixture(2, random_state=0, n_init=3).fit(x)
+    mu = gm.means_.ravel()
+    sd = np.sqrt(gm.covariances_.ravel())
+    lo, hi = int(np.argmin(mu)), int(np.argmax(mu))
+    if (mu[hi] - mu[lo]) / np.sqrt(0.5 * (sd[lo] ** 2 + sd[hi] ** 2)) < min_separation:
+        return fallback
+    grid = np.linspace(mu[lo], mu[hi], 512).reshape(-1, 1)
+    post = gm.predict_proba(grid)[:, hi]
+    return float(grid[np.argmax(post >= 0.5), 0])
+
+
+METHODS = (
+    "a plain",
+    "b snorm",
+    "c matched",
+    "d snorm+matched",
+    "e d+context",
+    "f d, mixture thr",
+    "g e, mixture thr",
+)
+
+
+def evaluate(data: Data, k: int = TOP_K) -> list[dict]:
+    """One row per (method, case, target): precision, recall, threshold, AUC."""
+    rows = []
+    ok = ~np.isnan(data.coh_emb).any(axis=1)  # crops that Resemblyzer's VAD found silent
+    cohort, coh_spk = data.coh_emb[ok], data.coh_spk[ok]
+    for target in TEST_SPEAKERS:
+        is_t = data.utt_spk == target
+        ref_rows = np.flatnonzero(is_t & (data.utt_idx < N_REFS))
+        test_utts = np.setdiff1d(np.arange(len(data.utt_spk)), ref_rows)
+        refs = data.utt_emb[ref_rows]
+        ref_crops = [data.enr_emb[data.enr_utt == r] for r in ref_rows]
+
+        plain = unit(refs.mean(axis=0))
+        matched = unit(np.concatenate([unit(refs), *ref_crops]).mean(axis=0))
+
+        # leave-one-reference-out scores (the "target side" of the thresholds)
+        loo_plain, loo_matched = [], []
+        for j in range(len(ref_rows)):
+            others = [i for i in range(len(ref_rows)) if i != j]
+            e_p = unit(refs[others].mean(axis=0))
+            loo_plain.append(float(unit(refs[j]) @ e_p))
+            e_m = unit(
+                np.concatenate([unit(refs[others]), *[ref_crops[i] for i in others]]).mean(0)
+            )
+            loo_matched += list(unit(np.vstack([refs[j], ref_crops[j]])) @ e_m)
+        thr = {
+            "a plain": min(loo_plain),
+            "c matched": min(loo_matched),
+            "b snorm": float(cohort_bound(plain, cohort, coh_spk, k).max()),
+            "d snorm+matched": float(cohort_bound(matched, cohort, coh_spk, k).max()),
+        }
+        thr["e d+context"] = thr["d snorm+matched"]
+
+        crop_sel = np.isin(data.crop_utt, test_utts)
+        cases = {
+            "clean": (data.utt_emb[test_utts], data.utt_spk[test_utts] == target, None),
+            "hard": (
+                data.crop_emb[crop_sel],
+                data.utt_spk[data.crop_utt[crop_sel]] == target,
+                (data.crop_utt[crop_sel], data.crop_pos[crop_sel]),
+            ),
+        }
+        for case, (x, truth, ctx) in cases.items():
+            scores = {
+                "a plain": unit(x) @ plain,
+                "b snorm": asnorm(plain, x, cohort, k),
+                "c matched": unit(x) @ matched,
+                "d snorm+matched": asnorm(matched, x, cohort, k),
+            }
+            d = scores["d snorm+matched"]
+            scores["e d+context"] = context_average(d, *ctx) if ctx is not None else d
+            scores["f d, mixture thr"] = scores["d snorm+matched"]
+            scores["g e, mixture thr"] = scores["e d+context"]
+            t_case = dict(thr)
+            t_case["f d, mixture thr"] = mixture_threshold(
+                scores["f d, mixture thr"], thr["d snorm+matched"]
+            )
+            t_case["g e, mixture thr"] = mixture_threshold(
+                scores["g e, mixture thr"], thr["d snorm+matched"]
+            )
+            for m in METHODS:
+                p, r = prf(scores[m] >= t_case[m], truth)
+                rows.append(
+                    dict(
+                        method=m,
+                        case=case,
+                        target=target,
+                        precision=p,
+                        recall=r,
+                        threshold=t_case[m],
+                        auc=auc(scores[m], truth),
+                        n=len(truth),
+                        n_target=int(truth.sum()),
+                    )
+                )
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown table: per method and case, mean and worst precision/recall over the targets."""
+    lines = [
+        "| method | case | precision mean | precision worst | recall mean | recall worst "
+        "| AUC mean | slices (target) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for case in ("clean", "hard"):
+        for m in METHODS:
+            rs = [r for r in rows if r["method"] == m and r["case"] == case]
+            p = np.array([r["precision"] for r in rs])
+            rc = np.array([r["recall"] for r in rs])
+            a = np.array([r["auc"] for r in rs])
+            lines.append(
+                f"| {m} | {case} | {p.mean():.3f} | {p.min():.3f} | {rc.mean():.3f} "
+                f"| {rc.min():.3f} | {a.mean():.3f} | {rs[0]['n']} ({rs[0]['n_target']}) |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--shared", type=Path, default=DEFAULT_SHARED)
+    ap.add_argument("--cache", type=Path, default=REPO / ".cache" / "speaker_filter_eval.npz")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--top-k", type=int, default=TOP_K)
+    ap.add_argument("--per-target", action="store_true")
+    args = ap.parse_args(argv)
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    data = build(args.shared, args.cache, args.threads)
+    rows = evaluate(data, args.top_k)
+    print(table(rows))
+    for name, (n, audio_s, dt) in data.timings.items():
+        print(
+            f"embedder, {name}: {n} clips, {audio_s:.0f} s of audio in {dt:.1f} s "
+            f"= {n / dt:.0f} clips/s"
+        )
+    if args.per_target:
+        for r in rows:
+            print(
+                f"{r['method']:18s} {r['case']:5s} {r['target']:>5s} P={r['precision']:.3f} "
+                f"R={r['recall']:.3f} thr={r['threshold']:.3f} AUC={r['auc']:.3f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
