@@ -24,6 +24,9 @@ Methods (score; automatic threshold):
 - e d+context: d's normalised score averaged with the adjacent crops of the same source
   (hard case only; in the clean case each clip is alone); same threshold as d.
 
+Methods h-q (two-sided, per-condition and fixed-negative-mixture thresholds, gated context) and
+the hard-turns case: see RESEARCH.md, round 2, and the functions below.
+
 Run: ``python -m speaker_filter.evaluate`` (embeddings are cached in .cache/)."""
 
 from __future__ import annotations
