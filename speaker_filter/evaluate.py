@@ -24,6 +24,9 @@ Methods (score; automatic threshold):
 - e d+context: d's normalised score averaged with the adjacent crops of the same source
   (hard case only; in the clean case each clip is alone); same threshold as d.
 
+Methods h-q (two-sided, per-condition and fixed-negative-mixture thresholds, gated context) and
+the hard-turns case: see RESEARCH.md, round 2, and the functions below.
+
 Run: ``python -m speaker_filter.evaluate`` (embeddings are cached in .cache/)."""
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +101,21 @@ def spread_crops(wav: np.ndarray, k: int) -> list[np.ndarray]:
     return [wav[s : s + n] for s in starts]
 
 
+def noise_floor_db(wav: np.ndarray, frame_s: float = 0.025) -> float:
+    """A cheap residue estimate: the 10th- over the 90th-percentile frame RMS of ``wav``, in dB.
+    Clean speech has near-silent frames between words (about -40 dB or lower); speech over a
+    music bed at 10 dB SNR has none (about -15 dB)."""
+    n = round(frame_s * SR)
+    k = len(wav) // n
+    if k < 4:
+        return 0.0
+    rms = np.sqrt(np.mean(wav[: k * n].astype(np.float64).reshape(k, n) ** 2, axis=1)) + 1e-9
+    return float(20 * np.log10(np.percentile(rms, 10) / np.percentile(rms, 90)))
+
+
+FLOOR_MUSIC_DB = -25.0  # midway between the two regimes above; fixed a priori
+
+
 # --------------------------------------------------------------------------- data
 
 
@@ -115,6 +134,8 @@ class Data:
     coh_spk: np.ndarray  # (c,) cohort speaker of each cohort item
     coh_kind: np.ndarray  # (c,) "full", "crop" or "crop+music"
     coh_emb: np.ndarray  # (c, 256)
+    utt_floor: np.ndarray  # (60,) noise_floor_db of each clean utterance
+    crop_floor: np.ndarray  # (m,) noise_floor_db of each hard crop
     timings: dict = field(default_factory=dict)
 
 
@@ -130,7 +151,7 @@ def build(shared: Path, cache: Path | None, threads: int = 1) -> Data:
         raise ValueError("cohort has more than one utterance per speaker")
     key = hashlib.sha256(
         json.dumps(
-            [[f.name for f in utt_files + coh_files], CROP_S, MAX_CROPS, COHORT_CROPS, SNR_DB]
+            [[f.name for f in utt_files + coh_files], CROP_S, MAX_CROPS, COHORT_CROPS, SNR_DB, 2]
         ).encode()
     ).hexdigest()[:16]
     if cache is not None and cache.exists():
@@ -190,6 +211,8 @@ def build(shared: Path, cache: Path | None, threads: int = 1) -> Data:
         coh_spk=np.array(coh_spk),
         coh_kind=np.array(coh_kind),
         coh_emb=run("cohort", coh),
+        utt_floor=np.array([noise_floor_db(w) for w in utts]),
+        crop_floor=np.array([noise_floor_db(w) for w in crops]),
         timings=timings,
     )
     if cache is not None:
@@ -279,6 +302,154 @@ def mixture_threshold(scores: np.ndarray, fallback: float, min_separation: float
     return float(grid[np.argmax(post >= 0.5), 0])
 
 
+# --------------------------------------------------------------------------- two-sided rules
+
+SD_FLOOR = 0.5  # normalised-score units; a Gaussian fitted to 3 LOO scores needs a floor
+KNN_CONDITION = 10
+# how a slice's condition (clean / music residue) is judged: "floor" (noise_floor_db of its
+# audio), "knn" (its nearest cohort items' kind, embeddings only) or "case" (as built)
+CONDITION = os.environ.get("SPEAKER_EVAL_CONDITION", "case")
+
+
+def positions(group: np.ndarray) -> np.ndarray:
+    """Running index of each item within its ``group`` (in array order)."""
+    seen: dict = {}
+    out = np.empty(len(group), dtype=int)
+    for i, g in enumerate(group.tolist()):
+        out[i] = seen.get(g, 0)
+        seen[g] = out[i] + 1
+    return out
+
+
+def music_condition(x: np.ndarray, cohort: np.ndarray, coh_music: np.ndarray) -> np.ndarray:
+    """True for the rows of ``x`` whose ``KNN_CONDITION`` nearest cohort items (cosine) are
+    mostly music crops: the slice resembles the cohort's music condition more than its clean
+    one. Reads embeddings only, no label of ``x``."""
+    s = unit(x) @ unit(cohort).T
+    idx = np.argsort(-s, axis=1)[:, :KNN_CONDITION]
+    return coh_music[idx].mean(axis=1) > 0.5
+
+
+def gaussian(x: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation (floored at ``SD_FLOOR``) of ``x``."""
+    x = np.asarray(x, dtype=np.float64)
+    return float(x.mean()), max(float(x.std()), SD_FLOOR)
+
+
+def log_normal_pdf(x: np.ndarray, mu: float, sd: float) -> np.ndarray:
+    return -0.5 * ((x - mu) / sd) ** 2 - np.log(sd)
+
+
+def gaussian_crossing(neg: np.ndarray, pos: np.ndarray, prior_pos: float = 0.5) -> float:
+    """Score between the means where Gaussians fitted to ``neg`` and ``pos`` (weighted by the
+    priors) are equally likely; the midpoint of the means if they do not cross between them."""
+    mn, sn = gaussian(neg)
+    mp, sp = gaussian(pos)
+    if mp <= mn:
+        return 0.5 * (mn + mp)
+    grid = np.linspace(mn, mp, 2048)
+    d = (np.log(prior_pos) + log_normal_pdf(grid, mp, sp)) - (
+        np.log(1 - prior_pos) + log_normal_pdf(grid, mn, sn)
+    )
+    above = np.flatnonzero(d >= 0)
+    return float(grid[above[0]]) if len(above) else 0.5 * (mn + mp)
+
+
+def fixed_negative_mixture(
+    scores: np.ndarray, neg: np.ndarray, pos_init: np.ndarray, iters: int = 200
+) -> tuple[float, float] | None:
+    """EM for a 2-Gaussian mixture on ``scores`` whose negative component is FIXED to a Gaussian
+    fitted to ``neg`` (cohort impostors); only the positive component (started from
+    ``pos_init``) and the weight are fitted. Returns (threshold at posterior 0.5, weight), or
+    None when the fit has no positive component above the negative one."""
+    x = np.asarray(scores, dtype=np.float64)
+    mn, sn = gaussian(neg)
+    mp, sp = gaussian(pos_init)
+    w = 0.2
+    if len(x) < 5:
+        return None
+    for _ in range(iters):
+        lp = np.log(w) + log_normal_pdf(x, mp, sp)
+        ln = np.log(1 - w) + log_normal_pdf(x, mn, sn)
+        r = 1.0 / (1.0 + np.exp(np.clip(ln - lp, -50, 50)))
+        if r.sum() < 1e-6:
+            return None
+        w = float(np.clip(r.mean(), 1e-4, 1 - 1e-4))
+        mp = float((r * x).sum() / r.sum())
+        sp = max(float(np.sqrt((r * (x - mp) ** 2).sum() / r.sum())), SD_FLOOR)
+    if mp <= mn:
+        return None
+    grid = np.linspace(mn, mp, 2048)
+    d = (np.log(w) + log_normal_pdf(grid, mp, sp)) - (np.log(1 - w) + log_normal_pdf(grid, mn, sn))
+    above = np.flatnonzero(d >= 0)
+    return (float(grid[above[0]]) if len(above) else 0.5 * (mn + mp)), w
+
+
+def kde_logpdf(x: np.ndarray, sample: np.ndarray) -> np.ndarray:
+    """Log density at ``x`` of a Gaussian kernel estimate on ``sample`` (Silverman bandwidth):
+    the cohort impostors' empirical score distribution, tails included."""
+    sample = np.asarray(sample, dtype=np.float64)
+    h = 1.06 * sample.std() * len(sample) ** -0.2
+    z = (np.asarray(x, dtype=np.float64)[:, None] - sample[None, :]) / h
+    m = (-0.5 * z**2).max(axis=1)
+    return m + np.log(np.exp(-0.5 * z**2 - m[:, None]).mean(axis=1)) - np.log(h)
+
+
+def kde_negative_mixture(
+    scores: np.ndarray, neg: np.ndarray, pos_init: np.ndarray, iters: int = 200
+) -> tuple[float, float] | None:
+    """As ``fixed_negative_mixture`` but the fixed negative component is the kernel density of
+    the cohort impostor scores ``neg`` itself (no Gaussian shape assumed). Threshold: the lowest
+    score from which the posterior of the target stays >= 0.5 up to the positive mean."""
+    x = np.asarray(scores, dtype=np.float64)
+    if len(x) < 5:
+        return None
+    ln_x = kde_logpdf(x, neg)
+    mp, sp = gaussian(pos_init)
+    w = 0.2
+    for _ in range(iters):
+        lp = np.log(w) + log_normal_pdf(x, mp, sp)
+        ln = np.log(1 - w) + ln_x
+        r = 1.0 / (1.0 + np.exp(np.clip(ln - lp, -50, 50)))
+        if r.sum() < 1e-6:
+            return None
+        w = float(np.clip(r.mean(), 1e-4, 1 - 1e-4))
+        mp = float((r * x).sum() / r.sum())
+        sp = max(float(np.sqrt((r * (x - mp) ** 2).sum() / r.sum())), SD_FLOOR)
+    mn = float(np.mean(neg))
+    if mp <= mn:
+        return None
+    grid = np.linspace(mn, mp, 2048)
+    d = (np.log(w) + log_normal_pdf(grid, mp, sp)) - (np.log(1 - w) + kde_logpdf(grid, neg))
+    below = np.flatnonzero(d < 0)
+    if len(below) == 0:
+        return float(grid[0]), w
+    if below[-1] == len(grid) - 1:
+        return None
+    return float(grid[below[-1] + 1]), w
+
+
+def gated_context(
+    scores: np.ndarray, group: np.ndarray, pos: np.ndarray, lower: float | np.ndarray
+) -> np.ndarray:
+    """Turn-taking-robust context: a slice's score averaged with those of its adjacent slices
+    (pos +- 1, same group) that are themselves at or above ``lower``; a slice below ``lower``
+    keeps its own score (a neighbour can not lift an impostor that is clearly out)."""
+    out = scores.astype(np.float64).copy()
+    lower = np.broadcast_to(np.asarray(lower, dtype=np.float64), scores.shape)
+    lookup = {(g, p): i for i, (g, p) in enumerate(zip(group.tolist(), pos.tolist(), strict=True))}
+    for i, (g, p) in enumerate(zip(group.tolist(), pos.tolist(), strict=True)):
+        if scores[i] < lower[i]:
+            continue
+        idx = [i] + [
+            lookup[(g, q)]
+            for q in (p - 1, p + 1)
+            if (g, q) in lookup and scores[lookup[(g, q)]] >= lower[lookup[(g, q)]]
+        ]
+        out[i] = scores[idx].mean()
+    return out
+
+
 METHODS = (
     "a plain",
     "b snorm",
@@ -287,26 +458,65 @@ METHODS = (
     "e d+context",
     "f d, mixture thr",
     "g e, mixture thr",
+    "h d, per-condition bound",
+    "i d, cond. midpoint",
+    "j d, cond. Gauss crossing",
+    "k d, cond. fixed-neg mixture",
+    "l e, cond. Gauss crossing (ctx-matched)",
+    "m gated ctx, cond. Gauss crossing",
+    "n gated ctx, cond. fixed-neg mixture",
+    "o d, cond. KDE-neg mixture",
+    "p gated ctx, cond. KDE-neg mixture",
+    "q gated ctx; clean: j, music: p",
+)
+CONTEXT_METHODS = (
+    "e d+context",
+    "g e, mixture thr",
+    "l e, cond. Gauss crossing (ctx-matched)",
+    "m gated ctx, cond. Gauss crossing",
+    "n gated ctx, cond. fixed-neg mixture",
+    "o d, cond. KDE-neg mixture",
+    "p gated ctx, cond. KDE-neg mixture",
+    "q gated ctx; clean: j, music: p",
 )
 
 
+def turn_order(utts: np.ndarray, crop_utt: np.ndarray, crop_pos: np.ndarray, seed: int):
+    """(group, pos) for crops laid out as ONE source in which the utterances follow each other
+    in a random order: adjacent crops at an utterance boundary are usually different speakers
+    (a turn-taking proxy for the context methods)."""
+    order = np.random.default_rng(seed).permutation(np.unique(utts))
+    rank = {u: i for i, u in enumerate(order.tolist())}
+    key = np.array(
+        [rank[u] * 100 + p for u, p in zip(crop_utt.tolist(), crop_pos.tolist(), strict=True)]
+    )
+    pos = np.empty(len(key), dtype=int)
+    pos[np.argsort(key, kind="stable")] = np.arange(len(key))
+    return np.zeros(len(key), dtype=int), pos
+
+
 def evaluate(data: Data, k: int = TOP_K) -> list[dict]:
-    """One row per (method, case, target): precision, recall, threshold, AUC."""
+    """One row per (method, case, target): precision, recall, threshold, AUC. Cases: clean,
+    hard, and hard-turns (the hard crops, context taken across utterance boundaries)."""
     rows = []
     ok = ~np.isnan(data.coh_emb).any(axis=1)  # crops that Resemblyzer's VAD found silent
-    cohort, coh_spk = data.coh_emb[ok], data.coh_spk[ok]
-    for target in TEST_SPEAKERS:
+    cohort, coh_spk, coh_kind = data.coh_emb[ok], data.coh_spk[ok], data.coh_kind[ok]
+    coh_music = coh_kind == "crop+music"
+    enr_pos = positions(data.enr_utt)
+    for ti, target in enumerate(TEST_SPEAKERS):
         is_t = data.utt_spk == target
         ref_rows = np.flatnonzero(is_t & (data.utt_idx < N_REFS))
         test_utts = np.setdiff1d(np.arange(len(data.utt_spk)), ref_rows)
         refs = data.utt_emb[ref_rows]
         ref_crops = [data.enr_emb[data.enr_utt == r] for r in ref_rows]
+        ref_crop_pos = [enr_pos[data.enr_utt == r] for r in ref_rows]
 
         plain = unit(refs.mean(axis=0))
         matched = unit(np.concatenate([unit(refs), *ref_crops]).mean(axis=0))
 
         # leave-one-reference-out scores (the "target side" of the thresholds)
         loo_plain, loo_matched = [], []
+        loo_full_n, loo_crop_n, loo_crop_grp, loo_crop_pos = [], [], [], []
         for j in range(len(ref_rows)):
             others = [i for i in range(len(ref_rows)) if i != j]
             e_p = unit(refs[others].mean(axis=0))
@@ -315,43 +525,123 @@ def evaluate(data: Data, k: int = TOP_K) -> list[dict]:
                 np.concatenate([unit(refs[others]), *[ref_crops[i] for i in others]]).mean(0)
             )
             loo_matched += list(unit(np.vstack([refs[j], ref_crops[j]])) @ e_m)
+            loo_full_n += list(asnorm(e_m, refs[j : j + 1], cohort, k))
+            loo_crop_n += list(asnorm(e_m, ref_crops[j], cohort, k))
+            loo_crop_grp += [j] * len(ref_crops[j])
+            loo_crop_pos += list(ref_crop_pos[j])
+        loo_full_n, loo_crop_n = np.array(loo_full_n), np.array(loo_crop_n)
+        loo_crop_ctx = context_average(loo_crop_n, np.array(loo_crop_grp), np.array(loo_crop_pos))
+
+        cb_matched = cohort_bound(matched, cohort, coh_spk, k)
         thr = {
             "a plain": min(loo_plain),
             "c matched": min(loo_matched),
             "b snorm": float(cohort_bound(plain, cohort, coh_spk, k).max()),
-            "d snorm+matched": float(cohort_bound(matched, cohort, coh_spk, k).max()),
+            "d snorm+matched": float(cb_matched.max()),
         }
         thr["e d+context"] = thr["d snorm+matched"]
+        # per condition (False = clean, True = music): impostor and target score samples
+        neg = {False: cb_matched[~coh_music], True: cb_matched[coh_music]}
+        pos = {False: loo_full_n, True: loo_crop_n}
+        neg_ctx = {
+            False: neg[False],
+            True: context_average(neg[True], coh_spk[coh_music], positions(coh_spk[coh_music])),
+        }
+        pos_ctx = {False: loo_full_n, True: loo_crop_ctx}
+        cond_thr = {
+            "h d, per-condition bound": {c: float(neg[c].max()) for c in (False, True)},
+            "i d, cond. midpoint": {
+                c: 0.5 * (float(neg[c].max()) + float(pos[c].min())) for c in (False, True)
+            },
+            "j d, cond. Gauss crossing": {
+                c: gaussian_crossing(neg[c], pos[c]) for c in (False, True)
+            },
+            "l e, cond. Gauss crossing (ctx-matched)": {
+                c: gaussian_crossing(neg_ctx[c], pos_ctx[c]) for c in (False, True)
+            },
+        }
+        cond_thr["m gated ctx, cond. Gauss crossing"] = cond_thr["j d, cond. Gauss crossing"]
 
         crop_sel = np.isin(data.crop_utt, test_utts)
+        crop_truth = data.utt_spk[data.crop_utt[crop_sel]] == target
+        floors = {
+            "clean": data.utt_floor[test_utts],
+            "hard": data.crop_floor[crop_sel],
+            "hard-turns": data.crop_floor[crop_sel],
+        }
         cases = {
             "clean": (data.utt_emb[test_utts], data.utt_spk[test_utts] == target, None),
             "hard": (
                 data.crop_emb[crop_sel],
-                data.utt_spk[data.crop_utt[crop_sel]] == target,
+                crop_truth,
                 (data.crop_utt[crop_sel], data.crop_pos[crop_sel]),
+            ),
+            "hard-turns": (
+                data.crop_emb[crop_sel],
+                crop_truth,
+                turn_order(test_utts, data.crop_utt[crop_sel], data.crop_pos[crop_sel], ti),
             ),
         }
         for case, (x, truth, ctx) in cases.items():
+            if CONDITION == "knn":
+                cond = music_condition(x, cohort, coh_music)
+            elif CONDITION == "floor":
+                cond = floors[case] > FLOOR_MUSIC_DB
+            else:  # "case": the condition the case was built with
+                cond = np.full(len(x), case != "clean")
+            d = asnorm(matched, x, cohort, k)
             scores = {
                 "a plain": unit(x) @ plain,
                 "b snorm": asnorm(plain, x, cohort, k),
                 "c matched": unit(x) @ matched,
-                "d snorm+matched": asnorm(matched, x, cohort, k),
+                "d snorm+matched": d,
             }
-            d = scores["d snorm+matched"]
             scores["e d+context"] = context_average(d, *ctx) if ctx is not None else d
-            scores["f d, mixture thr"] = scores["d snorm+matched"]
+            scores["f d, mixture thr"] = d
             scores["g e, mixture thr"] = scores["e d+context"]
-            t_case = dict(thr)
-            t_case["f d, mixture thr"] = mixture_threshold(
-                scores["f d, mixture thr"], thr["d snorm+matched"]
+            for m in cond_thr:
+                scores[m] = d
+            scores["l e, cond. Gauss crossing (ctx-matched)"] = scores["e d+context"]
+            # gate: a neighbour counts only if it is above the impostor side's mean + 2 sd of
+            # its condition (plausibly the target), and only lifts slices that are too
+            lower = np.array([gaussian(neg[c])[0] + 2 * gaussian(neg[c])[1] for c in cond])
+            gated = d.copy()
+            if ctx is not None:
+                gated = gated_context(d, *ctx, lower=lower)
+            scores["m gated ctx, cond. Gauss crossing"] = gated
+            scores["n gated ctx, cond. fixed-neg mixture"] = gated
+            t_slice = {m: np.full(len(d), thr[m]) for m in thr}
+            t_slice["f d, mixture thr"] = np.full(
+                len(d), mixture_threshold(d, thr["d snorm+matched"])
             )
-            t_case["g e, mixture thr"] = mixture_threshold(
-                scores["g e, mixture thr"], thr["d snorm+matched"]
+            t_slice["g e, mixture thr"] = np.full(
+                len(d), mixture_threshold(scores["e d+context"], thr["d snorm+matched"])
+            )
+            for m, tc in cond_thr.items():
+                t_slice[m] = np.where(cond, tc[True], tc[False])
+            for m, sc, fitter in (
+                ("k d, cond. fixed-neg mixture", d, fixed_negative_mixture),
+                ("n gated ctx, cond. fixed-neg mixture", gated, fixed_negative_mixture),
+                ("o d, cond. KDE-neg mixture", d, kde_negative_mixture),
+                ("p gated ctx, cond. KDE-neg mixture", gated, kde_negative_mixture),
+            ):
+                scores[m] = sc
+                t = np.empty(len(d))
+                for c in (False, True):
+                    sel = cond == c
+                    fit = fitter(sc[sel], neg[c], pos[c])
+                    t[sel] = fit[0] if fit is not None else cond_thr["j d, cond. Gauss crossing"][c]
+                t_slice[m] = t
+            scores["q gated ctx; clean: j, music: p"] = gated
+            t_slice["q gated ctx; clean: j, music: p"] = np.where(
+                cond,
+                t_slice["p gated ctx, cond. KDE-neg mixture"],
+                cond_thr["j d, cond. Gauss crossing"][False],
             )
             for m in METHODS:
-                p, r = prf(scores[m] >= t_case[m], truth)
+                if case == "hard-turns" and m not in CONTEXT_METHODS:
+                    continue
+                p, r = prf(scores[m] >= t_slice[m], truth)
                 rows.append(
                     dict(
                         method=m,
@@ -359,10 +649,11 @@ def evaluate(data: Data, k: int = TOP_K) -> list[dict]:
                         target=target,
                         precision=p,
                         recall=r,
-                        threshold=t_case[m],
+                        threshold=float(np.median(t_slice[m])),
                         auc=auc(scores[m], truth),
                         n=len(truth),
                         n_target=int(truth.sum()),
+                        music_frac=float(cond.mean()),
                     )
                 )
     return rows
@@ -375,9 +666,11 @@ def table(rows: list[dict]) -> str:
         "| AUC mean | slices (target) |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for case in ("clean", "hard"):
+    for case in ("clean", "hard", "hard-turns"):
         for m in METHODS:
             rs = [r for r in rows if r["method"] == m and r["case"] == case]
+            if not rs:
+                continue
             p = np.array([r["precision"] for r in rs])
             rc = np.array([r["recall"] for r in rs])
             a = np.array([r["auc"] for r in rs])
