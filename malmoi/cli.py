@@ -398,7 +398,11 @@ def speaker_filter(
         typer.Option(help="A clean clip (or folder) of the target voice (repeat)."),
     ] = None,
     threshold: Annotated[
-        str, typer.Option(help="auto (cohort-impostor bound), or a minimum normalised score.")
+        str,
+        typer.Option(
+            help="auto (the run's own voice model, seeded above the cohort-impostor bound), "
+            "cohort-bound, or a minimum normalised score."
+        ),
     ] = "auto",
     profile: Annotated[
         str | None, typer.Option(help="Use the speaker profile saved under this name.")
@@ -441,14 +445,14 @@ def speaker_filter(
             references=reference or [],
             profile=save_profile or profile,
             profiles_dir=profiles_dir,
-            threshold="auto" if threshold == "auto" else float(threshold),
+            threshold=threshold if threshold in ("auto", "cohort-bound") else float(threshold),
             dominant=dominant,
             cohort=cohort,
         )
     except ValueError as exc:
         if isinstance(exc, ValidationError):
             _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
-        _fail(f"--threshold: auto or a number, not {threshold!r}")
+        _fail(f"--threshold: auto, cohort-bound or a number, not {threshold!r}")
     from malmoi.errors import ItemError
 
     stage = SpeakerFilterStage(params, out)

@@ -204,10 +204,12 @@ class SpeakerFilterConfig(StrictModel):
         description="where profiles are saved; default: 'profiles' beside the model store "
         "(~/.cache/malmoi/profiles, or $MALMOI_MODEL_DIR/../profiles)",
     )
-    threshold: float | Literal["auto"] = Field(
+    threshold: float | Literal["auto", "cohort-bound"] = Field(
         "auto",
-        description="minimum normalised score kept; auto: the cohort-impostor bound "
-        "(or the similarity to the dominant voice's centroid with dominant)",
+        description="auto: the slices above the cohort-impostor bound enroll the run's own "
+        "voice model, cut where their similarity to it and the other slices' separate "
+        "(self_similarity); cohort-bound: the bound itself (on score); a number: the minimum "
+        "score (AS-norm) kept",
     )
     dominant: bool = Field(
         False, description="no reference: keep the largest cluster of voices of the run"

@@ -42,6 +42,14 @@ from pathlib import Path
 import numpy as np
 
 from malmoi.logs import get_logger
+from speaker_filter.score import (
+    Cohort,
+    RunScores,
+    asnorm,
+    self_enrollment_rule,
+    topk_stats,  # noqa: F401 - part of this module's research API
+    unit,
+)
 
 log = get_logger(__name__)
 
@@ -223,30 +231,6 @@ def build(shared: Path, cache: Path | None, threads: int = 1) -> Data:
 
 
 # --------------------------------------------------------------------------- scoring
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
-
-
-def topk_stats(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std of the ``k`` highest scores of each row of ``scores`` (n, c)."""
-    k = min(k, scores.shape[1])
-    top = -np.sort(-scores, axis=1)[:, :k]
-    return top.mean(axis=1), top.std(axis=1) + 1e-9
-
-
-def asnorm(enroll: np.ndarray, tests: np.ndarray, cohort: np.ndarray, k: int = TOP_K) -> np.ndarray:
-    """Adaptive symmetric normalisation of cos(enroll, tests): the mean of the score z-normalised
-    by the enrollment's top-k cohort scores and by each test's top-k cohort scores."""
-    e = unit(enroll)
-    t = unit(tests)
-    c = unit(cohort)
-    raw = t @ e
-    me, se = topk_stats((c @ e)[None, :], k)
-    mt, st = topk_stats(t @ c.T, k)
-    return 0.5 * ((raw - me[0]) / se[0] + (raw - mt) / st)
 
 
 def cohort_bound(enroll: np.ndarray, cohort: np.ndarray, spk: np.ndarray, k: int = TOP_K):
@@ -468,6 +452,7 @@ METHODS = (
     "o d, cond. KDE-neg mixture",
     "p gated ctx, cond. KDE-neg mixture",
     "q gated ctx; clean: j, music: p",
+    "r self-enrollment (the stage's auto)",
 )
 CONTEXT_METHODS = (
     "e d+context",
@@ -498,6 +483,8 @@ def turn_order(utts: np.ndarray, crop_utt: np.ndarray, crop_pos: np.ndarray, see
 def evaluate(data: Data, k: int = TOP_K) -> list[dict]:
     """One row per (method, case, target): precision, recall, threshold, AUC. Cases: clean,
     hard, and hard-turns (the hard crops, context taken across utterance boundaries)."""
+    from speaker_filter.profile import Profile
+
     rows = []
     ok = ~np.isnan(data.coh_emb).any(axis=1)  # crops that Resemblyzer's VAD found silent
     cohort, coh_spk, coh_kind = data.coh_emb[ok], data.coh_spk[ok], data.coh_kind[ok]
@@ -638,6 +625,19 @@ def evaluate(data: Data, k: int = TOP_K) -> list[dict]:
                 t_slice["p gated ctx, cond. KDE-neg mixture"],
                 cond_thr["j d, cond. Gauss crossing"][False],
             )
+            # r: the stage's own rule (speaker_filter.score), on this bench's profile and cohort
+            profile = Profile(
+                target,
+                refs,
+                np.concatenate(ref_crops),
+                np.concatenate([[i] * len(c) for i, c in enumerate(ref_crops)]).astype(np.int64),
+            )
+            run = RunScores(x, unit(x) @ matched, d)
+            thr_r = self_enrollment_rule(profile, Cohort(unit(cohort), coh_spk), run)
+            scores["r self-enrollment (the stage's auto)"] = (
+                d if thr_r.values is None else thr_r.values
+            )
+            t_slice["r self-enrollment (the stage's auto)"] = np.full(len(d), thr_r.value)
             for m in METHODS:
                 if case == "hard-turns" and m not in CONTEXT_METHODS:
                     continue
@@ -688,6 +688,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--top-k", type=int, default=TOP_K)
     ap.add_argument("--per-target", action="store_true")
+    ap.add_argument(
+        "--stage",
+        type=Path,
+        default=None,
+        metavar="WORK",
+        help="also run the real stage on each case (case files and runs under WORK)",
+    )
     args = ap.parse_args(argv)
     import logging
 
@@ -700,12 +707,112 @@ def main(argv: list[str] | None = None) -> None:
             f"embedder, {name}: {n} clips, {audio_s:.0f} s of audio in {dt:.1f} s "
             f"= {n / dt:.0f} clips/s"
         )
+    if args.stage is not None:
+        print("\nThe stage itself (its profile, the committed cohort, threshold auto):\n")
+        print(stage_table(stage_evaluate(args.shared, args.stage)))
     if args.per_target:
         for r in rows:
             print(
                 f"{r['method']:18s} {r['case']:5s} {r['target']:>5s} P={r['precision']:.3f} "
                 f"R={r['recall']:.3f} thr={r['threshold']:.3f} AUC={r['auc']:.3f}"
             )
+
+
+# --------------------------------------------------------------------------- through the stage
+
+
+@dataclass
+class StageCase:
+    """One case of :func:`stage_evaluate`: per target, precision and recall of the stage's own
+    run (its profile, the bundled cohort, its ``auto`` threshold) and the threshold it chose."""
+
+    case: str
+    target: str
+    precision: float
+    recall: float
+    threshold: float
+    rule: str
+    n: int
+    n_target: int
+
+
+def write_case_files(shared: Path, folder: Path) -> dict[str, list[Path]]:
+    """The clean and hard cases as files the stage reads: the 60 utterances as they are, and
+    their consecutive 2-s crops with the test music at 10 dB (16 kHz WAV, named
+    ``<utterance>_c<k>.wav``; the same construction and seed as :func:`build`)."""
+    import soundfile as sf
+
+    utt_files = sorted((shared / "librispeech" / "utterances").glob("*/*.flac"))
+    crops_dir = folder / "hard"
+    if not (crops_dir / ".done").exists():
+        crops_dir.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(11)
+        music = load(shared / TEST_MUSIC[0])[round(TEST_MUSIC[1] * SR) : round(TEST_MUSIC[2] * SR)]
+        for f in utt_files:
+            for p, c in enumerate(consecutive_crops(load(f), MAX_CROPS)):
+                sf.write(crops_dir / f"{f.stem}_c{p}.wav", mix(c, music, SNR_DB, rng), SR)
+        (crops_dir / ".done").touch()
+    return {"clean": utt_files, "hard": sorted(crops_dir.glob("*.wav"))}
+
+
+def stage_evaluate(shared: Path, work: Path) -> list[StageCase]:
+    """Each test speaker in turn as the target of a real :class:`SpeakerFilterStage` run per
+    case: references = its utterances 0-2 (the stage builds the profile with its own music
+    crops and scores against the committed cohort), inputs = every other clip of the case."""
+    from crawl.local import discover
+    from malmoi.config import SpeakerFilterConfig
+    from malmoi.manifest import read_records
+    from speaker_filter.stage import SpeakerFilterStage
+
+    files = write_case_files(shared, work / "cases")
+    utt_files = files["clean"]
+    out: list[StageCase] = []
+    for target in TEST_SPEAKERS:
+        refs = [f for f in utt_files if f.name.split("-")[0] == target][:N_REFS]
+        ref_stems = {f.stem for f in refs}
+        for case, clips in files.items():
+            inputs = [f for f in clips if f.stem.split("_c")[0] not in ref_stems]
+            run_dir = work / "runs" / f"{case}-{target}"
+            stage = SpeakerFilterStage(SpeakerFilterConfig(references=refs), run_dir)
+            stage.run(list(discover(inputs, ["flac", "wav"])))
+            kept = {Path(r["source"]).name for r in read_records(run_dir / "manifest.csv")}
+            truth = np.array([f.name.split("-")[0] == target for f in inputs])
+            keep = np.array([f.name in kept for f in inputs])
+            p, r = prf(keep, truth)
+            thr = json.loads((run_dir / "threshold.json").read_text(encoding="utf-8"))
+            out.append(
+                StageCase(
+                    case, target, p, r, thr["value"], thr["rule"], len(inputs), int(truth.sum())
+                )
+            )
+            log.info(
+                "stage %s %s: P %.3f R %.3f (%s %.3f)",
+                case,
+                target,
+                p,
+                r,
+                thr["rule"],
+                thr["value"],
+            )
+    return out
+
+
+def stage_table(cases: list[StageCase]) -> str:
+    """Markdown: per case, mean and worst precision/recall of the stage's runs, and per target."""
+    lines = [
+        "| case | precision mean | precision worst | recall mean | recall worst "
+        "| per target (P/R) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for case in ("clean", "hard"):
+        cs = [c for c in cases if c.case == case]
+        p = np.array([c.precision for c in cs])
+        r = np.array([c.recall for c in cs])
+        per = ", ".join(f"{c.target} {c.precision:.2f}/{c.recall:.2f}" for c in cs)
+        lines.append(
+            f"| {case} | {p.mean():.3f} | {p.min():.3f} | {r.mean():.3f} | {r.min():.3f} | {per} |"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,19 @@ and that cosine normalised by adaptive symmetric S-norm (AS-norm, top-k 100) aga
 cohort of 120 LibriSpeech speakers (``score``; without a cohort, the cosine itself).
 
 Threshold rules are pluggable: a :data:`ThresholdRule` takes the profile, the cohort (or None)
-and the slices' scores and returns a :class:`Threshold` (value and a one-line reason). The
-default ``auto`` rule is the cohort-impostor bound (method d of RESEARCH.md): the highest
-normalised score any cohort item reaches against the profile, each cohort speaker normalised
-with a cohort that leaves that speaker out."""
+and the run's slices (:class:`RunScores`: embeddings and scores) and returns a
+:class:`Threshold`: the value, the column it applies to, and a one-line reason.
+
+- ``auto`` (:func:`self_enrollment_rule`, method r of RESEARCH.md): the slices above the
+  cohort-impostor bound are the target for sure; their mean embedding is a second, in-domain
+  enrollment (same channel, same music residue as the rest of the run), every slice's cosine to
+  it is ``self_similarity`` (leave-one-out for those slices), and the cut is where Gaussians
+  fitted to the confident slices' and the other slices' ``self_similarity`` cross (prior: the
+  confident share). Falls back to the bound when either side has fewer than 2 slices.
+- ``cohort-bound`` (:func:`cohort_bound_rule`, method d): the highest normalised score any
+  cohort item reaches against the profile, each cohort speaker normalised with a cohort that
+  leaves that speaker out.
+- a number: a threshold on ``score`` as given."""
 
 from __future__ import annotations
 
@@ -35,12 +44,30 @@ class Cohort:
 
 
 @dataclass(frozen=True)
+class RunScores:
+    """The slices of a run a threshold is chosen for: embeddings (n, 256, no NaN), the cosine
+    to the profile (``similarity``) and the normalised score (``score``)."""
+
+    emb: np.ndarray
+    similarity: np.ndarray
+    score: np.ndarray
+
+
+@dataclass(frozen=True)
 class Threshold:
-    """A threshold on the ``score`` column and why it is there."""
+    """A threshold on one column of the slices (``column``; its values per slice in
+    ``values``, aligned with :class:`RunScores`) and why it is there."""
 
     value: float
     rule: str
     reason: str
+    column: str = "score"
+    values: np.ndarray | None = None
+
+    def keep(self, run: RunScores) -> np.ndarray:
+        """Which of the run's slices the threshold keeps."""
+        values = run.score if self.values is None else self.values
+        return values >= self.value
 
     def describe(self) -> str:
         return f"{self.rule}: {self.reason}"
@@ -98,10 +125,98 @@ def cohort_bound_scores(enroll: np.ndarray, cohort: Cohort, k: int = TOP_K) -> n
     return out
 
 
-ThresholdRule = Callable[["Profile", Cohort | None, np.ndarray], Threshold]
+ThresholdRule = Callable[["Profile", Cohort | None, RunScores], Threshold]
+
+SD_FLOOR = 0.02  # cosine units: a Gaussian fitted to a few near-identical slices needs a floor
+MIN_SIDE = 2  # slices needed on each side of the bound to enroll in-domain
+MAX_ROUNDS = 10  # re-enrollment rounds (the partition is stable after <= 5 on the bench)
 
 
-def cohort_bound_rule(profile: Profile, cohort: Cohort | None, scores: np.ndarray) -> Threshold:
+def gaussian_crossing(pos: np.ndarray, neg: np.ndarray, prior: float) -> float | None:
+    """The value between the means where Gaussians fitted to ``neg`` and ``pos`` (weights
+    ``1 - prior`` and ``prior``; sd floored at :data:`SD_FLOOR`) are equally likely; None when
+    ``pos`` does not lie above ``neg``."""
+    mp, sp = float(np.mean(pos)), max(float(np.std(pos)), SD_FLOOR)
+    mn, sn = float(np.mean(neg)), max(float(np.std(neg)), SD_FLOOR)
+    if mp <= mn:
+        return None
+    grid = np.linspace(mn, mp, 4096)
+    lp = np.log(prior) - 0.5 * ((grid - mp) / sp) ** 2 - np.log(sp)
+    ln = np.log(1 - prior) - 0.5 * ((grid - mn) / sn) ** 2 - np.log(sn)
+    above = np.flatnonzero(lp >= ln)
+    return float(grid[above[0]]) if len(above) else 0.5 * (mn + mp)
+
+
+def self_similarity(emb: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """Cosine of every row of ``emb`` to the mean of the ``seeds`` rows; a seed row is compared
+    with the mean of the other seeds (leave-one-out), so it is not its own evidence."""
+    u = unit(emb)
+    total = u[seeds].sum(axis=0)
+    out = u @ unit(total)
+    n = int(seeds.sum())
+    for i in np.flatnonzero(seeds):
+        out[i] = float(u[i] @ unit(total - u[i])) if n > 1 else np.nan
+    return out
+
+
+def clean_bound_seeds(profile: Profile, cohort: Cohort, run: RunScores) -> np.ndarray:
+    """The run's slices above the cohort bound of the profile's clean references alone (no
+    music crops): the music crops raise every music-residue slice's score, impostors' too
+    (RESEARCH.md, round 3), so a sure slice must pass both enrollments' bounds."""
+    clean = unit(unit(profile.refs).mean(axis=0))
+    bound = float(cohort_bound_scores(clean, cohort).max())
+    return asnorm(clean, run.emb, cohort.emb) >= bound
+
+
+def self_enrollment_rule(profile: Profile, cohort: Cohort | None, run: RunScores) -> Threshold:
+    """``auto``: in-domain re-enrollment on the slices above the cohort bounds, repeated with the
+    kept slices as the next seeds until the partition is stable (module docstring); the bound
+    itself when either side is too small to fit."""
+    bound = cohort_bound_rule(profile, cohort, run)
+    seeds = bound.keep(run)
+    if cohort is not None and len(profile.crops):
+        seeds &= clean_bound_seeds(profile, cohort, run)
+    n_seed, n_other = int(seeds.sum()), int((~seeds).sum())
+    if n_seed < MIN_SIDE or n_other < MIN_SIDE:
+        return Threshold(
+            bound.value,
+            bound.rule,
+            f"{bound.reason}; no in-domain enrollment ({n_seed} slices above it, {n_other} "
+            f"below; {MIN_SIDE} needed on each side)",
+        )
+    keep, cut, sims, rounds = seeds, None, None, 0
+    while rounds < MAX_ROUNDS and keep.sum() >= MIN_SIDE and (~keep).sum() >= MIN_SIDE:
+        rounds += 1
+        round_sims = self_similarity(run.emb, keep)
+        round_cut = gaussian_crossing(round_sims[keep], round_sims[~keep], float(keep.mean()))
+        if round_cut is None:
+            break
+        cut, sims = round_cut, round_sims
+        new = sims >= cut
+        if (new == keep).all():
+            break
+        keep = new
+    if cut is None or sims is None:
+        return Threshold(
+            bound.value,
+            bound.rule,
+            f"{bound.reason}; the {n_seed} slices above it are no closer to each other than to "
+            "the rest, so no in-domain enrollment",
+        )
+    keep = sims >= cut
+    return Threshold(
+        cut,
+        "self-enrollment",
+        f"{n_seed} slices above the cohort bound {bound.value:.2f} (and the clean references' "
+        f"bound) seeded the run's own voice model; after {rounds} round(s) {int(keep.sum())} "
+        f"slices, cut where Gaussians on their leave-one-out similarity (mean "
+        f"{sims[keep].mean():.3f}) and the other slices' (mean {sims[~keep].mean():.3f}) cross",
+        column="self_similarity",
+        values=sims,
+    )
+
+
+def cohort_bound_rule(profile: Profile, cohort: Cohort | None, run: RunScores) -> Threshold:
     """The cohort-impostor bound (RESEARCH.md method d); without a cohort, the lowest
     leave-one-out similarity of a reference clip or its music crops (method c)."""
     if cohort is not None:
@@ -123,17 +238,20 @@ def cohort_bound_rule(profile: Profile, cohort: Cohort | None, scores: np.ndarra
     )
 
 
-RULES: dict[str, ThresholdRule] = {"auto": cohort_bound_rule}
+RULES: dict[str, ThresholdRule] = {
+    "auto": self_enrollment_rule,
+    "cohort-bound": cohort_bound_rule,
+}
 
 
 def pick_threshold(
     setting: float | str,
     profile: Profile,
     cohort: Cohort | None,
-    scores: np.ndarray,
+    run: RunScores,
     rules: dict[str, ThresholdRule] = RULES,
 ) -> Threshold:
-    """The threshold for ``setting``: a number as given, or a rule's choice by name."""
+    """The threshold for ``setting``: a number (on ``score``) as given, or a rule's choice."""
     if isinstance(setting, int | float):
         return Threshold(float(setting), "given", "set in the config / --threshold")
-    return rules[setting](profile, cohort, scores)
+    return rules[setting](profile, cohort, run)

@@ -53,6 +53,7 @@ from speaker_filter.profile import (
 from speaker_filter.score import (
     RULES,
     Cohort,
+    RunScores,
     Threshold,
     ThresholdRule,
     bundled_cohort,
@@ -77,7 +78,13 @@ class SpeakerRow(AudioRow):
     gender: str = Field("", description="as the segment stage told it")
     similarity: float | None = Field(None, description="cosine to the profile's enrollment")
     score: float | None = Field(None, description="AS-norm score against the cohort (or cosine)")
-    threshold: float | None = Field(None, description="the run's threshold on score")
+    self_similarity: float | None = Field(
+        None,
+        description="cosine to the run's own enrollment of its surest slices (threshold auto)",
+    )
+    threshold: float | None = Field(
+        None, description="the run's threshold (on self_similarity with auto, else on score)"
+    )
 
 
 class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
@@ -301,21 +308,37 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
         scores = np.full(len(ids), np.nan)
         if ok.any():
             sim[ok], scores[ok] = score(profile.enroll, emb[ok], cohort)
-        thr = pick_threshold(self.params.threshold, profile, cohort, scores[ok], self.rules)
+        run = RunScores(emb[ok], sim[ok], scores[ok])
+        thr = pick_threshold(self.params.threshold, profile, cohort, run, self.rules)
+        keep = np.zeros(len(ids), dtype=bool)
+        decided = np.full(len(ids), np.nan)
+        selfsim = np.full(len(ids), np.nan)
+        if ok.any():
+            keep[ok] = thr.keep(run)
+            decided[ok] = run.score if thr.values is None else thr.values
+            if thr.values is not None:
+                selfsim[ok] = thr.values
         kept, rejected = [], []
-        for rec, s1, s2, good in zip(records, sim, scores, ok, strict=True):
+        for i, rec in enumerate(records):
             rec.pop("reason", None)
             rec.update(threshold=round(thr.value, 4))
-            if not good:
-                rec.update(similarity=None, score=None)
+            if not ok[i]:
+                rec.update(similarity=None, score=None, self_similarity=None)
                 rejected.append({**rec, "reason": NO_SPEECH})
                 continue
-            rec.update(similarity=round(float(s1), 4), score=round(float(s2), 4))
-            if s2 >= thr.value:
+            rec.update(
+                similarity=round(float(sim[i]), 4),
+                score=round(float(scores[i]), 4),
+                self_similarity=None if np.isnan(selfsim[i]) else round(float(selfsim[i]), 4),
+            )
+            if keep[i]:
                 kept.append(rec)
             else:
                 setting = self.params.threshold
-                why = f"score {s2:.2f} below threshold {thr.value:.2f} ({setting}: {thr.rule})"
+                why = (
+                    f"{thr.column} {decided[i]:.3f} below threshold {thr.value:.3f} "
+                    f"({setting}: {thr.rule})"
+                )
                 rejected.append({**rec, "reason": why})
         # the base loop removes an item's earlier outputs that process() did not return as kept
         # (here: all of them, the partition comes now): link them again, kept and rejected
@@ -330,10 +353,11 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
         )
         report.rejected_by_reason = {}
         for r in rejected:
-            key = NO_SPEECH if r["reason"] == NO_SPEECH else "score below threshold"
+            key = NO_SPEECH if r["reason"] == NO_SPEECH else f"{thr.column} below threshold"
             report.rejected_by_reason[key] = report.rejected_by_reason.get(key, 0) + 1
         info = {
             "value": thr.value,
+            "column": thr.column,
             "rule": thr.rule,
             "reason": thr.reason,
             "setting": self.params.threshold,
@@ -354,7 +378,7 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
             f"; {note}" if note else "",
         )
         plot_scores(
-            scores[ok],
+            decided[ok],
             np.array([r["id"] for r in kept]),
             np.array(ids)[ok],
             thr,
@@ -437,7 +461,8 @@ def dominant_profile(emb: np.ndarray, cut: float = CLUSTER_CUT) -> tuple[Profile
 def plot_scores(
     scores: np.ndarray, kept_ids: np.ndarray, ids: np.ndarray, thr: Threshold, path: Path
 ) -> None:
-    """Histogram of the slices' scores, kept vs rejected, with the threshold (PNG)."""
+    """Histogram of the slices' values of the threshold's column, kept vs rejected, with the
+    threshold (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -451,7 +476,14 @@ def plot_scores(
         scores[~keep], bins=bins, color="tab:red", alpha=0.7, label=f"rejected ({(~keep).sum()})"
     )
     ax.axvline(thr.value, color="k", ls="--", label=f"threshold {thr.value:.2f} ({thr.rule})")
-    ax.set_xlabel("score (AS-norm)" if thr.rule != "reference-loo" else "score (cosine)")
+    ax.set_xlabel(
+        {
+            "score": "score (AS-norm against the cohort)",
+            "self_similarity": "self_similarity (cosine to the run's own enrollment)",
+        }[thr.column]
+        if thr.rule != "reference-loo"
+        else "similarity (cosine)"
+    )
     ax.set_ylabel("slices")
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -69,15 +69,17 @@ def test_keeps_the_target_and_lists_the_rejected_with_reasons(case: dict) -> Non
     assert len(kept) + len(rejected) == 10
     assert {speaker_of(r) for r in kept} == {TARGET}, kept
     assert len(kept) >= 3  # recall >= 0.75 on clean utterances
-    for r in rejected:
-        assert "below threshold" in r["reason"] and "(auto: cohort-bound)" in r["reason"]
     thr = json.loads((out / "threshold.json").read_text())
-    assert thr["rule"] == "cohort-bound" and "cohort impostor" in thr["reason"]
+    assert thr["rule"] == "self-enrollment", thr
+    assert thr["column"] == "self_similarity" and "above the cohort bound" in thr["reason"]
+    for r in rejected:
+        assert "self_similarity" in r["reason"] and "(auto: self-enrollment)" in r["reason"]
     for r in kept + rejected:
         assert float(r["threshold"]) == pytest.approx(thr["value"], abs=1e-3)
-        assert r["similarity"] and r["score"]
+        assert r["similarity"] and r["score"] and r["self_similarity"]
         assert (out / r["path"]).exists()
-    assert min(float(r["score"]) for r in kept) >= thr["value"]
+    assert min(float(r["self_similarity"]) for r in kept) >= thr["value"]
+    assert max(float(r["self_similarity"]) for r in rejected) < thr["value"]
     assert (out / "scores.png").stat().st_size > 1000
     assert len(list((out / "embeddings").glob("*.npz"))) == 10
 
@@ -179,7 +181,7 @@ def test_cli_saves_a_profile_and_moves_the_threshold(shared: Path, tmp_path: Pat
     assert read_records(out / "manifest.csv") == []
     assert all("(99.0: given)" in r["reason"] for r in read_records(out / "rejected.csv"))
     proc = run_malmoi("speaker-filter", *inputs, "--threshold", "often", *common, "--dominant")
-    assert proc.returncode == 2 and "auto or a number" in proc.stderr
+    assert proc.returncode == 2 and "auto, cohort-bound or a number" in proc.stderr
 
 
 def test_pipeline_puts_the_filter_between_segment_and_denoise(tmp_path: Path) -> None:
