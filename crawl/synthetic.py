@@ -3,7 +3,9 @@
 Writes into ``<raw>/``: ``말모이_데모.mp4`` (or ``.m4a`` without video) — Korean sentences
 spoken by espeak-ng in alternating voices over a synthesised music bed — and, under
 ``reference/``, the clean speech, the music alone and who speaks when (``turns.csv``), so later
-stages can be scored against the truth. Everything is deterministic; existing files are kept.
+stages can be scored against the truth, and ``reference/voices/<voice>/`` three clean clips of
+each voice saying sentences the episode does not hold (the speaker filter's references).
+Everything is deterministic; existing files are kept.
 """
 
 from __future__ import annotations
@@ -40,6 +42,12 @@ SENTENCES = [
     "말모이는 우리말을 모은다는 뜻입니다.",
 ]
 
+VOICE_SENTENCES = [  # not in SENTENCES: a reference never is a slice of the episode
+    "도서관에서 책을 빌려 읽는 것을 좋아합니다.",
+    "내일 아침에는 일찍 일어나서 산책을 하겠습니다.",
+    "시장에 가서 사과와 배를 조금 샀어요.",
+]
+
 
 def generate(source: SyntheticSource, raw_dir: Path) -> list[Path]:
     """Make the demo media in ``raw_dir`` (once) and return the media file paths."""
@@ -50,6 +58,7 @@ def generate(source: SyntheticSource, raw_dir: Path) -> list[Path]:
             "(Debian/Ubuntu: sudo apt-get install espeak-ng; macOS: brew install espeak-ng)"
         )
     media = raw_dir / ("말모이_데모.mp4" if source.video else "말모이_데모.m4a")
+    voice_references(source.voices, raw_dir / "reference" / "voices")
     if media.exists():
         return [media]
     raw_dir.mkdir(parents=True, exist_ok=True)
@@ -80,6 +89,26 @@ def generate(source: SyntheticSource, raw_dir: Path) -> list[Path]:
         mux(media, len(mix) / SAMPLE_RATE, mix_wav, video=source.video)
     log.info("demo media written: %s (%.1f s)", media, len(mix) / SAMPLE_RATE)
     return [media]
+
+
+def voice_references(voices: list[str], folder: Path) -> list[Path]:
+    """Clean clips of each voice (``<folder>/<voice>/<n>.wav``, espeak-ng WAV, made once)."""
+    out = []
+    for voice in voices:
+        for n, text in enumerate(VOICE_SENTENCES):
+            path = folder / voice / f"{n}.wav"
+            out.append(path)
+            if path.exists():
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                subprocess.run(
+                    tool_command(["espeak-ng", "-v", voice, "-s", "150", "-w", str(tmp), text]),
+                    check=True,
+                    capture_output=True,
+                    timeout=120,
+                )
+    return out
 
 
 def _speech(voices: list[str]) -> tuple[np.ndarray, list[tuple[float, float, str, str]]]:

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import requests
 import soundfile as sf
@@ -145,6 +146,22 @@ def test_demo_config_builds_from_generated_media(spleeter_model: Path, tmp_path:
     assert len(slices) >= 3
     assert slices["duration"].between(1.0, 15.0).all()
     assert set(slices["parent_id"]) == {row["id"] + ".vocals"}
+    # the speaker filter keeps the target voice (ko+m3, from the synthetic source's clean
+    # references) and only it: each kept slice overlaps ko+m3's turns (turns.csv, the truth)
+    # for >= 90% of its time, and denoise reads the kept slices only
+    turns = pd.read_csv(raw / "reference/turns.csv")
+    kept = read_manifest(tmp_path / "runs/demo/speaker_filter")
+    rejected = pd.read_csv(tmp_path / "runs/demo/speaker_filter/rejected.csv")
+    assert len(kept) + len(rejected) == len(slices) and len(kept) >= 2
+
+    def share(rec: pd.Series, voice: str) -> float:
+        ours = turns[turns["voice"] == voice]
+        inter = ours["stop"].clip(upper=rec["stop"]) - ours["start"].clip(lower=rec["start"])
+        return float(inter.clip(lower=0).sum() / (rec["stop"] - rec["start"]))
+
+    assert all(share(r, "ko+m3") >= 0.9 for _, r in kept.iterrows()), kept
+    assert all(share(r, "ko+m3") < 0.5 for _, r in rejected.iterrows()), rejected
+    assert set(read_manifest(tmp_path / "runs/demo/denoise")["parent_id"]) <= set(kept["id"])
 
 
 def _free_port() -> int:
