@@ -190,7 +190,8 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
             self._items = []
 
     def setup(self) -> None:
-        self._embedder()
+        """Cohort, profile and the batched embedding of the slices not cached yet; the encoder
+        is loaded (once) only when something needs embedding, so ``--rescore`` never loads it."""
         self._cohort()
         self._profile()
         self._prefetch(self._items)

@@ -118,6 +118,7 @@ def test_threshold_change_and_rescore_recompute_no_embedding(case: dict) -> None
     stage = SpeakerFilterStage(case["params"], out)
     report = stage.run(items_of([case["slices"]]), force=True)
     assert report.processed == 10 and stage.embedded == 0
+    assert stage.embedder is None  # every embedding and the profile were on disk: no encoder
     assert {r["id"] for r in read_records(out / "manifest.csv")} == kept0
     assert all((out / r["path"]).exists() for r in read_records(out / "manifest.csv"))
     assert SpeakerFilterStage(case["params"], out).pending(items_of([case["slices"]])) == 0
