@@ -421,9 +421,9 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
             rows.append(p.record())
         progress_t.rewrite(rows)
 
-    def pending(self, items, retry_failed: bool = False) -> int:  # type: ignore[override]
+    def pending(self, items, retry_failed: bool = False, prune: bool = False) -> int:  # type: ignore[override]
         """Items to process, plus one when the partition is stale (a threshold change)."""
-        count = super().pending(items, retry_failed)
+        count = super().pending(items, retry_failed, prune)
         path = self.out_dir / "threshold.json"
         stale = not path.exists() or json.loads(path.read_text(encoding="utf-8")).get(
             "settings"

@@ -162,6 +162,12 @@ def test_demo_config_builds_from_generated_media(spleeter_model: Path, tmp_path:
     assert all(share(r, "ko+m3") >= 0.9 for _, r in kept.iterrows()), kept
     assert all(share(r, "ko+m3") < 0.5 for _, r in rejected.iterrows()), rejected
     assert set(read_manifest(tmp_path / "runs/demo/denoise")["parent_id"]) <= set(kept["id"])
+    # a rerun finds every stage finished, the speaker filter's partition included
+    again = run_malmoi(
+        "build", str(REPO / "configs/demo.yaml"), cwd=tmp_path, env={"PREFECT_HOME": str(home)}
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "speaker_filter: nothing to do" in again.stdout, again.stdout
 
 
 def _free_port() -> int:
