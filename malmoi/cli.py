@@ -16,6 +16,7 @@ import typer
 
 from malmoi.config import (
     DenoiseConfig,
+    ExportConfig,
     IngestConfig,
     NormalizeConfig,
     SegmentConfig,
@@ -53,6 +54,7 @@ GenderEngine = _choices("GenderEngine", SegmentConfig, "gender_engine")
 SpeechEngine = _choices("SpeechEngine", SegmentConfig, "engine")
 DenoiseEngine = _choices("DenoiseEngine", DenoiseConfig, "engine")
 NormalizeMode = _choices("NormalizeMode", NormalizeConfig, "mode")
+TextSource = _choices("TextSource", ExportConfig, "text")
 
 
 StageName = StrEnum("StageName", {n: n for n in STAGE_NAMES})
@@ -387,6 +389,91 @@ def denoise(
     report = _run(DenoiseStage(params, out), items, retry_failed)
     typer.echo(report.summary())
     typer.echo(f"manifest: {out / 'manifest.csv'}")
+
+
+@app.command()
+def export(
+    what: Annotated[
+        Path,
+        typer.Argument(
+            help="CONFIG (a pipeline YAML: export its build into <output_dir>/export) or a "
+            "STAGE_DIR (a stage folder with manifest.csv, e.g. runs/x/denoise; with --out)."
+        ),
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="The dataset folder (with STAGE_DIR).")
+    ] = None,
+    sample_rate: Annotated[
+        int | None, typer.Option(help="Hz of the WAVs (default 22050, or the config's).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the split by source.")] = None,
+    speaker: Annotated[str | None, typer.Option(help="The speaker column's value.")] = None,
+    text: Annotated[TextSource | None, typer.Option(help="Where texts come from.")] = None,
+    min_duration: Annotated[float | None, typer.Option(help="Leave out shorter slices.")] = None,
+    max_duration: Annotated[float | None, typer.Option(help="Leave out longer slices.")] = None,
+    min_snr_db: Annotated[float | None, typer.Option(help="Leave out a lower WADA-SNR.")] = None,
+    min_dnsmos_ovrl: Annotated[
+        float | None, typer.Option(help="Leave out a lower DNSMOS OVRL.")
+    ] = None,
+    min_similarity: Annotated[
+        float | None, typer.Option(help="Leave out a lower speaker similarity (cosine).")
+    ] = None,
+    retry_failed: RetryFailed = False,
+    verbose: Verbose = False,
+) -> None:
+    """Write the training-ready dataset: DATASET/wavs/<id>.wav, manifest.jsonl (NeMo),
+    metadata.csv (Hugging Face audiofolder), metadata.txt (LJSpeech), dataset.json and the card
+    README.md. Options override the config's export section; no earlier stage is recomputed."""
+    setup_cli_logging(verbose)
+    from pydantic import ValidationError
+
+    from malmoi.config import ConfigError, load_config
+    from malmoi.pipeline import StageOrderError, check_input, spec
+    from malmoi.stage import items_from
+
+    given = {
+        "sample_rate": sample_rate,
+        "seed": seed,
+        "speaker": speaker,
+        "text": text.value if text is not None else None,
+        "min_duration": min_duration,
+        "max_duration": max_duration,
+        "min_snr_db": min_snr_db,
+        "min_dnsmos_ovrl": min_dnsmos_ovrl,
+        "min_similarity": min_similarity,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    cfg = None
+    try:
+        if what.is_file():
+            if out is not None:
+                _fail("export CONFIG writes into the config's <output_dir>/export: drop --out")
+            cfg = load_config(what)
+            cfg = cfg.model_copy(
+                update={"export": ExportConfig(**(cfg.export.model_dump() | given))}
+            )
+            stage_spec = spec("export")
+            check_input(cfg, stage_spec)
+            stage = stage_spec.make(cfg)
+            items = stage_spec.items(cfg)
+            dataset = cfg.stage_dir("export")
+        else:
+            from export.stage import ExportStage
+
+            if not (what / "manifest.csv").is_file():
+                _fail(f"{what}: neither a config file nor a stage folder with manifest.csv")
+            if out is None:
+                _fail("export STAGE_DIR: give the dataset folder with --out DATASET")
+            stage = ExportStage(ExportConfig(**given), out, lineage_root=what.resolve().parent)
+            items = items_from(what)
+            dataset = out
+    except ValidationError as exc:
+        _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+    except (ConfigError, StageOrderError) as exc:
+        _fail(str(exc))
+    report = _run(stage, items, retry_failed, config=cfg, prune=True)
+    typer.echo(report.summary())
+    typer.echo(f"dataset: {dataset} (card: {dataset / 'README.md'}; malmoi verify {dataset})")
 
 
 @app.command("speaker-filter")
@@ -739,7 +826,13 @@ def _write_scores(out: Path, name: str, text: str, scores: list) -> None:
 
 
 def _run(
-    stage, items, retry_failed: bool, label: str | None = None, force: bool = False
+    stage,
+    items,
+    retry_failed: bool,
+    label: str | None = None,
+    force: bool = False,
+    config=None,  # malmoi.config.PipelineConfig | None: written beside the manifest
+    prune: bool = False,
 ):  # -> StageReport
     """Run a stage with a progress bar on a terminal (log lines otherwise); a missing model, a
     busy folder, an id collision or a stage stopped by the machine (disk full…) is a one-line
@@ -750,7 +843,14 @@ def _run(
 
     try:
         with progress_for(label or stage.name) as progress:
-            return stage.run(items, retry_failed=retry_failed, progress=progress, force=force)
+            return stage.run(
+                items,
+                retry_failed=retry_failed,
+                config=config,
+                progress=progress,
+                force=force,
+                prune=prune,
+            )
     except (ModelUnavailable, StageBusy, StageStopped, IdCollision) as exc:
         _fail(str(exc), code=1)
 

@@ -316,6 +316,51 @@ class DenoiseConfig(StrictModel):
         return self
 
 
+class SplitsConfig(StrictModel):
+    """Shares of the sources (episodes, input files) in each split; a source is never in two."""
+
+    train: float = Field(0.8, ge=0, le=1)
+    validation: float = Field(0.1, ge=0, le=1)
+    test: float = Field(0.1, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitsConfig:
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + validation + test must be 1 (got {total:g})")
+        return self
+
+
+class ExportConfig(StrictModel):
+    """Export (last): the training-ready dataset from the last stage's kept slices — mono
+    16-bit WAVs at one rate, manifest.jsonl (NeMo), metadata.csv (Hugging Face audiofolder),
+    metadata.txt (LJSpeech), splits by source, texts from subtitles, a dataset card."""
+
+    sample_rate: int = Field(
+        22050, ge=8000, le=192000, description="Hz of the exported WAVs (22050 TTS, 16000 ASR)"
+    )
+    splits: SplitsConfig = SplitsConfig()
+    seed: int = Field(0, description="the split of each source is drawn from (seed, source id)")
+    speaker: str | None = Field(
+        None,
+        description="the speaker column; default: the speaker filter's profile name, else the "
+        "build's name",
+    )
+    text: Literal["subtitles", "none"] = Field(
+        "subtitles", description="where slice texts come from (subtitles beside the media)"
+    )
+    subtitle_languages: list[str] = Field(
+        ["ko"], description="subtitle languages in order of preference (then any)"
+    )
+    min_duration: float | None = Field(None, ge=0, description="shorter slices are left out")
+    max_duration: float | None = Field(None, gt=0, description="longer slices are left out")
+    min_snr_db: float | None = Field(None, description="slices with a lower WADA-SNR left out")
+    min_dnsmos_ovrl: float | None = Field(None, description="lower DNSMOS OVRL left out")
+    min_similarity: float | None = Field(
+        None, description="lower speaker-filter score (AS-norm) left out"
+    )
+
+
 class ModelsConfig(StrictModel):
     """Where model weights are kept and looked for."""
 
@@ -344,6 +389,7 @@ class PipelineConfig(StrictModel):
     segment: SegmentConfig = SegmentConfig()
     speaker_filter: SpeakerFilterConfig = SpeakerFilterConfig()
     denoise: DenoiseConfig = DenoiseConfig()
+    export: ExportConfig = ExportConfig()
     models: ModelsConfig = ModelsConfig()
 
     def stage_dir(self, stage: str) -> Path:

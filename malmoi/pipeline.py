@@ -120,6 +120,20 @@ def _denoise(cfg: PipelineConfig) -> Stage:
     )
 
 
+def _export(cfg: PipelineConfig) -> Stage:
+    from export.provenance import models_used
+    from export.stage import ExportStage
+
+    return ExportStage(
+        cfg.export,
+        cfg.stage_dir("export"),
+        lineage_root=cfg.output_dir,
+        speaker=cfg.speaker_filter.profile or cfg.name,
+        provenance={"models": models_used(cfg)},
+        dataset_name=cfg.name,
+    )
+
+
 PIPELINE: tuple[StageSpec, ...] = (
     StageSpec(
         "crawl",
@@ -157,6 +171,12 @@ PIPELINE: tuple[StageSpec, ...] = (
         _denoise,
         description="filter, normalise and score every slice",
         input_for=_denoise_input,
+    ),
+    StageSpec(
+        "export",
+        "denoise",
+        _export,
+        description="write the dataset: WAVs, manifests, splits, texts, card",
     ),
 )
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in PIPELINE)

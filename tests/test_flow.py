@@ -185,8 +185,8 @@ def test_a_stage_whose_input_never_ran_fails_fast(tmp_path: Path) -> None:
         f"({tmp_path / 'out/separate/manifest.csv'}): run separate first" in proc.stderr
     )
     assert "Flow run" not in proc.stderr  # refused before Prefect starts
-    proc = run_malmoi("build", str(config), "--only", "export")
-    assert proc.returncode == 2 and "'export' is not one of" in proc.stderr
+    proc = run_malmoi("build", str(config), "--only", "publish")
+    assert proc.returncode == 2 and "'publish' is not one of" in proc.stderr
 
 
 def test_only_and_from_run_just_those_stages(tmp_path: Path) -> None:

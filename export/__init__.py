@@ -1,0 +1,1 @@
+"""Export: the training-ready dataset (audio, manifests, splits, texts, card, verification)."""

@@ -1,0 +1,58 @@
+"""What a dataset was made with: the models of the build (names, files, sha256) and the
+committed weights the stages read."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from malmoi.config import PipelineConfig
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def models_used(cfg: PipelineConfig) -> list[dict[str, Any]]:
+    """One entry per model file the build's stages use: name, file, sha256 (the pinned hash of
+    the model store; for committed weights, the file's own)."""
+    from malmoi.models import REGISTRY
+
+    names = []
+    if cfg.separate.engine == "spleeter":
+        names.append("spleeter:2stems")
+    names.append("ina:speech-music-noise")
+    if cfg.segment.gender_engine == "ina":
+        names.append("ina:gender")
+    else:
+        names.append("resemblyzer:encoder")
+    if cfg.speaker_filter.used and "resemblyzer:encoder" not in names:
+        names.append("resemblyzer:encoder")
+    if cfg.denoise.scores:
+        names.append("dnsmos:p835")
+    out = [
+        {"name": n, "file": f.name, "sha256": f.sha256, "licence": REGISTRY[n].license}
+        for n in names
+        if n in REGISTRY
+        for f in REGISTRY[n].files
+    ]
+    committed = []
+    if cfg.segment.gender_engine != "ina":
+        committed.append(("segment gender classifier", REPO / "segment" / "gender_embedding.json"))
+    if cfg.speaker_filter.used and cfg.speaker_filter.cohort:
+        committed.append(
+            ("speaker filter cohort", REPO / "speaker_filter" / "cohort_embeddings.npy")
+        )
+    for name, path in committed:
+        if path.exists():
+            out.append(
+                {"name": name, "file": path.name, "sha256": _sha256(path), "licence": "(malmoi)"}
+            )
+    return out

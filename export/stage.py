@@ -1,0 +1,358 @@
+"""Export stage: the training-ready dataset, from the last stage's kept slices.
+
+Reads: the denoised slices (the last stage before it in ``build-dataset``; any stage folder from
+the CLI) and, for each slice's origin, the manifests of the stages before it
+(:mod:`export.lineage`).
+Writes, into its folder (the dataset):
+
+- ``wavs/<id>.wav``: mono 16-bit PCM at ``sample_rate`` (soxr very-high-quality resampling),
+  scaled down when its peak would clip;
+- per slice: text (from the source's subtitles, :mod:`export.text`), speaker, gender, source
+  URL, title, licence and id, offset and end in the source, and the stored scores (WADA-SNR and
+  DNSMOS OVRL after denoise, the speaker filter's similarity);
+- after the loop (:meth:`ExportStage.after_run`): each source's split, drawn from (seed, source
+  id) so that adding sources never moves one; ``manifest.jsonl`` (NVIDIA NeMo), ``metadata.csv``
+  (Hugging Face audiofolder), ``metadata.txt`` (LJSpeech), ``dataset.json`` (limits, splits,
+  counts, provenance) and the card (``README.md``, ``plots/``).
+
+Slices outside the configured limits (duration, SNR, DNSMOS, similarity) go to ``rejected.csv``
+with the reason. The split settings and the speaker name are not part of the items' keys: a new
+seed rewrites the metadata without writing any audio again.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import unicodedata
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import soundfile as sf
+from pydantic import Field
+
+from export.lineage import Lineage, Origin
+from malmoi.config import ExportConfig
+from malmoi.errors import ItemError
+from malmoi.logs import get_logger
+from malmoi.manifest import MANIFEST, PROGRESS, AudioRow, Table, read_records
+from malmoi.media import as_float, atomic_path, atomic_write_text
+from malmoi.stage import Item, Result, Stage, StageReport
+
+log = get_logger(__name__)
+
+SPLITS = ("train", "validation", "test")
+PEAK = 0.99  # full scale: exported audio never clips
+WAVS = "wavs"
+
+
+class ExportRow(AudioRow):
+    """One slice of the dataset."""
+
+    text: str = Field("", description="the slice's transcript ('' when none)")
+    text_source: str = Field("", description="subtitles, or '' when there is no text")
+    speaker: str = ""
+    gender: str = Field("", description="as the segment stage told it")
+    source_id: str = Field("", description="the episode / input file (the split unit)")
+    source_url: str = Field("", description="the episode URL, or the original file's path")
+    source_title: str = ""
+    licence: str = ""
+    offset: float | None = Field(None, description="seconds into the source")
+    end: float | None = None
+    snr_db: float | None = Field(None, description="WADA-SNR after denoise")
+    dnsmos_ovrl: float | None = Field(None, description="DNSMOS P.835 OVRL after denoise")
+    similarity: float | None = Field(None, description="speaker filter: cosine to the profile")
+    gain_db: float = Field(0.0, description="gain applied to keep the peak under full scale")
+    split: str = Field("", description="train, validation or test (by source)")
+
+
+def split_of(source_id: str, seed: int, shares: dict[str, float]) -> str:
+    """The split of a source: a uniform draw from sha256(seed, source id) against the shares,
+    so a source keeps its split when others are added."""
+    digest = hashlib.sha256(f"{seed}\0{source_id}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    edge = 0.0
+    for name in SPLITS:
+        edge += shares[name]
+        if u < edge:
+            return name
+    return next(n for n in reversed(SPLITS) if shares[n] > 0)
+
+
+def normalized_text(text: str) -> str:
+    """NFC, whitespace collapsed (the LJSpeech file's third column)."""
+    return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+class ExportStage(Stage[ExportConfig, ExportRow]):
+    """Write each slice as a dataset WAV with its text and origin; the metadata files after."""
+
+    name: ClassVar[str] = "export"
+    version: ClassVar[str] = "1"
+    row_type: ClassVar[type[ExportRow]] = ExportRow
+    unkeyed_params: ClassVar[frozenset[str]] = frozenset({"splits", "seed", "speaker"})
+
+    def __init__(
+        self,
+        params: ExportConfig,
+        out_dir: Path,
+        lineage_root: Path | None = None,
+        speaker: str = "",
+        provenance: dict[str, Any] | None = None,
+        dataset_name: str = "",
+    ):
+        super().__init__(params, out_dir)
+        self.dataset_name = dataset_name or Path(out_dir).name
+        self.lineage = Lineage(lineage_root)
+        self.speaker = params.speaker or speaker
+        self.provenance = provenance or {}
+        self.text_engine: Any = None
+
+    def setup(self) -> None:
+        if self.params.text == "subtitles":
+            from export.text import SubtitleText
+
+            self.text_engine = SubtitleText(self.params.subtitle_languages)
+
+    # --- per slice ----------------------------------------------------------------------------
+
+    def limits_reason(self, duration: float, scores: dict[str, float | None]) -> str | None:
+        """Why a slice is left out by the configured limits (None: it is in)."""
+        p = self.params
+        if p.min_duration is not None and duration < p.min_duration:
+            return f"duration {duration:.2f} s under min_duration {p.min_duration:g}"
+        if p.max_duration is not None and duration > p.max_duration:
+            return f"duration {duration:.2f} s over max_duration {p.max_duration:g}"
+        for key, limit in (
+            ("snr_db", p.min_snr_db),
+            ("dnsmos_ovrl", p.min_dnsmos_ovrl),
+            ("similarity", p.min_similarity),
+        ):
+            if limit is None:
+                continue
+            value = scores.get(key)
+            if value is None:
+                return f"no {key} stored (the limit min_{key} {limit:g} needs one)"
+            if value < limit:
+                return f"{key} {value:.2f} under min_{key} {limit:g}"
+        return None
+
+    def process(self, item: Item) -> Result[ExportRow]:
+        r = item.row
+        origin: Origin = self.lineage.origin(r or {"id": item.id, "source": item.source})
+        offset, end = as_float(r.get("start")), as_float(r.get("stop"))
+        scores = {
+            "snr_db": as_float(r.get("snr_db_after")),
+            "dnsmos_ovrl": as_float(r.get("dnsmos_ovrl_after")),
+            "similarity": self.lineage.similarity.get(item.id),
+        }
+        try:
+            wav, sr = sf.read(str(item.path), dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            raise ItemError(f"{item.shown}: cannot read the audio ({exc})") from None
+        if len(wav) == 0:
+            raise ItemError(f"{item.shown}: no audio (0 frames)")
+        mono = wav.mean(axis=1)
+        if sr != self.params.sample_rate:
+            import soxr
+
+            mono = soxr.resample(mono, sr, self.params.sample_rate, quality="VHQ")
+        peak = float(np.max(np.abs(mono))) if len(mono) else 0.0
+        gain = PEAK / peak if peak > PEAK else 1.0
+        mono = (mono * gain).astype(np.float32)
+        rel = f"{WAVS}/{item.id}.wav"
+        text, text_source = "", ""
+        if self.text_engine is not None and origin.media is not None and offset is not None:
+            text = self.text_engine.text(origin.media, offset, end if end is not None else offset)
+            text_source = "subtitles" if text else ""
+        row = self.make_row(
+            item,
+            id=item.id,
+            path=rel,
+            frames=len(mono),
+            sample_rate=self.params.sample_rate,
+            channels=1,
+            text=text,
+            text_source=text_source,
+            speaker=self.speaker,
+            gender=str(r.get("gender") or ""),
+            source_id=origin.source_id,
+            source_url=origin.url,
+            source_title=origin.title,
+            licence=origin.licence,
+            offset=offset,
+            end=end,
+            gain_db=round(20 * math.log10(gain), 3),
+            **scores,
+        )
+        why = self.limits_reason(row.duration, scores)
+        if why is not None:
+            return Result(rejected=[(row, why)])
+        dest = self.out_dir / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(dest) as tmp:
+            sf.write(str(tmp), mono, self.params.sample_rate, subtype="PCM_16", format="WAV")
+        return Result(kept=[row])
+
+    # --- after the loop: splits, metadata files, card -----------------------------------------
+
+    def settings(self) -> dict[str, Any]:
+        """What the metadata depend on beyond the items' keys."""
+        p = self.params
+        return {"splits": p.splits.model_dump(), "seed": p.seed, "speaker": self.speaker}
+
+    def after_run(self, report: StageReport) -> None:
+        table = Table(self.out_dir, ExportRow)
+        rows = [dict(r.record()) for r in table.rows()]
+        shares = self.params.splits.model_dump()
+        for rec in rows:
+            rec["split"] = split_of(str(rec["source_id"]), self.params.seed, shares)
+            rec["speaker"] = self.speaker
+        rows.sort(key=lambda rec: str(rec["id"]))
+        table.rewrite(rows)
+        self.write_metadata(rows)
+
+    def write_metadata(self, rows: list[dict[str, Any]]) -> None:
+        """``manifest.jsonl``, ``metadata.csv``, ``metadata.txt``, ``dataset.json`` and the
+        card, from the stage's kept rows."""
+        entries = [dataset_entry(rec) for rec in rows]
+        atomic_write_text(
+            self.out_dir / "manifest.jsonl",
+            "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries),
+        )
+        buf = io.StringIO()
+        columns = ["file_name", *[k for k in ENTRY_COLUMNS if k != "audio_filepath"]]
+        writer = csv.DictWriter(buf, columns, lineterminator="\n")
+        writer.writeheader()
+        for e in entries:
+            writer.writerow(
+                {"file_name": e["audio_filepath"]}
+                | {k: "" if e[k] is None else e[k] for k in columns[1:]}
+            )
+        atomic_write_text(self.out_dir / "metadata.csv", buf.getvalue())
+        atomic_write_text(
+            self.out_dir / "metadata.txt",
+            "".join(
+                f"{e['id']}|{_one_line(e['text'])}|{normalized_text(e['text'])}\n" for e in entries
+            ),
+        )
+        info = self.dataset_info(entries)
+        atomic_write_text(
+            self.out_dir / "dataset.json", json.dumps(info, ensure_ascii=False, indent=1) + "\n"
+        )
+        from export.card import write_card
+
+        write_card(self.out_dir, entries, info)
+        log.info(
+            "export: %d slices, %.3f h in %s (%s)",
+            len(entries),
+            sum(e["duration"] for e in entries) / 3600,
+            self.out_dir,
+            ", ".join(f"{s} {sum(e['split'] == s for e in entries)}" for s in SPLITS),
+        )
+
+    def dataset_info(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        p = self.params
+        config_path = self.out_dir / "config.yaml"
+        sources: dict[str, dict[str, str]] = {}
+        for e in entries:
+            sources.setdefault(
+                e["source_id"],
+                {
+                    "source_id": e["source_id"],
+                    "url": e["source_url"],
+                    "title": e["source_title"],
+                    "licence": e["licence"],
+                    "split": e["split"],
+                },
+            )
+        return {
+            "name": self.dataset_name,
+            "sample_rate": p.sample_rate,
+            "limits": {
+                "min_duration": p.min_duration,
+                "max_duration": p.max_duration,
+                "min_snr_db": p.min_snr_db,
+                "min_dnsmos_ovrl": p.min_dnsmos_ovrl,
+                "min_similarity": p.min_similarity,
+            },
+            "splits": p.splits.model_dump(),
+            "seed": p.seed,
+            "settings": self.settings(),
+            "counts": {
+                "slices": len(entries),
+                "hours": sum(e["duration"] for e in entries) / 3600,
+                "with_text": sum(bool(e["text"]) for e in entries),
+                **{s: sum(e["split"] == s for e in entries) for s in SPLITS},
+            },
+            "provenance": {
+                "config_yaml": config_path.read_text(encoding="utf-8")
+                if config_path.exists()
+                else "",
+                "sources": list(sources.values()),
+                **self.provenance,
+            },
+        }
+
+    def pending(  # type: ignore[override]
+        self, items, retry_failed: bool = False, prune: bool = False
+    ) -> int:
+        """Items to export, plus one when the metadata are stale (a new seed, split or name)."""
+        count = super().pending(items, retry_failed, prune)
+        path = self.out_dir / "dataset.json"
+        stale = not path.exists() or json.loads(path.read_text(encoding="utf-8")).get(
+            "settings"
+        ) != json.loads(json.dumps(self.settings()))
+        has_rows = bool(read_records(self.out_dir / PROGRESS)) or bool(
+            read_records(self.out_dir / MANIFEST)
+        )
+        return count + int(stale and has_rows and count == 0)
+
+
+ENTRY_COLUMNS = (
+    "audio_filepath",
+    "duration",
+    "text",
+    "id",
+    "speaker",
+    "gender",
+    "source_id",
+    "source_url",
+    "source_title",
+    "licence",
+    "offset",
+    "end",
+    "snr_db",
+    "dnsmos_ovrl",
+    "similarity",
+    "split",
+    "text_source",
+)
+
+
+def dataset_entry(rec: dict[str, Any]) -> dict[str, Any]:
+    """A manifest.jsonl object from a stage row (NeMo's three keys first)."""
+
+    def num(key: str) -> float | None:
+        value = as_float(rec.get(key))
+        return None if value is None or math.isnan(value) else value
+
+    out: dict[str, Any] = {
+        "audio_filepath": rec["path"],
+        "duration": float(rec["duration"]),
+        "text": str(rec.get("text") or ""),
+    }
+    for key in ENTRY_COLUMNS[3:]:
+        if key in ("offset", "end", "snr_db", "dnsmos_ovrl", "similarity"):
+            out[key] = num(key)
+        else:
+            out[key] = str(rec.get(key) or "")
+    return out
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).replace("|", " ").split())
