@@ -1,0 +1,1 @@
+"""Export: the training-ready dataset (audio, manifests, transcripts, splits, card)."""
