@@ -96,6 +96,7 @@ def parse_vtt(path: Path) -> list[Cue]:
 
     raw: list[tuple[float, float, list[str]]] = []
     rolling = False  # inline timestamps: YouTube's automatic captions
+    after_cue = False  # the block before was a cue
     i = 1
     while i < len(lines) and lines[i] != "":  # the header block (Kind:, Language:, ...)
         i += 1
@@ -109,11 +110,19 @@ def parse_vtt(path: Path) -> list[Cue]:
             block.append(lines[i])
             i += 1
         head = block[0]
+        after_cue, after_cue_before = False, after_cue
         if re.match(r"^(NOTE|STYLE|REGION)(\s|$)", head) and "-->" not in head:
             continue
         timing = 0 if "-->" in head else 1 if len(block) > 1 and "-->" in block[1] else None
-        if timing is None:  # text with no timing (a stray blank line in a cue): not a cue
-            log.debug("%s: line %d: a block without timing, skipped", path, start_line + 1)
+        if timing is None:
+            # text with no timing: right after a cue it is that cue's text cut off by an empty
+            # line (some writers put one where YouTube's files have a line of one space)
+            if after_cue_before and raw:
+                raw[-1][2].extend(c for c in map(clean_line, block) if c)
+                rolling = rolling or any(_INLINE_TIME.search(b) for b in block)
+                after_cue = True
+            else:
+                log.debug("%s: line %d: a block without timing, skipped", path, start_line + 1)
             continue
         lineno = start_line + timing + 1
         m = _TIMING.match(block[timing].strip())
@@ -125,6 +134,7 @@ def parse_vtt(path: Path) -> list[Cue]:
         body = block[timing + 1 :]
         rolling = rolling or any(_INLINE_TIME.search(b) for b in body)
         raw.append((start, stop, [c for c in map(clean_line, body) if c]))
+        after_cue = True
 
     rolling = rolling or _rolls(raw)
     cues = []

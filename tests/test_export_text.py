@@ -51,7 +51,7 @@ STYLE
 00:00:05.010 --> 00:00:07.000 align:start position:0%
 오늘은 날씨가 맑고
 R&amp;B<00:00:05.500><c> 음악을</c><00:00:06.000><c>&nbsp;들어요</c>
-""".replace("<SPACE>", " ")  # yt-dlp's "blank" lines are one space: not a block's end
+"""
 
 MANUAL_VTT = """WEBVTT - 수동 자막
 
@@ -82,9 +82,12 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-def test_auto_captions_rolling_lines_tags_entities_nfc(tmp_path: Path) -> None:
-    nfd = unicodedata.normalize("NFD", AUTO_VTT)
-    assert nfd != AUTO_VTT  # the input's Hangul really is decomposed
+@pytest.mark.parametrize("blank", [" ", ""], ids=["space-line", "empty-line"])
+def test_auto_captions_rolling_lines_tags_entities_nfc(tmp_path: Path, blank: str) -> None:
+    # YouTube's "blank" lines are one space (not a block's end); some copies have them empty
+    vtt = AUTO_VTT.replace("<SPACE>", blank)
+    nfd = unicodedata.normalize("NFD", vtt)
+    assert nfd != vtt  # the input's Hangul really is decomposed
     cues = parse_vtt(_write(tmp_path / "auto.ko.vtt", nfd))
     assert cues == [
         Cue(0.0, 2.47, "안녕하세요 여러분"),
@@ -164,6 +167,8 @@ def test_subtitle_text_prefers_the_configured_language(tmp_path: Path) -> None:
     assert sidecar_subtitles(media, ["ja", "en"]) == tmp_path / "ep.01.en.vtt"
     assert sidecar_subtitles(media, ["ja"]) is not None  # none asked for: any there is
     assert sidecar_subtitles(tmp_path / "other.m4a", ["ko"]) is None
+    _write(tmp_path / "solo.part.ko.vtt", vtt.format("다른 파일"))  # the stem "solo.part"'s
+    assert sidecar_subtitles(tmp_path / "solo.m4a", ["ko"]) is None
 
     engine = SubtitleText(["ko"])
     assert isinstance(engine, TextEngine) and engine.name == "subtitles"
