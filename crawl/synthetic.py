@@ -1,7 +1,8 @@
 """Synthetic engine: the demo's media, made on the spot so the pipeline runs with no input.
 
 Writes into ``<raw>/``: ``말모이_데모.mp4`` (or ``.m4a`` without video) — Korean sentences
-spoken by espeak-ng in alternating voices over a synthesised music bed — and, under
+spoken by espeak-ng in alternating voices over a synthesised music bed — beside it
+``말모이_데모.ko.vtt``, subtitles of the sentences it speaks (one cue a sentence), and, under
 ``reference/``, the clean speech, the music alone and who speaks when (``turns.csv``), so later
 stages can be scored against the truth, and ``reference/voices/<voice>/`` three clean clips of
 each voice saying sentences the episode does not hold (the speaker filter's references).
@@ -59,7 +60,11 @@ def generate(source: SyntheticSource, raw_dir: Path) -> list[Path]:
         )
     media = raw_dir / ("말모이_데모.mp4" if source.video else "말모이_데모.m4a")
     voice_references(source.voices, raw_dir / "reference" / "voices")
+    subtitles = subtitle_path(media)
     if media.exists():
+        turns_csv = raw_dir / "reference" / "turns.csv"
+        if not subtitles.exists() and turns_csv.exists():
+            write_subtitles(subtitles, read_turns(turns_csv))
         return [media]
     raw_dir.mkdir(parents=True, exist_ok=True)
     speech, turns = _speech(source.voices)
@@ -82,6 +87,7 @@ def generate(source: SyntheticSource, raw_dir: Path) -> list[Path]:
     for start, stop, voice, text in turns:
         writer.writerow([f"{start + offset:.3f}", f"{stop + offset:.3f}", voice, text])
     atomic_write_text(ref / "turns.csv", buf.getvalue())
+    write_subtitles(subtitles, [(a + offset, b + offset, text) for a, b, _, text in turns])
 
     with tempfile.TemporaryDirectory() as tmp:
         mix_wav = Path(tmp) / "mix.wav"
@@ -89,6 +95,28 @@ def generate(source: SyntheticSource, raw_dir: Path) -> list[Path]:
         mux(media, len(mix) / SAMPLE_RATE, mix_wav, video=source.video)
     log.info("demo media written: %s (%.1f s)", media, len(mix) / SAMPLE_RATE)
     return [media]
+
+
+def subtitle_path(media: Path) -> Path:
+    """Where the demo's subtitles go: ``<media stem>.ko.vtt`` beside the media."""
+    return media.with_name(f"{media.stem}.ko.vtt")
+
+
+def read_turns(turns_csv: Path) -> list[tuple[float, float, str]]:
+    """``(start, stop, text)`` of each sentence in ``reference/turns.csv`` (media seconds)."""
+    with turns_csv.open(encoding="utf-8", newline="") as f:
+        return [(float(r["start"]), float(r["stop"]), r["text"]) for r in csv.DictReader(f)]
+
+
+def write_subtitles(dest: Path, cues: list[tuple[float, float, str]]) -> None:
+    """Write ``dest`` atomically: WebVTT with one cue per ``(start, stop, text)``."""
+
+    def stamp(seconds: float) -> str:
+        s, ms = divmod(round(seconds * 1000), 1000)
+        return f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}.{ms:03d}"
+
+    blocks = [f"{stamp(a)} --> {stamp(b)}\n{text}\n" for a, b, text in cues]
+    atomic_write_text(dest, "\n".join(["WEBVTT\nLanguage: ko\n", *blocks]))
 
 
 def voice_references(voices: list[str], folder: Path) -> list[Path]:

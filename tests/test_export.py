@@ -92,12 +92,9 @@ def load_audiofolder(dataset: Path, home: Path) -> list[dict]:
 
 
 def expected_text(turns: pd.DataFrame, start: float, stop: float) -> str:
-    """The sentences whose larger part lies in [start, stop] (the export's cue rule)."""
-    picked = []
-    for t in turns.itertuples():
-        overlap = min(stop, t.stop) - max(start, t.start)
-        if overlap > 0 and overlap >= 0.5 * (t.stop - t.start):
-            picked.append(t.text)
+    """The sentences whose midpoint lies in [start, stop) (the export's cue rule: a cue cut by
+    a slice boundary goes to the slice holding its larger part)."""
+    picked = [t.text for t in turns.itertuples() if start <= (t.start + t.stop) / 2 < stop]
     return " ".join(picked)
 
 
