@@ -70,17 +70,31 @@ class ExportRow(AudioRow):
     split: str = Field("", description="train, validation or test (by source)")
 
 
-def split_of(source_id: str, seed: int, shares: dict[str, float]) -> str:
-    """The split of a source: a uniform draw from sha256(seed, source id) against the shares,
-    so a source keeps its split when others are added."""
+def draw(source_id: str, seed: int) -> float:
+    """A uniform number in [0, 1) from sha256(seed, source id)."""
     digest = hashlib.sha256(f"{seed}\0{source_id}".encode()).digest()
-    u = int.from_bytes(digest[:8], "big") / 2**64
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_of(u: float, shares: dict[str, float]) -> str:
+    """The split a draw ``u`` falls in, the shares laid end to end (train, validation, test)."""
     edge = 0.0
     for name in SPLITS:
         edge += shares[name]
         if u < edge:
             return name
     return next(n for n in reversed(SPLITS) if shares[n] > 0)
+
+
+def assign_splits(source_ids: set[str], seed: int, shares: dict[str, float]) -> dict[str, str]:
+    """Each source's split from its own draw, so a source keeps its split when others are
+    added; train is never empty: when no draw lands there, the lowest draw's source goes there
+    (a dataset of one source is all train)."""
+    draws = {s: draw(s, seed) for s in source_ids}
+    out = {s: split_of(u, shares) for s, u in draws.items()}
+    if draws and shares["train"] > 0 and "train" not in out.values():
+        out[min(draws, key=lambda s: draws[s])] = "train"
+    return out
 
 
 def normalized_text(text: str) -> str:
@@ -208,9 +222,13 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
     def after_run(self, report: StageReport) -> None:
         table = Table(self.out_dir, ExportRow)
         rows = [dict(r.record()) for r in table.rows()]
-        shares = self.params.splits.model_dump()
+        splits = assign_splits(
+            {str(rec["source_id"]) for rec in rows},
+            self.params.seed,
+            self.params.splits.model_dump(),
+        )
         for rec in rows:
-            rec["split"] = split_of(str(rec["source_id"]), self.params.seed, shares)
+            rec["split"] = splits[str(rec["source_id"])]
             rec["speaker"] = self.speaker
         rows.sort(key=lambda rec: str(rec["id"]))
         table.rewrite(rows)

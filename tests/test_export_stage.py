@@ -1,0 +1,88 @@
+"""The export stage on its own (no model, no ../shared): splits by source, limits, the audio it
+writes (mono, 16-bit, resampled, never clipping), resume, and a new seed that rewrites the
+metadata without writing any audio again."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from export.stage import ExportStage, assign_splits
+from malmoi.config import ExportConfig, SplitsConfig
+
+SHARES = {"train": 0.8, "validation": 0.1, "test": 0.1}
+
+
+def test_splits_are_by_source_stable_and_near_the_shares() -> None:
+    ids = {f"episode-{i:04d}" for i in range(2000)}
+    a = assign_splits(ids, 0, SHARES)
+    assert assign_splits(ids, 0, SHARES) == a  # deterministic
+    counts = {s: sum(v == s for v in a.values()) / len(ids) for s in SHARES}
+    for s, share in SHARES.items():
+        assert abs(counts[s] - share) < 0.03, counts
+    more = assign_splits(ids | {f"new-{i}" for i in range(500)}, 0, SHARES)
+    assert all(more[s] == a[s] for s in ids)  # adding sources never moves one
+    assert assign_splits(ids, 1, SHARES) != a  # the seed matters
+    assert assign_splits({"only-one"}, 5, SHARES) == {"only-one": "train"}
+
+
+def test_split_shares_must_sum_to_one() -> None:
+    with pytest.raises(ValueError, match="must be 1"):
+        SplitsConfig(train=0.8, validation=0.3, test=0.1)
+
+
+def write(path: Path, seconds: float, sr: int, channels: int, peak: float) -> Path:
+    t = np.arange(int(seconds * sr)) / sr
+    wave = np.sin(2 * np.pi * 220 * t) * peak
+    sf.write(str(path), np.stack([wave] * channels, axis=1).astype(np.float32), sr, "FLOAT")
+    return path
+
+
+@pytest.fixture()
+def slices(tmp_path: Path) -> Path:
+    folder = tmp_path / "slices"
+    folder.mkdir()
+    write(folder / "a.wav", 2.0, 44100, 2, 1.5)  # over full scale (float WAV)
+    write(folder / "b.wav", 3.0, 16000, 1, 0.5)
+    write(folder / "c.wav", 0.4, 44100, 1, 0.5)  # under min_duration
+    return folder
+
+
+def items(folder: Path):
+    from crawl.local import discover
+
+    return list(discover([folder], ["wav"]))
+
+
+def test_export_writes_mono_16_bit_audio_resumes_and_reseeds(slices: Path, tmp_path: Path) -> None:
+    out = tmp_path / "dataset"
+    params = ExportConfig(sample_rate=22050, min_duration=1.0, text="none")
+    report = ExportStage(params, out).run(items(slices))
+    assert report.processed == 3 and report.kept == 2 and report.rejected == 1
+    rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == sorted(r["id"] for r in rows)
+    for r in rows:
+        info = sf.info(str(out / r["audio_filepath"]))
+        assert (info.samplerate, info.channels, info.subtype) == (22050, 1, "PCM_16")
+        assert abs(info.frames / info.samplerate - r["duration"]) < 1e-9
+        wav, _ = sf.read(str(out / r["audio_filepath"]))
+        assert np.max(np.abs(wav)) <= 0.991  # the 1.5 peak scaled under full scale
+    assert abs(rows[1]["duration"] - 3.0) < 1e-3  # resampled 16 kHz -> 22.05 kHz, same length
+    rejected = (out / "rejected.csv").read_text()
+    assert "under min_duration 1" in rejected
+    info = json.loads((out / "dataset.json").read_text())
+    assert info["counts"]["slices"] == 2 and info["sample_rate"] == 22050
+    # resume: nothing to do; a new seed rewrites the metadata only
+    again = ExportStage(params, out)
+    assert again.pending(items(slices)) == 0
+    assert again.run(items(slices)).processed == 0
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "wavs").glob("*.wav")}
+    reseeded = ExportStage(params.model_copy(update={"seed": 9}), out)
+    assert reseeded.pending(items(slices)) == 1  # the metadata are stale
+    assert reseeded.run(items(slices)).processed == 0
+    assert json.loads((out / "dataset.json").read_text())["seed"] == 9
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "wavs").glob("*.wav")} == stamps
