@@ -689,6 +689,29 @@ def validate(
 
 
 @app.command()
+def verify(
+    dataset: Annotated[Path, typer.Argument(help="A dataset folder written by export.")],
+    verbose: Verbose = False,
+) -> None:
+    """Check an exported dataset: every WAV exists, decodes and lasts what the manifest says
+    (±10 ms), no duplicate audio, the limits hold, splits are disjoint by source, the three
+    metadata files agree. Problems go to stderr, one a line; exit 1 when there are any."""
+    setup_cli_logging(verbose)
+    from export.verify import NotADataset, check
+
+    try:
+        report = check(dataset)
+    except NotADataset as exc:
+        _fail(str(exc))
+    for problem in report.problems:
+        typer.echo(str(problem), err=True)
+    if report.problems:
+        typer.echo(report.summary(), err=True)
+        raise typer.Exit(1)
+    typer.echo(report.summary())
+
+
+@app.command()
 def serve(
     configs: Annotated[list[Path], typer.Argument(help="Pipeline YAML files to serve.")],
 ) -> None:
