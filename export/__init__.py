@@ -1,0 +1,1 @@
+"""Export stage: the training-ready dataset folder (audio, manifests, splits, card)."""
