@@ -329,3 +329,16 @@ def test_package_versions() -> None:
     assert versions["numpy"] == np.__version__
     default = package_versions()
     assert {"malmoi", "numpy", "scipy", "pandas", "soundfile"} <= set(default)
+
+
+def test_hours_scale(tmp_path: Path) -> None:
+    """Durations of hours (rows claim more than the short WAVs hold: only the numbers count)."""
+    dataset, rows, info = make_dataset(tmp_path)
+    for r in rows:
+        r["duration"] *= 1777.7
+    readme = write_card(dataset, rows, info).read_text(encoding="utf-8")
+    for entry in table(readme, "### Per split"):
+        members = rows if entry["split"] == "**total**" else by(rows, "split")[entry["split"]]
+        check_numbers(entry, members)
+    for entry in table(readme, "### Per speaker"):
+        check_numbers(entry, by(rows, "speaker")[entry["speaker"]])
