@@ -500,14 +500,13 @@ def render_card(
         fence,
         "",
     ]
-    out += _how_to_load(name, any("offset" in r for r in rows))
+    out += _how_to_load(name)
     return "\n".join(out) + "\n"
 
 
-def _how_to_load(name: str, nemo_offset: bool) -> list[str]:
+def _how_to_load(name: str) -> list[str]:
     """The "How to load" section: datasets, pandas and NeMo, for the folder named ``name``
-    (run the snippets from the folder that holds it, or set ``DATASET`` to its path).
-    ``nemo_offset``: the rows have an ``offset`` column, which NeMo would misread."""
+    (run the snippets from the folder that holds it, or set ``DATASET`` to its path)."""
     dataset = repr(name)
     return [
         "## How to load",
@@ -550,16 +549,10 @@ def _how_to_load(name: str, nemo_offset: bool) -> list[str]:
         "`manifest.jsonl` is a NeMo manifest (`audio_filepath`, `duration`, `text`, one JSON "
         "object per line); `audio_filepath` is relative to this folder (NeMo's ASR manifest "
         "reader joins a relative path that starts with a folder, like `wavs/…`, to the "
-        "manifest's folder)."
-        + (
-            " **But** `offset` here is the slice's start in its *source*, and NeMo reads "
-            "`offset` as where to start reading the audio file: rename it before NeMo sees "
-            "the manifest (the snippets below do)."
-            if nemo_offset
-            else ""
-        )
-        + " One manifest per split, with absolute paths (for a NeMo version or a tool that "
-        "needs them):",
+        "manifest's folder). The slice's place in its source is `source_offset` / "
+        "`source_end`: NeMo's own `offset` (where to start reading the WAV) is absent, so "
+        "NeMo reads each WAV whole. One manifest per split, with absolute paths (for a NeMo "
+        "version or a tool that needs them):",
         "",
         "```python",
         "import json",
@@ -573,11 +566,6 @@ def _how_to_load(name: str, nemo_offset: bool) -> list[str]:
         "        for row in rows:",
         '            if row["split"] == split:',
         '                row["audio_filepath"] = os.path.join(DATASET, row["audio_filepath"])',
-        *(
-            ['                row["source_offset"] = row.pop("offset")  # not a seek offset']
-            if nemo_offset
-            else []
-        ),
         '                out.write(json.dumps(row, ensure_ascii=False) + "\\n")',
         "```",
         "",
@@ -588,9 +576,7 @@ def _how_to_load(name: str, nemo_offset: bool) -> list[str]:
         "",
         "```bash",
         f'jq -c --arg d "$(realpath {shlex.quote(name)})/" '
-        "'.audio_filepath = $d + .audio_filepath"
-        + (" | .source_offset = .offset | del(.offset)" if nemo_offset else "")
-        + "' "
+        "'.audio_filepath = $d + .audio_filepath' "
         f"{shlex.quote(name + '/manifest.jsonl')} > manifest_abs.jsonl",
         "```",
     ]

@@ -61,8 +61,10 @@ class ExportRow(AudioRow):
     source_url: str = Field("", description="the episode URL, or the original file's path")
     source_title: str = ""
     licence: str = ""
-    offset: float | None = Field(None, description="seconds into the source")
-    end: float | None = None
+    source_offset: float | None = Field(
+        None, description="seconds into the source (not NeMo's offset: each WAV is whole)"
+    )
+    source_end: float | None = None
     snr_db: float | None = Field(None, description="WADA-SNR after denoise")
     dnsmos_ovrl: float | None = Field(None, description="DNSMOS P.835 OVRL after denoise")
     similarity: float | None = Field(None, description="speaker filter: cosine to the profile")
@@ -198,8 +200,8 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
             source_url=origin.url,
             source_title=origin.title,
             licence=origin.licence,
-            offset=offset,
-            end=end,
+            source_offset=offset,
+            source_end=end,
             gain_db=round(20 * math.log10(gain), 3),
             **scores,
         )
@@ -342,8 +344,8 @@ ENTRY_COLUMNS = (
     "source_url",
     "source_title",
     "licence",
-    "offset",
-    "end",
+    "source_offset",
+    "source_end",
     "snr_db",
     "dnsmos_ovrl",
     "similarity",
@@ -365,7 +367,7 @@ def dataset_entry(rec: dict[str, Any]) -> dict[str, Any]:
         "text": str(rec.get("text") or ""),
     }
     for key in ENTRY_COLUMNS[3:]:
-        if key in ("offset", "end", "snr_db", "dnsmos_ovrl", "similarity"):
+        if key in ("source_offset", "source_end", "snr_db", "dnsmos_ovrl", "similarity"):
             out[key] = num(key)
         else:
             out[key] = str(rec.get(key) or "")

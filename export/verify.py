@@ -60,8 +60,9 @@ STR_COLUMNS = (
     "text_source",
     "licence",
 )
-NUMBER_COLUMNS = ("duration", "offset", "end")
-SCORE_COLUMNS = ("snr_db", "dnsmos_ovrl", "similarity")  # number or null
+NUMBER_COLUMNS = ("duration",)
+# number or null (a slice exported from plain files has no place in a source)
+SCORE_COLUMNS = ("source_offset", "source_end", "snr_db", "dnsmos_ovrl", "similarity")
 COLUMNS = (*STR_COLUMNS, *NUMBER_COLUMNS, *SCORE_COLUMNS)
 # limit in dataset.json -> (column, True for a minimum / False for a maximum)
 LIMITS = {
@@ -272,9 +273,10 @@ def _check_rows(rows: list[_Row], problems: list[Problem]) -> dict[str, _Row]:
             ok = False
         if data["duration"] <= 0:
             problems.append(Problem(MANIFEST, f"{where}: duration {data['duration']} is not > 0"))
-        if data["end"] < data["offset"]:
+        start, end = data["source_offset"], data["source_end"]
+        if start is not None and end is not None and end < start:
             problems.append(
-                Problem(MANIFEST, f"{where}: end {data['end']} is before offset {data['offset']}")
+                Problem(MANIFEST, f"{where}: source_end {end} is before source_offset {start}")
             )
         if data["gender"] not in GENDERS:
             problems.append(

@@ -126,7 +126,8 @@ def test_the_dataset_loads_everywhere_and_the_three_files_agree(built: dict) -> 
     assert np.allclose(csv["duration"], jsonl["duration"])
     assert set(jsonl.columns) >= {
         "audio_filepath", "duration", "text", "id", "speaker", "gender", "source_url",
-        "source_title", "offset", "end", "snr_db", "dnsmos_ovrl", "similarity", "split",
+        "source_title", "source_offset", "source_end", "snr_db", "dnsmos_ovrl", "similarity",
+        "split",
     }  # fmt: skip
     # splits by source: 4 sources (the synthetic episode, 3 LibriSpeech episodes)
     assert jsonl["source_id"].nunique() == 4
@@ -146,8 +147,8 @@ def test_slices_under_subtitle_cues_carry_their_text(built: dict) -> None:
     assert len(synthetic) >= 4
     with_text = 0
     for row in synthetic.itertuples():
-        want = expected_text(turns, row.offset, row.end)
-        assert row.text == want, (row.id, row.offset, row.end, row.text, want)
+        want = expected_text(turns, row.source_offset, row.source_end)
+        assert row.text == want, (row.id, row.source_offset, row.source_end, row.text, want)
         with_text += bool(want)
         assert row.text_source == ("subtitles" if want else "")
     assert with_text >= len(synthetic) - 1

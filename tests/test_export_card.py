@@ -90,8 +90,8 @@ def make_dataset(root: Path, slices=SLICES) -> tuple[Path, list[dict], dict]:
                 "source_url": by_id[src]["url"],
                 "source_title": by_id[src]["title"],
                 "source_id": src,
-                "offset": 10.0 * k,
-                "end": 10.0 * k + seconds,
+                "source_offset": 10.0 * k,
+                "source_end": 10.0 * k + seconds,
                 "snr_db": snr,
                 "dnsmos_ovrl": None,  # all null: the DNSMOS panel says "no scores"
                 "similarity": sim,
@@ -296,8 +296,8 @@ def test_loading_snippets(card) -> None:
         for g, m in zip(got, members, strict=True):
             assert Path(g["audio_filepath"]).is_absolute() and Path(g["audio_filepath"]).is_file()
             # NeMo reads "offset" as a seek into the wav: the source offset must not reach it
-            assert "offset" not in g and g["source_offset"] == m["offset"]
-    assert "NeMo reads `offset` as where to start reading the audio file" in readme
+            assert "offset" not in g and g["source_offset"] == m["source_offset"]
+    assert "NeMo's own `offset` (where to start reading the WAV) is absent" in readme
     if shutil.which("jq"):  # the one-liner, run by the shell from the dataset's parent
         jq = snippet(readme, "### NVIDIA NeMo", "bash")
         subprocess.run(["bash", "-c", jq], cwd=dataset.parent, check=True, capture_output=True)

@@ -54,8 +54,8 @@ def _row(i: int, rid: str, source: str, split: str, seconds: float, text: str) -
         "source_url": f"https://example.org/{source}",
         "source_title": f"에피소드 {source}",
         "source_id": source,
-        "offset": 10.0 * i,
-        "end": 10.0 * i + seconds,
+        "source_offset": 10.0 * i,
+        "source_end": 10.0 * i + seconds,
         "snr_db": 20.0 + i,
         "dnsmos_ovrl": 3.1 + i / 10 if i != 2 else None,
         "similarity": None,
@@ -161,7 +161,7 @@ def test_duplicated_wav(dataset: Path) -> None:
     shutil.copyfile(dataset / "wavs" / "ep1.000.wav", dataset / "wavs" / "ep4.000.wav")
     rows = read_rows(dataset)
     rows[5]["duration"] = rows[0]["duration"]
-    rows[5]["end"] = rows[5]["offset"] + rows[0]["duration"]
+    rows[5]["source_end"] = rows[5]["source_offset"] + rows[0]["duration"]
     write_dataset(dataset, rows)
     [p] = only(verify(dataset), "wavs/ep4.000.wav")
     assert p.reason == "the same audio as wavs/ep1.000.wav (sha256 of the decoded samples)"
