@@ -35,6 +35,7 @@ import numpy as np
 import soundfile as sf
 from pydantic import Field
 
+from export.card import package_versions, write_card
 from export.lineage import Lineage, Origin
 from malmoi.config import ExportConfig
 from malmoi.errors import ItemError
@@ -264,8 +265,6 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
         atomic_write_text(
             self.out_dir / "dataset.json", json.dumps(info, ensure_ascii=False, indent=1) + "\n"
         )
-        from export.card import write_card
-
         write_card(self.out_dir, entries, info)
         log.info(
             "export: %d slices, %.3f h in %s (%s)",
@@ -314,6 +313,7 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
                 if config_path.exists()
                 else "",
                 "sources": list(sources.values()),
+                "packages": package_versions(),
                 **self.provenance,
             },
         }
