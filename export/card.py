@@ -353,8 +353,9 @@ def render_card(
         f"# {info.get('name') or name}",
         "",
         f"A Korean speech dataset made by malmoi: **{seconds / 3600:.3f} hours** "
-        f"({_hms(seconds)}) in **{len(rows):,} slices** from **{len(speakers):,} speakers** and "
-        f"**{len(by_source):,} sources**, mono 16-bit PCM WAV at **{rate} Hz** in `wavs/`, "
+        f"({_hms(seconds)}) in **{_count(len(rows), 'slice')}** from "
+        f"**{_count(len(speakers), 'speaker')}** and "
+        f"**{_count(len(by_source), 'source')}**, mono 16-bit PCM WAV at **{rate} Hz** in `wavs/`, "
         f"split into {', '.join(sorted(group(rows, 'split'), key=_split_key)) or 'no splits'} "
         f"by source (no source in two splits). {text_note} Every slice is listed in "
         "`manifest.jsonl` (NeMo), `metadata.csv` (Hugging Face audiofolder) and `metadata.txt` "
@@ -502,6 +503,11 @@ def render_card(
     ]
     out += _how_to_load(name)
     return "\n".join(out) + "\n"
+
+
+def _count(n: int, noun: str) -> str:
+    """``n`` and the noun, plural unless one: "1 speaker", "2 speakers"."""
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
 def _how_to_load(name: str) -> list[str]:

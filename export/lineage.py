@@ -58,6 +58,17 @@ class Lineage:
             current = parent
         return str(current["id"])
 
+    def similarity_of(self, row: dict[str, Any]) -> float | None:
+        """The speaker filter's similarity of ``row`` or of the nearest row it descends from
+        (a denoised slice's parent is the filtered slice)."""
+        current, seen = row, set()
+        while current is not None and current["id"] not in seen:
+            seen.add(current["id"])
+            if current["id"] in self.similarity:
+                return self.similarity[current["id"]]
+            current = self.rows.get(str(current.get("parent_id") or ""))
+        return None
+
     def origin(self, row: dict[str, Any]) -> Origin:
         """The episode or file ``row`` descends from (as much as the manifests tell)."""
         sid = self.source_id(row)

@@ -165,7 +165,7 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
         scores = {
             "snr_db": as_float(r.get("snr_db_after")),
             "dnsmos_ovrl": as_float(r.get("dnsmos_ovrl_after")),
-            "similarity": self.lineage.similarity.get(item.id),
+            "similarity": self.lineage.similarity_of(r or {"id": item.id}),
         }
         try:
             wav, sr = sf.read(str(item.path), dtype="float32", always_2d=True)

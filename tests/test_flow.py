@@ -163,12 +163,24 @@ def test_demo_config_builds_from_generated_media(spleeter_model: Path, tmp_path:
     assert all(share(r, "ko+m3") >= 0.9 for _, r in kept.iterrows()), kept
     assert all(share(r, "ko+m3") < 0.5 for _, r in rejected.iterrows()), rejected
     assert set(read_manifest(tmp_path / "runs/demo/denoise")["parent_id"]) <= set(kept["id"])
+    # and ends with the dataset: the kept slices, with the subtitles' text, a card, verified
+    dataset = tmp_path / "runs/demo/export"
+    rows = pd.read_json(dataset / "manifest.jsonl", lines=True, dtype={"id": str})
+    assert len(rows) == len(read_manifest(tmp_path / "runs/demo/denoise")) >= 2
+    assert (rows["text"] != "").sum() >= len(rows) - 1 and (rows["split"] == "train").all()
+    assert (rows["speaker"] == "demo").all() and rows["similarity"].between(0.5, 1).all()
+    assert all(sf.info(str(dataset / p)).samplerate == 22050 for p in rows["audio_filepath"])
+    assert f"{(rows['text'] != '').sum()} of {len(rows)} slices have text" in (
+        dataset / "README.md"
+    ).read_text(encoding="utf-8")
+    assert run_malmoi("verify", str(dataset)).returncode == 0
     # a rerun finds every stage finished, the speaker filter's partition included
     again = run_malmoi(
         "build", str(REPO / "configs/demo.yaml"), cwd=tmp_path, env={"PREFECT_HOME": str(home)}
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert "speaker_filter: nothing to do" in again.stdout, again.stdout
+    assert "export: nothing to do" in again.stdout, again.stdout
 
 
 def _free_port() -> int:
