@@ -86,3 +86,20 @@ def test_export_writes_mono_16_bit_audio_resumes_and_reseeds(slices: Path, tmp_p
     assert reseeded.run(items(slices)).processed == 0
     assert json.loads((out / "dataset.json").read_text())["seed"] == 9
     assert {p.name: p.stat().st_mtime_ns for p in (out / "wavs").glob("*.wav")} == stamps
+
+
+def test_cli_exports_any_stage_folder_and_verify_accepts_it(slices: Path, tmp_path: Path) -> None:
+    from tests.conftest import run_malmoi
+
+    ingest = tmp_path / "ingest"
+    assert run_malmoi("ingest", str(slices), "--out", str(ingest)).returncode == 0
+    dataset = tmp_path / "ds"
+    proc = run_malmoi("export", str(ingest), "--out", str(dataset), "--sample-rate", "16000")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "export: 3 processed" in proc.stdout
+    rows = [json.loads(line) for line in (dataset / "manifest.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(r["source_offset"] is None for r in rows)
+    assert {sf.info(str(dataset / r["audio_filepath"])).samplerate for r in rows} == {16000}
+    ok = run_malmoi("verify", str(dataset))
+    assert ok.returncode == 0, ok.stderr
+    assert run_malmoi("export", str(tmp_path / "nothing")).returncode == 2
