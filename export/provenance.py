@@ -3,21 +3,13 @@ committed weights the stages read."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 from malmoi.config import PipelineConfig
+from malmoi.models import sha256_file
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def models_used(cfg: PipelineConfig) -> list[dict[str, Any]]:
@@ -53,6 +45,11 @@ def models_used(cfg: PipelineConfig) -> list[dict[str, Any]]:
     for name, path in committed:
         if path.exists():
             out.append(
-                {"name": name, "file": path.name, "sha256": _sha256(path), "licence": "(malmoi)"}
+                {
+                    "name": name,
+                    "file": path.name,
+                    "sha256": sha256_file(path),
+                    "licence": "(malmoi)",
+                }
             )
     return out

@@ -40,7 +40,7 @@ from export.lineage import Lineage, Origin
 from malmoi.config import ExportConfig
 from malmoi.errors import ItemError
 from malmoi.logs import get_logger
-from malmoi.manifest import MANIFEST, PROGRESS, AudioRow, Table, read_records
+from malmoi.manifest import AudioRow, Table
 from malmoi.media import as_float, atomic_path, atomic_write_text
 from malmoi.stage import Item, Result, Stage, StageReport
 
@@ -323,14 +323,8 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
     ) -> int:
         """Items to export, plus one when the metadata are stale (a new seed, split or name)."""
         count = super().pending(items, retry_failed, prune)
-        path = self.out_dir / "dataset.json"
-        stale = not path.exists() or json.loads(path.read_text(encoding="utf-8")).get(
-            "settings"
-        ) != json.loads(json.dumps(self.settings()))
-        has_rows = bool(read_records(self.out_dir / PROGRESS)) or bool(
-            read_records(self.out_dir / MANIFEST)
-        )
-        return count + int(stale and has_rows and count == 0)
+        stale = self.after_run_stale(self.out_dir / "dataset.json", self.settings())
+        return count + int(stale and count == 0)
 
 
 ENTRY_COLUMNS = (

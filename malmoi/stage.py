@@ -493,6 +493,20 @@ class Stage(ABC, Generic[P, R]):
         text = yaml.safe_dump(data, allow_unicode=True, sort_keys=False)
         atomic_write_text(self.out_dir / "config.yaml", text)
 
+    def after_run_stale(self, path: Path, settings: dict[str, Any]) -> bool:
+        """Whether what :meth:`after_run` wrote to ``path`` (JSON with a ``settings`` key) was
+        made with other ``settings`` while the folder has rows: a stage whose after-run work
+        depends on parameters outside the items' keys (a threshold, a split seed) adds one
+        to :meth:`pending` then, so a rerun is not a no-op."""
+        current = json.loads(json.dumps(settings))
+        made = (
+            json.loads(path.read_text(encoding="utf-8")).get("settings") if path.exists() else None
+        )
+        has_rows = bool(read_records(self.out_dir / PROGRESS)) or bool(
+            read_records(self.out_dir / MANIFEST)
+        )
+        return has_rows and made != current
+
     def pending(
         self, items: Iterable[Item], retry_failed: bool = False, prune: bool = False
     ) -> int:

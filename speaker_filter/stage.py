@@ -33,12 +33,9 @@ from malmoi.config import SpeakerFilterConfig, resolve_profiles_dir
 from malmoi.errors import ItemError
 from malmoi.logs import get_logger
 from malmoi.manifest import (
-    MANIFEST,
-    PROGRESS,
     AudioRow,
     ProgressRow,
     Table,
-    read_records,
     rejected_model,
 )
 from malmoi.media import as_float, atomic_path, atomic_write_text
@@ -424,14 +421,8 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
     def pending(self, items, retry_failed: bool = False, prune: bool = False) -> int:  # type: ignore[override]
         """Items to process, plus one when the partition is stale (a threshold change)."""
         count = super().pending(items, retry_failed, prune)
-        path = self.out_dir / "threshold.json"
-        stale = not path.exists() or json.loads(path.read_text(encoding="utf-8")).get(
-            "settings"
-        ) != json.loads(json.dumps(self._settings()))
-        has_rows = bool(read_records(self.out_dir / PROGRESS)) or bool(
-            read_records(self.out_dir / MANIFEST)
-        )
-        return count + int(stale and has_rows and count == 0)
+        stale = self.after_run_stale(self.out_dir / "threshold.json", self._settings())
+        return count + int(stale and count == 0)
 
 
 def dominant_profile(emb: np.ndarray, cut: float = CLUSTER_CUT) -> tuple[Profile, str]:
