@@ -155,6 +155,9 @@ def check(dataset: Path) -> Report:
     info = _read_info(dataset / INFO, problems)
     rows = _read_manifest(dataset / MANIFEST, problems)
     report.slices = len(rows)
+    if not rows and (dataset / MANIFEST).is_file() and not problems:
+        problems.append(Problem(MANIFEST, "no slices: the dataset is empty"))
+        return report
     good = _check_rows(rows, problems)  # unique, well-formed rows by id
     ids = [r.id for r in rows]
     _check_csv(dataset / METADATA_CSV, rows, ids, good, problems)

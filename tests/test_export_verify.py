@@ -366,3 +366,13 @@ def test_cli(dataset: Path, tmp_path: Path) -> None:
     none = run_malmoi("verify", str(tmp_path / "empty-dir"), timeout=60)
     assert none.returncode == 2
     assert "not a folder" in none.stderr
+
+
+def test_an_empty_dataset_is_one_clear_problem(tmp_path: Path) -> None:
+    from export.verify import verify
+
+    (tmp_path / "manifest.jsonl").write_text("", encoding="utf-8")
+    (tmp_path / "dataset.json").write_text(
+        '{"name": "x", "sample_rate": 16000, "limits": {}, "splits": {}}', encoding="utf-8"
+    )
+    assert [str(p) for p in verify(tmp_path)] == ["manifest.jsonl: no slices: the dataset is empty"]
