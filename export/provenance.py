@@ -35,6 +35,21 @@ def models_used(cfg: PipelineConfig) -> list[dict[str, Any]]:
         if n in REGISTRY
         for f in REGISTRY[n].files
     ]
+    if "resemblyzer:encoder" in names:  # its weights ship inside the resemblyzer wheel
+        import importlib.util
+
+        found = importlib.util.find_spec("resemblyzer")
+        if found is not None and found.submodule_search_locations:
+            weights = Path(found.submodule_search_locations[0]) / "pretrained.pt"
+            if weights.exists():
+                out.append(
+                    {
+                        "name": "resemblyzer:encoder",
+                        "file": weights.name,
+                        "sha256": sha256_file(weights),
+                        "licence": REGISTRY["resemblyzer:encoder"].license,
+                    }
+                )
     committed = []
     if cfg.segment.gender_engine != "ina":
         committed.append(("segment gender classifier", REPO / "segment" / "gender_embedding.json"))

@@ -103,3 +103,19 @@ def test_cli_exports_any_stage_folder_and_verify_accepts_it(slices: Path, tmp_pa
     ok = run_malmoi("verify", str(dataset))
     assert ok.returncode == 0, ok.stderr
     assert run_malmoi("export", str(tmp_path / "nothing")).returncode == 2
+
+
+def test_provenance_names_every_model_of_the_build_with_its_sha256() -> None:
+    from export.provenance import models_used
+    from malmoi.config import load_config
+    from malmoi.models import REGISTRY
+    from tests.conftest import REPO
+
+    cfg = load_config(REPO / "configs" / "demo.yaml")
+    used = {(m["name"], m["file"]): m["sha256"] for m in models_used(cfg)}
+    spleeter = REGISTRY["spleeter:2stems"].files[0]
+    assert used[("spleeter:2stems", spleeter.name)] == spleeter.sha256
+    assert ("ina:gender", "keras_male_female_cnn.hdf5") not in used  # the demo's gender engine
+    assert len(used[("resemblyzer:encoder", "pretrained.pt")]) == 64  # inside the wheel
+    assert ("speaker filter cohort", "cohort_embeddings.npy") in used
+    assert ("dnsmos:p835", "sig_bak_ovr.onnx") in used
