@@ -230,9 +230,16 @@ def _debris(out: Path) -> list[str]:
     return sorted(str(p.relative_to(out)) for p in out.rglob("*") if _is_temp(p, out))
 
 
-def _digest(path: Path) -> str:
+def _digest(path: Path, out: Path) -> str:
     """sha256 of a file; of a WAV, of its format and samples: libsndfile stamps float WAVs with
-    the time of writing (PEAK chunk), so equal audio written twice differs in one header byte."""
+    the time of writing (PEAK chunk), so equal audio written twice differs in one header byte;
+    of the dataset card and dataset.json, with the build's own folder (in the resolved config
+    they quote) written as <out>."""
+    if path.suffix in (".md", ".json"):
+        text = path.read_text(encoding="utf-8")
+        for folder in {str(out.resolve()), str(out)}:
+            text = text.replace(folder, "<out>")
+        return hashlib.sha256(text.encode()).hexdigest()
     if path.suffix != ".wav":
         return hashlib.sha256(path.read_bytes()).hexdigest()
     audio, sr = sf.read(str(path), dtype="float64", always_2d=True)
@@ -244,7 +251,7 @@ def _digest(path: Path) -> str:
 def _files(out: Path) -> dict[str, str]:
     """Digest of every stage output except the tables and config (compared separately)."""
     return {
-        str(p.relative_to(out)): _digest(p)
+        str(p.relative_to(out)): _digest(p, out)
         for p in sorted(out.rglob("*"))
         if p.is_file() and p.suffix != ".yaml" and p.name not in TABLES and not _is_temp(p, out)
     }
