@@ -128,6 +128,7 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
         self.speaker = params.speaker or speaker
         self.provenance = provenance or {}
         self.text_engine: Any = None
+        self._bad_text: set[str] = set()  # media whose subtitles do not parse (warned once)
 
     def setup(self) -> None:
         if self.params.text == "subtitles":
@@ -184,7 +185,14 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
         rel = f"{WAVS}/{item.id}.wav"
         text, text_source = "", ""
         if self.text_engine is not None and origin.media is not None and offset is not None:
-            text = self.text_engine.text(origin.media, offset, end if end is not None else offset)
+            try:
+                text = self.text_engine.text(
+                    origin.media, offset, end if end is not None else offset
+                )
+            except ItemError as exc:  # a broken subtitle file costs the text, not the audio
+                if str(origin.media) not in self._bad_text:
+                    self._bad_text.add(str(origin.media))
+                    log.warning("%s; its slices are exported without text", exc)
             text_source = "subtitles" if text else ""
         row = self.make_row(
             item,

@@ -119,3 +119,28 @@ def test_provenance_names_every_model_of_the_build_with_its_sha256() -> None:
     assert len(used[("resemblyzer:encoder", "pretrained.pt")]) == 64  # inside the wheel
     assert ("speaker filter cohort", "cohort_embeddings.npy") in used
     assert ("dnsmos:p835", "sig_bak_ovr.onnx") in used
+
+
+def test_a_broken_subtitle_file_costs_the_text_not_the_audio(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from malmoi.stage import Item
+
+    media = write(tmp_path / "episode.wav", 3.0, 16000, 1, 0.5)
+    (tmp_path / "episode.ko.vtt").write_text("not a subtitle file\n", encoding="utf-8")
+    good = tmp_path / "other.wav"
+    write(good, 3.0, 16000, 1, 0.5)
+    (tmp_path / "other.ko.vtt").write_text(
+        "WEBVTT\n\n00:00:00.500 --> 00:00:01.500\n안녕하세요\n", encoding="utf-8"
+    )
+    items = [
+        Item(p.stem + ".s1", p, str(p), "k" + p.stem, {"id": p.stem + ".s1", "source": str(p),
+             "start": 0.0, "stop": 3.0})
+        for p in (media, good)
+    ]  # fmt: skip
+    out = tmp_path / "ds"
+    report = ExportStage(ExportConfig(sample_rate=16000), out).run(items)
+    assert report.kept == 2 and report.failed == 0
+    rows = {json.loads(x)["id"]: json.loads(x) for x in (out / "manifest.jsonl").open()}
+    assert rows["episode.s1"]["text"] == "" and rows["other.s1"]["text"] == "안녕하세요"
+    assert "episode.ko.vtt" in caplog.text and "without text" in caplog.text
