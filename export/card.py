@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from export.layout import SPLITS
 from malmoi.logs import get_logger
 from malmoi.media import atomic_path, atomic_write_text
 
@@ -28,7 +29,6 @@ log = get_logger(__name__)
 
 EXAMPLES = 3  # example spectrograms on the card
 EXAMPLE_MAX_SECONDS = 30.0  # an example spectrogram shows at most this much of its slice
-SPLIT_ORDER = ("train", "validation", "test")
 UNKNOWN = "(unknown)"
 # what provenance lists by default (the engines and the libraries the numbers depend on)
 PACKAGES = (
@@ -127,7 +127,7 @@ def _has_text(row: dict) -> bool:
 
 
 def _split_key(split: str) -> tuple[int, str]:
-    return (SPLIT_ORDER.index(split) if split in SPLIT_ORDER else len(SPLIT_ORDER), split)
+    return (SPLITS.index(split) if split in SPLITS else len(SPLITS), split)
 
 
 def group(rows: Sequence[dict], column: str) -> dict[str, list[dict]]:

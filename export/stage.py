@@ -36,6 +36,17 @@ import soundfile as sf
 from pydantic import Field
 
 from export.card import package_versions, write_card
+from export.layout import (
+    COLUMNS,
+    INFO,
+    LIMITS,
+    MANIFEST,
+    METADATA_CSV,
+    METADATA_TXT,
+    NULLABLE_NUMBER_COLUMNS,
+    SPLITS,
+    WAVS,
+)
 from export.lineage import Lineage, Origin
 from malmoi.config import ExportConfig
 from malmoi.errors import ItemError
@@ -46,9 +57,7 @@ from malmoi.stage import Item, Result, Stage, StageReport
 
 log = get_logger(__name__)
 
-SPLITS = ("train", "validation", "test")
 PEAK = 0.99  # full scale: exported audio never clips
-WAVS = "wavs"
 
 
 class ExportRow(AudioRow):
@@ -138,25 +147,20 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
 
     # --- per slice ----------------------------------------------------------------------------
 
-    def limits_reason(self, duration: float, scores: dict[str, float | None]) -> str | None:
-        """Why a slice is left out by the configured limits (None: it is in)."""
-        p = self.params
-        if p.min_duration is not None and duration < p.min_duration:
-            return f"duration {duration:.2f} s under min_duration {p.min_duration:g}"
-        if p.max_duration is not None and duration > p.max_duration:
-            return f"duration {duration:.2f} s over max_duration {p.max_duration:g}"
-        for key, limit in (
-            ("snr_db", p.min_snr_db),
-            ("dnsmos_ovrl", p.min_dnsmos_ovrl),
-            ("similarity", p.min_similarity),
-        ):
+    def limits_reason(self, values: dict[str, float | None]) -> str | None:
+        """Why a slice is left out by the configured limits (None: it is in); ``values`` holds
+        the duration and the stored scores by column."""
+        for name, (column, is_min) in LIMITS.items():
+            limit = getattr(self.params, name)
             if limit is None:
                 continue
-            value = scores.get(key)
+            value = values.get(column)
             if value is None:
-                return f"no {key} stored (the limit min_{key} {limit:g} needs one)"
-            if value < limit:
-                return f"{key} {value:.2f} under min_{key} {limit:g}"
+                return f"no {column} stored (the limit {name} {limit:g} needs one)"
+            if (value < limit) if is_min else (value > limit):
+                unit = " s" if column == "duration" else ""
+                side = "under" if is_min else "over"
+                return f"{column} {value:.2f}{unit} {side} {name} {limit:g}"
         return None
 
     def process(self, item: Item) -> Result[ExportRow]:
@@ -214,7 +218,7 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
             gain_db=round(20 * math.log10(gain), 3),
             **scores,
         )
-        why = self.limits_reason(row.duration, scores)
+        why = self.limits_reason({"duration": row.duration, **scores})
         if why is not None:
             return Result(rejected=[(row, why)])
         dest = self.out_dir / rel
@@ -250,11 +254,11 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
         card, from the stage's kept rows."""
         entries = [dataset_entry(rec) for rec in rows]
         atomic_write_text(
-            self.out_dir / "manifest.jsonl",
+            self.out_dir / MANIFEST,
             "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries),
         )
         buf = io.StringIO()
-        columns = ["file_name", *[k for k in ENTRY_COLUMNS if k != "audio_filepath"]]
+        columns = ["file_name", *[k for k in COLUMNS if k != "audio_filepath"]]
         writer = csv.DictWriter(buf, columns, lineterminator="\n")
         writer.writeheader()
         for e in entries:
@@ -262,16 +266,14 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
                 {"file_name": e["audio_filepath"]}
                 | {k: "" if e[k] is None else e[k] for k in columns[1:]}
             )
-        atomic_write_text(self.out_dir / "metadata.csv", buf.getvalue())
-        atomic_write_text(
-            self.out_dir / "metadata.txt",
-            "".join(
-                f"{e['id']}|{_one_line(e['text'])}|{normalized_text(e['text'])}\n" for e in entries
-            ),
+        atomic_write_text(self.out_dir / METADATA_CSV, buf.getvalue())
+        atomic_write_text(  # the text as in the manifest: a '|' in it is in both columns
+            self.out_dir / METADATA_TXT,
+            "".join(f"{e['id']}|{e['text']}|{normalized_text(e['text'])}\n" for e in entries),
         )
         info = self.dataset_info(entries)
         atomic_write_text(
-            self.out_dir / "dataset.json", json.dumps(info, ensure_ascii=False, indent=1) + "\n"
+            self.out_dir / INFO, json.dumps(info, ensure_ascii=False, indent=1) + "\n"
         )
         write_card(self.out_dir, entries, info)
         log.info(
@@ -300,13 +302,7 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
         return {
             "name": self.dataset_name,
             "sample_rate": p.sample_rate,
-            "limits": {
-                "min_duration": p.min_duration,
-                "max_duration": p.max_duration,
-                "min_snr_db": p.min_snr_db,
-                "min_dnsmos_ovrl": p.min_dnsmos_ovrl,
-                "min_similarity": p.min_similarity,
-            },
+            "limits": {name: getattr(p, name) for name in LIMITS},
             "splits": p.splits.model_dump(),
             "seed": p.seed,
             "settings": self.settings(),
@@ -331,29 +327,8 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
     ) -> int:
         """Items to export, plus one when the metadata are stale (a new seed, split or name)."""
         count = super().pending(items, retry_failed, prune)
-        stale = self.after_run_stale(self.out_dir / "dataset.json", self.settings())
+        stale = self.after_run_stale(self.out_dir / INFO, self.settings())
         return count + int(stale and count == 0)
-
-
-ENTRY_COLUMNS = (
-    "audio_filepath",
-    "duration",
-    "text",
-    "id",
-    "speaker",
-    "gender",
-    "source_id",
-    "source_url",
-    "source_title",
-    "licence",
-    "source_offset",
-    "source_end",
-    "snr_db",
-    "dnsmos_ovrl",
-    "similarity",
-    "split",
-    "text_source",
-)
 
 
 def dataset_entry(rec: dict[str, Any]) -> dict[str, Any]:
@@ -368,13 +343,9 @@ def dataset_entry(rec: dict[str, Any]) -> dict[str, Any]:
         "duration": float(rec["duration"]),
         "text": str(rec.get("text") or ""),
     }
-    for key in ENTRY_COLUMNS[3:]:
-        if key in ("source_offset", "source_end", "snr_db", "dnsmos_ovrl", "similarity"):
+    for key in COLUMNS[3:]:
+        if key in NULLABLE_NUMBER_COLUMNS:
             out[key] = num(key)
         else:
             out[key] = str(rec.get(key) or "")
     return out
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).replace("|", " ").split())

@@ -35,43 +35,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from export.layout import (
+    COLUMNS,
+    INFO,
+    LIMITS,
+    MANIFEST,
+    METADATA_CSV,
+    METADATA_TXT,
+    NULLABLE_NUMBER_COLUMNS,
+    NUMBER_COLUMNS,
+    SPLITS,
+    STR_COLUMNS,
+    WAVS,
+)
 from malmoi.logs import get_logger
 
 log = get_logger(__name__)
 
-MANIFEST = "manifest.jsonl"
-METADATA_CSV = "metadata.csv"
-METADATA_TXT = "metadata.txt"
-INFO = "dataset.json"
-WAVS = "wavs"
-
-SPLITS = ("train", "validation", "test")
 GENDERS = ("male", "female", "")
-STR_COLUMNS = (
-    "id",
-    "audio_filepath",
-    "text",
-    "speaker",
-    "gender",
-    "source_url",
-    "source_title",
-    "source_id",
-    "split",
-    "text_source",
-    "licence",
-)
-NUMBER_COLUMNS = ("duration",)
-# number or null (a slice exported from plain files has no place in a source)
-SCORE_COLUMNS = ("source_offset", "source_end", "snr_db", "dnsmos_ovrl", "similarity")
-COLUMNS = (*STR_COLUMNS, *NUMBER_COLUMNS, *SCORE_COLUMNS)
-# limit in dataset.json -> (column, True for a minimum / False for a maximum)
-LIMITS = {
-    "min_duration": ("duration", True),
-    "max_duration": ("duration", False),
-    "min_snr_db": ("snr_db", True),
-    "min_dnsmos_ovrl": ("dnsmos_ovrl", True),
-    "min_similarity": ("similarity", True),
-}
 
 DURATION_TOLERANCE = 0.010  # s, WAV length against the manifest's duration
 VALUE_TOLERANCE = 1e-6  # numbers in metadata.csv against manifest.jsonl
@@ -255,7 +236,11 @@ def _check_rows(rows: list[_Row], problems: list[Problem]) -> dict[str, _Row]:
             problems.append(Problem(MANIFEST, f"{where}: missing column(s) {', '.join(missing)}"))
         bad = [c for c in STR_COLUMNS if c in data and not isinstance(data[c], str)]
         bad += [c for c in NUMBER_COLUMNS if c in data and not _is_number(data[c])]
-        bad += [c for c in SCORE_COLUMNS if data.get(c) is not None and not _is_number(data[c])]
+        bad += [
+            c
+            for c in NULLABLE_NUMBER_COLUMNS
+            if data.get(c) is not None and not _is_number(data[c])
+        ]
         for c in bad:
             kind = "a string" if c in STR_COLUMNS else "a number"
             problems.append(Problem(MANIFEST, f"{where}: {c} is {_short(data[c])}, not {kind}"))

@@ -144,3 +144,19 @@ def test_a_broken_subtitle_file_costs_the_text_not_the_audio(
     rows = {json.loads(x)["id"]: json.loads(x) for x in (out / "manifest.jsonl").open()}
     assert rows["episode.s1"]["text"] == "" and rows["other.s1"]["text"] == "안녕하세요"
     assert "episode.ko.vtt" in caplog.text and "without text" in caplog.text
+
+
+def test_a_pipe_in_a_text_keeps_the_three_metadata_files_in_agreement(tmp_path: Path) -> None:
+    from export.verify import verify
+    from malmoi.stage import Item
+
+    media = write(tmp_path / "show.wav", 2.0, 16000, 1, 0.5)
+    (tmp_path / "show.ko.vtt").write_text(
+        "WEBVTT\n\n00:00:00.200 --> 00:00:01.800\n예 | 아니오\n", encoding="utf-8"
+    )
+    row = {"id": "show.s1", "source": str(media), "start": 0.0, "stop": 2.0}
+    out = tmp_path / "ds"
+    ExportStage(ExportConfig(sample_rate=16000), out).run([Item("show.s1", media, str(media),
+                                                                "k", row)])  # fmt: skip
+    assert json.loads((out / "manifest.jsonl").read_text())["text"] == "예 | 아니오"
+    assert verify(out) == []

@@ -1,0 +1,46 @@
+"""The dataset folder's contract, shared by the stage that writes it, the card and
+``malmoi verify``: file names, splits, the columns of ``manifest.jsonl`` in order (with their
+kinds), and the limits with the column each bounds."""
+
+from __future__ import annotations
+
+MANIFEST = "manifest.jsonl"
+METADATA_CSV = "metadata.csv"
+METADATA_TXT = "metadata.txt"
+INFO = "dataset.json"
+WAVS = "wavs"
+SPLITS = ("train", "validation", "test")
+
+# manifest.jsonl's keys in order (NeMo's three first); metadata.csv: file_name, then the rest
+COLUMNS = (
+    "audio_filepath",
+    "duration",
+    "text",
+    "id",
+    "speaker",
+    "gender",
+    "source_id",
+    "source_url",
+    "source_title",
+    "licence",
+    "source_offset",
+    "source_end",
+    "snr_db",
+    "dnsmos_ovrl",
+    "similarity",
+    "split",
+    "text_source",
+)
+NUMBER_COLUMNS = ("duration",)
+# a number or null (a slice exported from plain files has no place in a source)
+NULLABLE_NUMBER_COLUMNS = ("source_offset", "source_end", "snr_db", "dnsmos_ovrl", "similarity")
+STR_COLUMNS = tuple(c for c in COLUMNS if c not in NUMBER_COLUMNS + NULLABLE_NUMBER_COLUMNS)
+
+# limit in the export config and dataset.json -> (the column it bounds, True for a minimum)
+LIMITS = {
+    "min_duration": ("duration", True),
+    "max_duration": ("duration", False),
+    "min_snr_db": ("snr_db", True),
+    "min_dnsmos_ovrl": ("dnsmos_ovrl", True),
+    "min_similarity": ("similarity", True),
+}
