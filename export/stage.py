@@ -28,6 +28,7 @@ import io
 import json
 import math
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -128,18 +129,20 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
         out_dir: Path,
         lineage_root: Path | None = None,
         speaker: str = "",
-        provenance: dict[str, Any] | None = None,
+        provenance: Callable[[], dict[str, Any]] | None = None,
         dataset_name: str = "",
     ):
         super().__init__(params, out_dir)
         self.dataset_name = dataset_name or Path(out_dir).name
-        self.lineage = Lineage(lineage_root)
+        self.lineage_root = lineage_root
+        self.lineage = Lineage(None)  # read in setup(): only a run with slices to export needs it
         self.speaker = params.speaker or speaker
-        self.provenance = provenance or {}
+        self.provenance = provenance  # called when the metadata are written (it hashes models)
         self.text_engine: Any = None
         self._bad_text: set[str] = set()  # media whose subtitles do not parse (warned once)
 
     def setup(self) -> None:
+        self.lineage = Lineage(self.lineage_root)
         if self.params.text == "subtitles":
             from export.text import SubtitleText
 
@@ -318,7 +321,7 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
                 else "",
                 "sources": list(sources.values()),
                 "packages": package_versions(),
-                **self.provenance,
+                **(self.provenance() if self.provenance is not None else {}),
             },
         }
 

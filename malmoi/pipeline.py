@@ -129,7 +129,7 @@ def _export(cfg: PipelineConfig) -> Stage:
         cfg.stage_dir("export"),
         lineage_root=cfg.output_dir,
         speaker=cfg.speaker_filter.profile or cfg.name,
-        provenance={"models": models_used(cfg)},
+        provenance=lambda: {"models": models_used(cfg)},
         dataset_name=cfg.name,
     )
 

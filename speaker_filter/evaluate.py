@@ -47,7 +47,6 @@ from speaker_filter.score import (
     RunScores,
     asnorm,
     self_enrollment_rule,
-    topk_stats,  # noqa: F401 - part of this module's research API
     unit,
 )
 
