@@ -112,14 +112,28 @@ def resample_16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def dnsmos_windows(audio16k: np.ndarray) -> np.ndarray:
-    """The (n, 144160) windows DNSMOS scores: the clip doubled until it is at least 9.01 s long,
-    then windows every second (the same index arithmetic as speechmos)."""
+WINDOWINGS = ("every-second", "cover")
+
+
+def dnsmos_windows(audio16k: np.ndarray, windowing: str = "every-second") -> np.ndarray:
+    """The (n, 144160) windows DNSMOS scores, after the clip is doubled until it is at least
+    9.01 s long (as speechmos does).
+
+    ``every-second``: DNSMOS's reference procedure, a window every second (the same index
+    arithmetic as speechmos); a 4.5-s clip doubled to 18 s gives 9 windows of the same
+    repeated audio. ``cover``: the fewest windows that together hold every sample, evenly
+    spaced: one for a clip shorter than a window, ``ceil(length / 9.01 s)`` otherwise."""
+    if windowing not in WINDOWINGS:
+        raise ValueError(f"windowing {windowing!r}: expected one of {', '.join(WINDOWINGS)}")
     audio = np.asarray(audio16k, dtype=np.float32)
     if audio.size == 0:
         return np.zeros((0, WINDOW), dtype=np.float32)
     while len(audio) < WINDOW:
         audio = np.concatenate([audio, audio])
+    if windowing == "cover":
+        count = -(-len(audio) // WINDOW) if len(audio16k) >= WINDOW else 1
+        starts = np.linspace(0, len(audio) - WINDOW, count).round().astype(int)
+        return np.stack([audio[a : a + WINDOW] for a in starts])
     num_hops = int(np.floor(len(audio) / SR) - INPUT_LENGTH) + 1
     segs = []
     for idx in range(num_hops):
@@ -169,11 +183,13 @@ class Dnsmos:
                 cls._shared[key] = cls(folder, threads=threads, p808=p808)
             return cls._shared[key]
 
-    def score(self, audio: np.ndarray, sample_rate: int) -> dict[str, float]:
+    def score(
+        self, audio: np.ndarray, sample_rate: int, windowing: str = "every-second"
+    ) -> dict[str, float]:
         """{'sig':…, 'bak':…, 'ovrl':…} (P.835, 1–5) for a mono or (frames, channels) clip at
-        any rate (resampled to 16 kHz), averaged over windows; with P.808 also 'p808'. NaN for
-        an empty clip."""
-        windows = dnsmos_windows(resample_16k(audio, sample_rate))
+        any rate (resampled to 16 kHz), averaged over the windows :func:`dnsmos_windows` cuts
+        (``windowing``); with P.808 also 'p808'. NaN for an empty clip."""
+        windows = dnsmos_windows(resample_16k(audio, sample_rate), windowing)
         keys = ("sig", "bak", "ovrl") + (("p808",) if self.p808_session else ())
         if len(windows) == 0:
             return dict.fromkeys(keys, math.nan)
@@ -214,11 +230,16 @@ class Dnsmos:
         return float(np.mean(mos))
 
 
-def scores(audio: np.ndarray, sample_rate: int, dnsmos: Dnsmos | None) -> dict[str, float]:
+def scores(
+    audio: np.ndarray,
+    sample_rate: int,
+    dnsmos: Dnsmos | None,
+    windowing: str = "every-second",
+) -> dict[str, float]:
     """{'snr_db', 'dnsmos_sig', 'dnsmos_bak', 'dnsmos_ovrl'} of a (frames[, channels]) clip; the
-    DNSMOS values are NaN when ``dnsmos`` is None."""
+    DNSMOS values (over ``windowing``'s windows) are NaN when ``dnsmos`` is None."""
     out = {"snr_db": wada_snr(audio)}
-    mos = dnsmos.score(audio, sample_rate) if dnsmos is not None else {}
+    mos = dnsmos.score(audio, sample_rate, windowing) if dnsmos is not None else {}
     for key in ("sig", "bak", "ovrl"):
         out[f"dnsmos_{key}"] = float(mos.get(key, math.nan))
     return out

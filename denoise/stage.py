@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -77,7 +78,7 @@ class DenoiseStage(Stage[DenoiseConfig, DenoiseRow]):
     name: ClassVar[str] = "denoise"
     version: ClassVar[str] = "1"
     row_type: ClassVar[type[DenoiseRow]] = DenoiseRow
-    unkeyed_params: ClassVar[frozenset[str]] = frozenset({"block_seconds"})
+    unkeyed_params: ClassVar[frozenset[str]] = frozenset({"block_seconds", "workers"})
 
     def __init__(
         self,
@@ -90,6 +91,9 @@ class DenoiseStage(Stage[DenoiseConfig, DenoiseRow]):
         self.models = models
         self.track_of = track_of  # the source track a slice was cut from, for auto-notch
         self._found: dict[str, list[float]] = {}  # auto notches per source track
+        self._finding = threading.Lock()  # one search per track, whichever thread asks first
+        # RNNoise keeps state per stream: one slice at a time through it
+        self.workers = 1 if "rnnoise" in params.chain else params.workers
         self.dnsmos: Any = None
 
     def setup(self) -> None:
@@ -302,7 +306,10 @@ class DenoiseStage(Stage[DenoiseConfig, DenoiseRow]):
             return dict.fromkeys(SCORE_NAMES)
         from denoise.quality import scores
 
-        return {k: _finite(v) for k, v in scores(audio, sr, self.dnsmos).items()}
+        return {
+            k: _finite(v)
+            for k, v in scores(audio, sr, self.dnsmos, self.params.dnsmos_windows).items()
+        }
 
     def _auto_notches(self, item: Item, own: np.ndarray | Path, sr: int) -> list[float]:
         """Notches found in the slice's whole source track, once per track; when its track is
@@ -310,21 +317,26 @@ class DenoiseStage(Stage[DenoiseConfig, DenoiseRow]):
         p = self.params
         if not (p.engine == "scipy" and "notch" in p.chain and p.notch.auto and p.notch.max_auto):
             return []
-        from denoise.filters import find_notches
-
         track = self.track_of(item) if self.track_of else None
         key, source = track if track else (item.id, own)
-        if key not in self._found:
-            found = find_notches(
-                source,
-                None if isinstance(source, Path) else sr,
-                q=p.notch.q,
-                max_notches=p.notch.max_auto,
-                min_prominence_db=p.notch.min_prominence_db,
-            )
-            self._found[key] = [f for f in found if 0 < f < sr / 2]
-            if self._found[key]:
-                log.info("%s: notches at %s Hz", key, ", ".join(f"{f:.1f}" for f in found))
+        with self._finding:
+            return self._found[key] if key in self._found else self._find(key, source, sr)
+
+    def _find(self, key: str, source: np.ndarray | Path, sr: int) -> list[float]:
+        """Search ``source`` for persistent narrow peaks; remember them under ``key``."""
+        from denoise.filters import find_notches
+
+        p = self.params
+        found = find_notches(
+            source,
+            None if isinstance(source, Path) else sr,
+            q=p.notch.q,
+            max_notches=p.notch.max_auto,
+            min_prominence_db=p.notch.min_prominence_db,
+        )
+        self._found[key] = [f for f in found if 0 < f < sr / 2]
+        if self._found[key]:
+            log.info("%s: notches at %s Hz", key, ", ".join(f"{f:.1f}" for f in found))
         return self._found[key]
 
 

@@ -301,7 +301,16 @@ class DenoiseConfig(StrictModel):
     block_seconds: float = Field(
         60.0, gt=0, description="long inputs are filtered in blocks of this length (memory)"
     )
+    workers: int = Field(
+        2, ge=1, description="slices denoised at a time, in threads (1 with rnnoise in the chain)"
+    )
     scores: bool = Field(True, description="WADA-SNR and DNSMOS before and after, per slice")
+    dnsmos_windows: Literal["cover", "every-second"] = Field(
+        "cover",
+        description="DNSMOS's 9.01-s windows: cover, the fewest that hold every sample (one for "
+        "a slice under 9 s); every-second, DNSMOS's reference hop of 1 s (about 5x the work on "
+        "short slices, which it repeats to fill a window)",
+    )
     min_dnsmos_ovrl: float | None = Field(
         None, ge=1, le=5, description="reject slices whose DNSMOS OVRL after is lower"
     )

@@ -305,3 +305,42 @@ def test_wada_snr_on_silence_and_edge_cases(shared: Path) -> None:
     out = scores(np.zeros((SR, 2)), SR, None)
     assert set(out) == {"snr_db", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl"}
     assert all(np.isnan(v) for v in out.values())
+
+
+# --- DNSMOS windows: cover (the stage's default) against the reference hop ------------------------
+
+
+def test_cover_windows_hold_every_sample_with_the_fewest_windows() -> None:
+    """``cover`` cuts one window from a clip shorter than 9.01 s (doubled, as DNSMOS does) and
+    ceil(length / 9.01 s) evenly spaced windows from a longer one, together holding every
+    sample. DNSMOS's reference, ``every-second``, takes a window per second of the doubled
+    clip (7 for a 4.5-s clip) and leaves a longer clip's last partial second unscored."""
+    from denoise.quality import SR as Q_SR
+    from denoise.quality import WINDOW, dnsmos_windows
+
+    for seconds, cover in ((2.5, 1), (4.5, 1), (9.5, 2), (12.0, 2), (20.0, 3)):
+        n = int(seconds * Q_SR)
+        ramp = np.arange(n, dtype=np.float32)  # each sample's value is its index
+        got = dnsmos_windows(ramp, "cover")
+        assert got.shape == (cover, WINDOW), seconds
+        assert set(np.unique(got).astype(int)) == set(range(n)), seconds  # every sample held
+    assert len(dnsmos_windows(np.zeros(int(4.5 * Q_SR), np.float32), "every-second")) == 7
+    with pytest.raises(ValueError, match="windowing 'half'"):
+        dnsmos_windows(np.zeros(Q_SR, np.float32), "half")
+
+
+def test_cover_windows_score_like_the_reference_hop(dnsmos: Dnsmos, shared: Path) -> None:
+    """On LibriSpeech clips of 3 to 14 s, clean and with white noise at 10 dB, DNSMOS over the
+    ``cover`` windows is within 0.25 of the reference 1-s hop on every score (on 30 slices of a
+    real separated radio track the mean difference was 0.02 OVRL, the largest 0.21)."""
+    rng = np.random.default_rng(3)
+    clips = librispeech(shared, count=3, seconds=14.0)
+    for k, (speaker, speech) in enumerate(clips.items()):
+        for seconds in (3.0, 6.5, 14.0):
+            clip = speech[: int(seconds * SR)]
+            if k == 1:
+                clip = at_snr(clip, white(len(clip), rng), 10.0)
+            ref = dnsmos.score(clip, SR, "every-second")
+            got = dnsmos.score(clip, SR, "cover")
+            for key in ("sig", "bak", "ovrl"):
+                assert got[key] == pytest.approx(ref[key], abs=0.25), (speaker, seconds, key)
