@@ -151,7 +151,11 @@ def _session(path: Path, threads: int):  # -> onnxruntime.InferenceSession
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    # a GPU when onnxruntime-gpu sees one, else the CPU
+    gpu = [p for p in ("CUDAExecutionProvider",) if p in ort.get_available_providers()]
+    return ort.InferenceSession(
+        str(path), sess_options=opts, providers=[*gpu, "CPUExecutionProvider"]
+    )
 
 
 class Dnsmos:
