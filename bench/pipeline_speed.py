@@ -183,16 +183,19 @@ def plan(minutes: float, seed: int, sources: Sources) -> Iterator[tuple[Span, np
         t += len(gap) / SR
 
 
-def input_paths(minutes: float, seed: int) -> tuple[Path, Path]:
-    """Where the input mp3 of ``minutes`` and ``seed`` and its ground-truth csv are cached."""
-    stem = OUT / "pipeline_input" / f"radio-{minutes:g}m-seed{seed}"
+def input_paths(minutes: float, seed: int, folder: Path | None = None) -> tuple[Path, Path]:
+    """Where the input mp3 of ``minutes`` and ``seed`` and its ground-truth csv are cached
+    (``folder``, default bench/out/pipeline_input)."""
+    stem = (folder or OUT / "pipeline_input") / f"radio-{minutes:g}m-seed{seed}"
     return stem.with_suffix(".mp3"), stem.with_suffix(".truth.csv")
 
 
-def make_input(minutes: float, seed: int, shared: Path) -> tuple[Path, Path]:
+def make_input(
+    minutes: float, seed: int, shared: Path, folder: Path | None = None
+) -> tuple[Path, Path]:
     """The radio-like mp3 of ``minutes`` (exactly, before mp3 padding) and its ground truth,
     made once and reused; written block by block through a 16-bit WAV, then ffmpeg (128k)."""
-    mp3, truth = input_paths(minutes, seed)
+    mp3, truth = input_paths(minutes, seed, folder)
     if mp3.exists() and truth.exists():
         return mp3, truth
     import soundfile as sf
