@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import os
 import re
@@ -127,6 +128,12 @@ class Sources:
         return music[idx]
 
 
+@functools.cache
+def load_sources(shared: Path) -> Sources:
+    """The decoded material of ``shared``, decoded once per process."""
+    return Sources(shared)
+
+
 def plan(minutes: float, seed: int, sources: Sources) -> Iterator[tuple[Span, np.ndarray]]:
     """The programme, block by block: each block's ground-truth spans and its stereo audio
     (float32), in order; the blocks add up to more than ``minutes`` (the writer cuts)."""
@@ -201,7 +208,7 @@ def make_input(
     import soundfile as sf
 
     mp3.parent.mkdir(parents=True, exist_ok=True)
-    sources = Sources(shared)
+    sources = load_sources(shared)
     limit = round(minutes * 60 * SR)
     wav = mp3.with_suffix(".tmp.wav")
     spans: list[Span] = []
@@ -602,7 +609,9 @@ def main() -> None:
                 "cpu_rusage": run.cpu_rusage,
                 "rows": [asdict(r) for r in rows],
                 "counts": run.boundaries.counts,
-                "samples": len(run.samples),
+                "windows": run.boundaries.windows(),
+                # the 0.2-s samples: seconds since start, tree CPU seconds, tree RSS (MB)
+                "samples": [[round(x.at, 2), round(x.cpu, 2), x.rss >> 20] for x in run.samples],
             },
             indent=1,
         )
