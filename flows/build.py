@@ -174,6 +174,10 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 def dask_task_runner(cfg: DaskConfig) -> TaskRunner[Any]:
     """prefect-dask's task runner for ``cfg``: on the scheduler at ``address``, else on a local
     cluster of worker processes started for the run (and stopped after it)."""
+    # Dask's own INFO lines (every connection, every worker start and stop) and its tracebacks
+    # of connections closed at shutdown drown the build's log; warnings still show. Read when
+    # dask is first imported, and inherited by the local cluster's workers.
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     from prefect_dask import DaskTaskRunner
 
     if cfg.address:
