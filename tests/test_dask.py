@@ -166,8 +166,9 @@ def test_runner_and_dask_keys_are_checked() -> None:
 
 def _config(tmp_path: Path, name: str, **extra: Any) -> Path:
     """The demo's pipeline, shorter: the synthetic episode plus the three reference clips of its
-    other voice as local files (four inputs), every stage present."""
-    out = tmp_path / name
+    other voice as local files (four inputs), every stage present; into ``tmp_path/out`` (ids
+    hash the input's path, so both builds use the same folder, moved away after each)."""
+    out = tmp_path / "out"
     cfg = {
         "name": "dasktest",
         "output_dir": str(out),
@@ -218,13 +219,16 @@ def builds(
         procs[name] = run_malmoi("build", str(_config(tmp, name, **extra)), timeout=900)
         took[name] = time.perf_counter() - started
         assert procs[name].returncode == 0, procs[name].stderr[-4000:]
+        (tmp / "out").rename(tmp / name)
     print(f"build wall time: local {took['local']:.0f} s, dask {took['dask']:.0f} s")
     return {"root": tmp, "procs": procs}
 
 
 def _rows(folder: Path, root: Path) -> pd.DataFrame:
-    """A stage's manifest, rows by id, each build's own folder written as <out>."""
-    df = read_manifest(folder).sort_values("id").reset_index(drop=True)
+    """A stage's manifest, rows by id (the order items finish in), without ``key`` (it hashes
+    the input's fingerprint, which holds the mtime of the media each build generates anew),
+    each build's own folder written as <out>."""
+    df = read_manifest(folder).sort_values("id").reset_index(drop=True).drop(columns="key")
     return df.map(lambda v: v.replace(str(root), "<out>") if isinstance(v, str) else v)
 
 
@@ -294,6 +298,8 @@ def test_a_dask_config_without_address_starts_a_local_cluster(tmp_path: Path) ->
     proc = run_malmoi("build", str(path), "--only", "ingest")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "dask: 2 worker(s), 2 thread(s)" in proc.stderr
+    # the workers report to the build's temporary server; they start none of their own
+    assert proc.stderr.count("Starting temporary server") == 1, proc.stderr[-3000:]
     assert "ingest: 3 processed, 0 skipped, 0 failed, 3 kept" in proc.stdout
     assert len(read_manifest(tmp_path / "out/ingest")) == 3
     assert re.search(r"Task run 'ingest: v1-[^']+' - Finished in state Completed", proc.stderr)
