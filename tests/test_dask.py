@@ -10,10 +10,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
-import soundfile as sf
 import yaml
 
 from malmoi.config import ConfigError, parse_config
@@ -241,11 +239,11 @@ def test_dask_build_gets_the_same_manifests_and_audio_as_the_default_runner(
         rows_a, rows_b = _rows(a / stage, a), _rows(b / stage, b)
         assert len(rows_a) >= (4 if stage in ("ingest", "speaker_filter") else 1), stage
         pd.testing.assert_frame_equal(rows_a, rows_b, obj=f"{stage}/manifest.csv")
-        for rel in rows_a["path"]:
-            if rel.endswith(".wav"):
-                audio_a, sr_a = sf.read(str(a / stage / rel), dtype="float32")
-                audio_b, sr_b = sf.read(str(b / stage / rel), dtype="float32")
-                assert sr_a == sr_b and np.array_equal(audio_a, audio_b), f"{stage}/{rel}"
+        for path in read_manifest(a / stage)["path"]:
+            rel = Path(path).relative_to(a / stage)
+            # byte for byte: the same float32/PCM samples and the same header (the models give
+            # the same numbers in a Dask worker as in the flow's process)
+            assert (a / stage / rel).read_bytes() == (b / stage / rel).read_bytes(), rel
     for name in ("metadata.csv", "metadata.txt"):
         assert (a / "export" / name).read_bytes() == (b / "export" / name).read_bytes()
     # the items ran as Prefect task runs on the workers, reporting to the build's one server
