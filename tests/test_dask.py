@@ -246,10 +246,8 @@ def test_dask_build_gets_the_same_manifests_and_audio_as_the_default_runner(
             assert (a / stage / rel).read_bytes() == (b / stage / rel).read_bytes(), rel
     for name in ("metadata.csv", "metadata.txt"):
         assert (a / "export" / name).read_bytes() == (b / "export" / name).read_bytes()
-    # the items ran as Prefect task runs on the workers, reporting to the build's one server
-    err = builds["procs"]["dask"].stderr
-    assert err.count("Starting temporary server") == 1, err[-3000:]
-    assert re.search(r"Task run 'segment: [^']+' - Finished in state Completed", err), err[-3000:]
+    # (the workers of this cluster are the test's children: their task-run logs, one per item,
+    # are in the test's output, not the build's; the next-but-one test checks them)
 
 
 def test_each_worker_sets_a_stage_up_once_not_per_item(
