@@ -247,7 +247,7 @@ def test_dask_build_gets_the_same_manifests_and_audio_as_the_default_runner(
     for name in ("metadata.csv", "metadata.txt"):
         assert (a / "export" / name).read_bytes() == (b / "export" / name).read_bytes()
     # (the workers of this cluster are the test's children: their task-run logs, one per item,
-    # are in the test's output, not the build's; the next-but-one test checks them)
+    # are in the test's output, not the build's; the last test of this file checks them)
 
 
 def test_each_worker_sets_a_stage_up_once_not_per_item(
