@@ -13,9 +13,15 @@ import re
 import subprocess
 import threading
 import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "malmoi")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -35,14 +41,19 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
+from prefect.futures import PrefectFuture
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Completed, State
+from prefect.task_runners import TaskRunner
 
-from malmoi.config import PipelineConfig, load_config
+from malmoi.config import DaskConfig, PipelineConfig, load_config
 from malmoi.logs import get_logger
 from malmoi.pipeline import StageSpec, as_names, check_input, select, spec
 from malmoi.procs import tool_command
 from malmoi.progress import progress_for
-from malmoi.stage import Item, ProgressCallback, StageProgress, StageReport
+from malmoi.stage import Item, ProgressCallback, Result, StageProgress, StageReport, Submit
+from malmoi.workers import process_here
 
 FLOW_NAME = "build-dataset"
 logging.getLogger("malmoi").setLevel(logging.INFO)
@@ -153,6 +164,139 @@ class ProgressArtifact:
             self._last = now
 
 
+# --- runner: dask ----------------------------------------------------------------------------
+
+# the flow run's Dask task runner (runner: dask), for the stage tasks it calls
+_DASK: ContextVar[TaskRunner[Any] | None] = ContextVar("malmoi_dask", default=None)
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def dask_task_runner(cfg: DaskConfig) -> TaskRunner[Any]:
+    """prefect-dask's task runner for ``cfg``: on the scheduler at ``address``, else on a local
+    cluster of worker processes started for the run (and stopped after it)."""
+    # Dask's own INFO lines (every connection, every worker start and stop) and its tracebacks
+    # of connections closed at shutdown drown the build's log; warnings still show. Read when
+    # dask is first imported, and inherited by the local cluster's workers.
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    from prefect_dask import DaskTaskRunner
+
+    if cfg.address:
+        return DaskTaskRunner(address=cfg.address)
+    return DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": cfg.n_workers,
+            "threads_per_worker": cfg.threads_per_worker,
+            "processes": True,
+        }
+    )
+
+
+@contextmanager
+def dask_for(cfg: PipelineConfig) -> Iterator[TaskRunner[Any] | None]:
+    """With ``runner: dask``, a started Dask task runner (its cluster up) for the stage tasks
+    of this flow run; else None. Chosen here, from the config the flow reads, so every way of
+    starting the flow (``malmoi build``, a served or a ``prefect deploy``-ed deployment) runs
+    a dask config on Dask."""
+    if cfg.runner != "dask":
+        yield None
+        return
+    with dask_task_runner(cfg.dask) as runner:
+        workers = runner.client.nthreads()  # connects (or starts the local cluster) now
+        log.info(
+            "dask: %d worker(s), %d thread(s) at %s",
+            len(workers),
+            sum(workers.values()),
+            runner.client.scheduler.address,
+        )
+        token = _DASK.set(runner)
+        try:
+            yield runner
+        finally:
+            _DASK.reset(token)
+
+
+def current_dask() -> TaskRunner[Any] | None:
+    """The flow run's Dask task runner, if it uses one. (Stage tasks call this rather than read
+    the context variable: Dask workers receive the flow's functions pickled, and a function
+    that names a ``ContextVar`` cannot be.)"""
+    return _DASK.get()
+
+
+def flow_api_url() -> str | None:
+    """The Prefect API this flow run talks to: the user's ``PREFECT_API_URL``, or the temporary
+    server Prefect started for ``malmoi build`` (which Dask workers do not know of by
+    themselves: told, they report their task runs to this flow's server, not a server of
+    their own)."""
+    ctx = FlowRunContext.get()
+    client = getattr(ctx, "client", None)
+    url = getattr(client, "api_url", None)
+    return str(url) if url else PREFECT_API_URL.value()
+
+
+@task(
+    name="item",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    task_run_name="{name}: {item.id}",
+)
+def process_item(cfg: PipelineConfig, name: str, run: str, item: Item) -> tuple[Result, float]:
+    """One item of stage ``name`` on a Dask worker, with the stage the worker keeps for the
+    stage run ``run`` (its models loaded once per worker); returns the result and the seconds
+    ``process`` took. The rows are recorded by the stage's loop in the flow's process."""
+    return process_here(cfg, name, run, item)
+
+
+def _as_concurrent(future: PrefectFuture[Any]) -> Future[Any]:
+    """A :class:`concurrent.futures.Future` that completes with ``future`` (its result, or the
+    exception the task raised); cancelling it cancels the task's Dask future."""
+    out: Future[Any] = Future()
+
+    def done(prefect_future: PrefectFuture[Any]) -> None:
+        try:
+            value = prefect_future.result(raise_on_failure=True)
+        except BaseException as exc:
+            if out.set_running_or_notify_cancel():
+                out.set_exception(exc)
+            return
+        if out.set_running_or_notify_cancel():
+            out.set_result(value)
+
+    def cancelled(f: Future[Any]) -> None:
+        if f.cancelled():
+            wrapped = getattr(future, "wrapped_future", None)
+            if wrapped is not None:
+                wrapped.cancel()
+
+    out.add_done_callback(cancelled)
+    future.add_done_callback(done)
+    return out
+
+
+def dask_submit(runner: TaskRunner[Any], cfg: PipelineConfig, name: str) -> tuple[Submit, int]:
+    """How a stage sends its items to Dask (one ``process_item`` task run per item, named by
+    the stage and the item), and how many to keep in flight: two per worker thread."""
+    run = uuid.uuid4().hex[:12]
+    item_task = process_item.with_options(name=f"{name}-item")
+    api_url = flow_api_url()
+    scheduler = urlsplit(runner.client.scheduler.address).hostname or ""
+    if api_url and urlsplit(api_url).hostname in LOOPBACK and scheduler not in LOOPBACK:
+        log.warning(
+            "dask: the Prefect API %s is on this machine only; workers elsewhere cannot report "
+            "their task runs to it (set PREFECT_API_URL to a server they reach)",
+            api_url,
+        )
+
+    def submit(item: Item) -> Future[tuple[Result, float]]:
+        with temporary_settings(updates={PREFECT_API_URL: api_url} if api_url else None):
+            future = runner.submit(
+                item_task, parameters={"cfg": cfg, "name": name, "run": run, "item": item}
+            )
+        return _as_concurrent(future)
+
+    threads = sum(runner.client.nthreads().values())
+    return submit, max(2, 2 * threads)
+
+
 @task(name="stage", cache_policy=NO_CACHE)
 def run_stage(
     cfg: PipelineConfig, name: str, items: list[Item] | None, retry_failed: bool, force: bool
@@ -164,6 +308,10 @@ def run_stage(
     stage = stage_spec.make(cfg)
     if items is None:
         items = stage_spec.items(cfg)
+    runner = current_dask()
+    submit, window = (
+        dask_submit(runner, cfg, name) if runner is not None and name != "crawl" else (None, 2)
+    )
     with progress_for(name) as terminal:
         progress = ProgressArtifact(cfg, name, terminal)
         report = stage.run(
@@ -173,6 +321,8 @@ def run_stage(
             progress=progress,
             force=force,
             prune=stage_spec.gather is None,  # its input manifest is its whole input
+            submit=submit,
+            window=window,
         )
     create_table_artifact(
         table=[report_row(report)],
@@ -214,21 +364,27 @@ def build_dataset(
     for i, stage_spec in enumerate(stages):  # fail fast, before any work
         check_input(cfg, stage_spec, running=names[:i])
     reports: dict[str, dict[str, Any]] = {}
-    for stage_spec in stages:
-        if not stage_spec.used_by(cfg):
-            why = "no web sources" if stage_spec.name == "crawl" else "not configured"
-            logger.info("%s: not used by this config (%s)", stage_spec.name, why)
-            continue
-        items = (
-            gather_sources.with_options(name=f"gather-{stage_spec.name}")(cfg, stage_spec.name)
-            if stage_spec.gather is not None
-            else None
-        )
-        state = run_stage.with_options(name=stage_spec.name)(
-            cfg, stage_spec.name, items, retry_failed, stage_spec.name in forced, return_state=True
-        )
-        reports[stage_spec.name] = state.result()  # raises: a broken stage fails the flow
-        logger.info(state.message)
+    with dask_for(cfg):
+        for stage_spec in stages:
+            if not stage_spec.used_by(cfg):
+                why = "no web sources" if stage_spec.name == "crawl" else "not configured"
+                logger.info("%s: not used by this config (%s)", stage_spec.name, why)
+                continue
+            items = (
+                gather_sources.with_options(name=f"gather-{stage_spec.name}")(cfg, stage_spec.name)
+                if stage_spec.gather is not None
+                else None
+            )
+            state = run_stage.with_options(name=stage_spec.name)(
+                cfg,
+                stage_spec.name,
+                items,
+                retry_failed,
+                stage_spec.name in forced,
+                return_state=True,
+            )
+            reports[stage_spec.name] = state.result()  # raises: a broken stage fails the flow
+            logger.info(state.message)
     summary = "; ".join(
         f"{n}: {r['processed']} processed, {r['skipped']} skipped, {r['failed']} failed"
         for n, r in reports.items()

@@ -382,6 +382,21 @@ class ModelsConfig(StrictModel):
     offline: bool = Field(False, description="never download; only the store and search_dirs")
 
 
+class DaskConfig(StrictModel):
+    """Where ``runner: dask`` sends the per-item work: an existing Dask scheduler, or a local
+    cluster started for the run."""
+
+    address: str | None = Field(
+        None,
+        description="an existing Dask scheduler, e.g. tcp://host:8786 (none: start a local "
+        "cluster for the run)",
+    )
+    n_workers: int = Field(2, ge=1, description="worker processes of the local cluster")
+    threads_per_worker: int = Field(
+        1, ge=1, description="threads per worker process of the local cluster"
+    )
+
+
 class PipelineConfig(StrictModel):
     """One dataset build: where the media comes from, where the dataset goes, each stage's
     parameters."""
@@ -400,6 +415,12 @@ class PipelineConfig(StrictModel):
     denoise: DenoiseConfig = DenoiseConfig()
     export: ExportConfig = ExportConfig()
     models: ModelsConfig = ModelsConfig()
+    runner: Literal["local", "dask"] = Field(
+        "local",
+        description="local: every item in the flow's process; dask: each stage's items as "
+        "Prefect tasks on a Dask cluster (see dask)",
+    )
+    dask: DaskConfig = DaskConfig()
 
     def stage_dir(self, stage: str) -> Path:
         """The folder a stage writes its outputs and manifest into."""

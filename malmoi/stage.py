@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -112,6 +113,9 @@ class StageProgress:
 
 
 ProgressCallback = Callable[[StageProgress], None]
+# sends one item's process() elsewhere (another process or machine): a future of its result and
+# the seconds process() took there
+Submit = Callable[[Item], "Future[tuple[Result[Any], float]]"]
 
 
 @dataclass
@@ -189,6 +193,11 @@ class Stage(ABC, Generic[P, R]):
     def setup(self) -> None:
         """Load models; heavy imports belong here. Called once, before the first item."""
 
+    def recorded(self, item: Item, result: Result[R]) -> None:
+        """Called in the process that runs the loop once an item's rows are recorded, wherever
+        :meth:`process` ran (here or, with ``submit``, on another machine): for what
+        :meth:`after_run` needs to know of each item processed now. Default: nothing."""
+
     def after_run(self, report: StageReport) -> None:
         """Work over all the rows once the loop is done (still holding the folder's lock), e.g.
         a threshold chosen from every item's scores; it may rewrite the tables and ``report``.
@@ -250,6 +259,8 @@ class Stage(ABC, Generic[P, R]):
         progress: ProgressCallback | None = None,
         force: bool = False,
         prune: bool = False,
+        submit: Submit | None = None,
+        window: int = 2,
     ) -> StageReport:
         """Process every item not already finished (every item, with ``force``); return the
         counts.
@@ -269,6 +280,11 @@ class Stage(ABC, Generic[P, R]):
         parameters) beside the manifest as ``config.yaml``. An environment failure (disk full,
         out of memory) stops the run with :class:`StageStopped`, recording nothing against the
         input.
+
+        ``submit``, when given, sends each item to be processed elsewhere (a Dask worker, which
+        loads the stage's model itself): :meth:`setup` does not run here then, at most
+        ``window`` items are in flight, and their results are recorded here as they come, like
+        those of the thread pool a stage with ``workers`` > 1 uses.
         """
         started = time.perf_counter()
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -282,7 +298,15 @@ class Stage(ABC, Generic[P, R]):
                     size / 1e6,
                 )
             report = self._run(
-                check_ids(items), retry_failed, config, progress, started, force, prune
+                check_ids(items),
+                retry_failed,
+                config,
+                progress,
+                started,
+                force,
+                prune,
+                submit,
+                window,
             )
             self.after_run(report)
         report.seconds = time.perf_counter() - started
@@ -298,6 +322,8 @@ class Stage(ABC, Generic[P, R]):
         started: float,
         force: bool = False,
         prune: bool = False,
+        submit: Submit | None = None,
+        window: int = 2,
     ) -> StageReport:
         self._write_config(config)
         kept_t = Table(self.out_dir, self.row_type)
@@ -407,10 +433,19 @@ class Stage(ABC, Generic[P, R]):
                 seconds = out + sum(r.duration for r, _ in result.rejected)
             seconds_in += seconds
             seconds_out += out
+            self.recorded(item, result)
             tell(item, "processed", seconds)
 
         workers = max(1, int(self.workers))
-        pool = ThreadPoolExecutor(workers, thread_name_prefix=self.name) if workers > 1 else None
+        pool = None
+        if submit is not None:  # elsewhere: process() and setup() run there
+            send: Submit | None = submit
+            workers = max(1, int(window))
+        elif workers > 1:  # threads of this process
+            pool = ThreadPoolExecutor(workers, thread_name_prefix=self.name)
+            send = functools.partial(pool.submit, self._timed_process)
+        else:
+            send = None
         running: dict[Future[tuple[Result[R], float]], tuple[Any, ...]] = {}
 
         def collect(below: int) -> None:
@@ -447,8 +482,9 @@ class Stage(ABC, Generic[P, R]):
                             ) + sum(rejected_seconds.get(i, 0.0) for i in json.loads(done.rejected))
                         tell(item, "skipped", seconds)
                         continue
-                self.ensure_setup()
-                if pool is None:
+                if submit is None:
+                    self.ensure_setup()
+                if send is None:
                     item_started = time.perf_counter()
                     try:
                         outcome: Result[R] | BaseException = self.process(item)
@@ -456,7 +492,7 @@ class Stage(ABC, Generic[P, R]):
                         outcome = exc
                     finish(item, key, done, seconds, outcome, time.perf_counter() - item_started)
                 else:
-                    running[pool.submit(self._timed_process, item)] = (item, key, done, seconds)
+                    running[send(item)] = (item, key, done, seconds)
                     collect(below=workers)
             collect(below=1)
             if prune:
@@ -474,6 +510,8 @@ class Stage(ABC, Generic[P, R]):
             if pool is not None:
                 self.stopping.set()  # in-flight work stops at its next check
                 pool.shutdown(wait=True, cancel_futures=True)
+            for fut in running:  # sent elsewhere and not recorded (stopped): not waited for
+                fut.cancel()
             self._compact(progress, kept_t, rejected_t, failures_t, progress_t)
             report.hours_in = seconds_in / 3600
             report.hours_out = seconds_out / 3600

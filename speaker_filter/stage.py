@@ -255,10 +255,8 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
     def process(self, item: Item) -> Result[SpeakerRow]:
         emb = self.embedding(item)
         info = sf.info(str(item.path))
-        folder = str(item.row.get("parent_id") or item.id)
-        rel = f"{Path(folder).name}/{item.id}{item.path.suffix.lower()}"
+        rel = self._rel(item)
         _link(item.path, self.out_dir / rel)
-        self._sources[rel] = item.path
         sim = sc = None
         if not np.isnan(emb).any() and self._profile() is not None:
             s1, s2 = score(self._profile().enroll, emb[None, :], self._cohort())  # type: ignore[union-attr]
@@ -280,6 +278,17 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
         # the partition is after_run's: until then a slice stands rejected (never passed on
         # unfiltered by an interrupted run)
         return Result(rejected=[(row, NO_SPEECH if np.isnan(emb).any() else WAITING)])
+
+    @staticmethod
+    def _rel(item: Item) -> str:
+        """Where the slice is linked in the stage folder."""
+        folder = str(item.row.get("parent_id") or item.id)
+        return f"{Path(folder).name}/{item.id}{item.path.suffix.lower()}"
+
+    def recorded(self, item: Item, result: Result[SpeakerRow]) -> None:
+        """Remember the slice processed now (here or on a Dask worker) for :meth:`after_run`,
+        which links it again and counts its hours."""
+        self._sources[self._rel(item)] = item.path
 
     # --- after the loop: threshold and partition ----------------------------------------------
 
