@@ -116,7 +116,7 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
         self._digest: str | None = None
         self._items: list[Item] = []  # the current run's inputs (for the batched prefetch)
         self._sources: dict[str, Path] = {}  # linked path -> input, of this run's slices
-        # segment folders' embeddings.npz, read once: path -> (key, slice id -> embedding)
+        # segment folders' embeddings.npz, read once a run: path -> (key, id -> (frames, emb))
         self._upstreams: dict[Path, tuple[str, dict[str, tuple[int, np.ndarray]]]] = {}
 
     # --- keys ---------------------------------------------------------------------------------
@@ -191,6 +191,7 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
             return super().run(self._items, *args, **kwargs)
         finally:
             self._items = []
+            self._upstreams = {}
 
     def setup(self) -> None:
         """Cohort, profile and the batched embedding of the slices not cached yet; the encoder
