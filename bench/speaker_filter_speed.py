@@ -131,7 +131,7 @@ def child(mode: str, slices: Path, out: Path, threads: int, shared: Path) -> Non
 
         def _embedder(self):
             if self.embedder is None:
-                from speaker_filter.embed import Embedder
+                from malmoi.embedding import Embedder
 
                 t = time.perf_counter()
                 self.embedder = Embedder(threads=threads)

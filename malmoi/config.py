@@ -175,6 +175,11 @@ class SegmentConfig(StrictModel):
     padding: float = Field(0.1, ge=0, description="seconds added before and after each region")
     chunk_seconds: float = Field(300.0, ge=0, description="CNN chunk for long inputs (0: whole)")
     margin_seconds: float = Field(20.0, ge=0, description="context on each side of a chunk")
+    batch_size: int = Field(
+        1024,
+        ge=1,
+        description="CNN patches per forward pass (speed and memory only; the labels are the same)",
+    )
 
     @model_validator(mode="after")
     def _durations(self) -> SegmentConfig:

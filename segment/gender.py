@@ -1,6 +1,7 @@
-"""Gender from Resemblyzer d-vectors: a logistic regression whose 256 weights are committed in
-``gender_embedding.json`` beside this file, trained by :mod:`segment.train_gender` on
-LibriSpeech speakers (see that module for the split and the measured accuracy)."""
+"""Gender from Resemblyzer d-vectors (:class:`malmoi.embedding.Embedder`): a logistic regression
+whose 256 weights are committed in ``gender_embedding.json`` beside this file, trained by
+:mod:`segment.train_gender` on LibriSpeech speakers (see that module for the split and the
+measured accuracy)."""
 
 from __future__ import annotations
 
@@ -32,33 +33,12 @@ def predict(embedding: np.ndarray, weights: dict) -> tuple[str, float]:
     return (classes[1], p_male) if p_male >= 0.5 else (classes[0], 1.0 - p_male)
 
 
-class EmbeddingGender:
-    """Resemblyzer's encoder (weights in its wheel) loaded once, plus the linear classifier."""
-
-    name = "embedding"
-
-    def __init__(self, weights: Path = WEIGHTS, min_speech_seconds: float = 1.0):
-        import torch
-        from resemblyzer import VoiceEncoder
-
-        if torch.get_num_threads() > 2:
-            torch.set_num_threads(2)
-        self.encoder = VoiceEncoder("cpu", verbose=False)
-        self.weights = load_weights(weights)
-        self.min_speech_seconds = min_speech_seconds
-
-    def embed(self, audio: np.ndarray, sample_rate: int) -> np.ndarray | None:
-        """Resemblyzer embedding of mono ``audio``, or None if its VAD leaves too little
-        speech (a silent slice would otherwise get a confident, meaningless answer)."""
-        from resemblyzer import preprocess_wav
-
-        wav = preprocess_wav(np.asarray(audio, dtype=np.float32), source_sr=sample_rate)
-        if len(wav) / SR < self.min_speech_seconds:
-            return None
-        return self.encoder.embed_utterance(wav)
-
-    def classify(self, audio: np.ndarray, sample_rate: int) -> tuple[str | None, float | None]:
-        embedding = self.embed(audio, sample_rate)
-        if embedding is None:
-            return None, None
-        return predict(embedding, self.weights)
+def classify(
+    embedding: np.ndarray, speech_seconds: float, weights: dict, min_speech_seconds: float = 1.0
+) -> tuple[str | None, float | None]:
+    """(label, probability) of a slice from its Resemblyzer embedding and how much speech
+    Resemblyzer's VAD left in it (seconds); (None, None) below ``min_speech_seconds`` (a silent
+    slice would otherwise get a confident, meaningless answer)."""
+    if speech_seconds < min_speech_seconds:
+        return None, None
+    return predict(embedding, weights)

@@ -6,6 +6,11 @@ labels ``male``, ``female`` or ``speech``, ``music``, ``noise``, ``noEnergy``),
 ``segments.TextGrid`` (Praat), ``energy.npy`` (10-ms frame energies, for re-slicing without the
 model) and the slices ``<id>.<nnnn>.wav``; one :class:`SliceRow` per slice in
 ``manifest.csv``, and the slices it dropped (too short, other gender) in ``rejected.csv``.
+
+With ``gender_engine: embedding`` the slices are embedded with Resemblyzer in batches
+(:class:`malmoi.embedding.Embedder`), their gender told from those embeddings, and the
+embeddings of the written slices saved in ``<out>/<id>/embeddings.npz`` with the input's key:
+the speaker filter uses them instead of embedding the same slices again.
 """
 
 from __future__ import annotations
@@ -31,9 +36,12 @@ from malmoi.media import (
     temp_dir,
 )
 from malmoi.stage import Item, Result, Stage
+from segment.gender import SR, classify
 from segment.slicing import Segment, SliceParams, make_slices
 
 FRAME = 0.01  # seconds per energy frame
+EMBEDDINGS = "embeddings.npz"  # per input folder: the kept slices' Resemblyzer embeddings
+EMBED_BATCH = 64  # slices embedded per call (their partial utterances batched)
 
 log = get_logger(__name__)
 
@@ -123,12 +131,14 @@ class SegmentStage(Stage[SegmentConfig, SliceRow]):
 
     name: ClassVar[str] = "segment"
     row_type: ClassVar[type[SliceRow]] = SliceRow
+    unkeyed_params: ClassVar[frozenset[str]] = frozenset({"batch_size"})  # same labels
 
     def __init__(self, params: SegmentConfig, out_dir: Path, models: ModelsConfig | None = None):
         super().__init__(params, out_dir)
         self.models = models
         self.engine = None
-        self.gender_model = None
+        self.embedder = None  # Resemblyzer (gender_engine embedding)
+        self.gender_weights: dict | None = None
 
     def setup(self) -> None:
         from malmoi.models import ModelStore
@@ -141,10 +151,18 @@ class SegmentStage(Stage[SegmentConfig, SliceRow]):
         if self.params.gender_engine == "ina":
             gender = store.path("ina:gender") / "keras_male_female_cnn.hdf5"
         else:
-            from segment.gender import EmbeddingGender
+            from malmoi.embedding import Embedder
+            from segment.gender import load_weights
 
-            self.gender_model = EmbeddingGender()
-        self.engine = InaEngine(vad, gender, self.params.chunk_seconds, self.params.margin_seconds)
+            self.embedder = Embedder()
+            self.gender_weights = load_weights()
+        self.engine = InaEngine(
+            vad,
+            gender,
+            self.params.chunk_seconds,
+            self.params.margin_seconds,
+            batch_size=self.params.batch_size,
+        )
 
     def process(self, item: Item) -> Result[SliceRow]:
         folder = self.out_dir / item.id
@@ -172,15 +190,58 @@ class SegmentStage(Stage[SegmentConfig, SliceRow]):
             segments, slice_params(self.params), len(track) * FRAME, energy_fn(track), FRAME
         )
         pieces = sorted([(s, None) for s in kept] + rejected, key=lambda p: p[0].start)
+        (folder / EMBEDDINGS).unlink(missing_ok=True)
+        embedded = self._embed(src, pieces) if self.embedder is not None else {}
         result: Result[SliceRow] = Result()
+        ids, frames, embeddings = [], [], []
         with sf.SoundFile(str(src)) as fin:
             for k, (piece, reason) in enumerate(pieces, start=1):
-                row, why = self._slice(item, fin, piece, k, folder, reason)
+                row, why = self._slice(item, fin, piece, k, folder, reason, embedded.get(k - 1))
                 if why is None:
                     result.kept.append(row)
+                    if k - 1 in embedded:
+                        ids.append(row.id)
+                        embeddings.append(embedded[k - 1][0])
+                        frames.append(embedded[k - 1][2])
                 else:
                     result.rejected.append((row, why))
+        if self.embedder is not None:
+            with atomic_path(folder / EMBEDDINGS) as tmp, tmp.open("wb") as fh:
+                np.savez(
+                    fh,
+                    ids=np.array(ids, dtype=str),
+                    frames=np.array(frames, dtype=np.int64),
+                    emb=np.array(embeddings, dtype=np.float32).reshape(-1, 256),
+                    key=np.array(self.key(item)),
+                )
         return result
+
+    def _embed(
+        self, src: Path, pieces: list[tuple[Segment, str | None]]
+    ) -> dict[int, tuple[np.ndarray, float, int]]:
+        """Resemblyzer embedding (NaN with too little speech), seconds of speech left by its VAD
+        and frames of every piece not rejected yet, by index in ``pieces``; ``EMBED_BATCH``
+        slices per call, each read from ``src`` as :meth:`_slice` reads it (a float32 mono
+        downmix)."""
+        assert self.embedder is not None
+        todo = [k for k, (_, reason) in enumerate(pieces) if reason is None]
+        out: dict[int, tuple[np.ndarray, float, int]] = {}
+        with sf.SoundFile(str(src)) as fin:
+            sr = fin.samplerate
+            for a in range(0, len(todo), EMBED_BATCH):
+                wavs, lengths = [], []
+                for k in todo[a : a + EMBED_BATCH]:
+                    piece = pieces[k][0]
+                    start, stop = round(piece.start * sr), round(piece.stop * sr)
+                    fin.seek(start)
+                    audio = fin.read(stop - start, dtype="float32", always_2d=True)
+                    wavs.append(self.embedder.preprocess(audio.mean(axis=1), sr))
+                    lengths.append(stop - start)
+                emb = self.embedder.embed_preprocessed(wavs)
+                batch = zip(todo[a : a + EMBED_BATCH], wavs, emb, lengths, strict=True)
+                for k, w, e, n in batch:
+                    out[k] = (e, len(w) / SR, n)
+        return out
 
     def _slice(
         self,
@@ -190,6 +251,7 @@ class SegmentStage(Stage[SegmentConfig, SliceRow]):
         k: int,
         folder: Path,
         reason: str | None,
+        embedded: tuple[np.ndarray, float, int] | None = None,
     ) -> tuple[SliceRow, str | None]:
         sr = fin.samplerate
         a, b = round(piece.start * sr), round(piece.stop * sr)
@@ -199,8 +261,9 @@ class SegmentStage(Stage[SegmentConfig, SliceRow]):
         if reason is None:
             fin.seek(a)
             audio = fin.read(b - a, dtype="float32", always_2d=True)
-            if self.gender_model is not None:
-                label, prob = self.gender_model.classify(audio.mean(axis=1), sr)
+            if embedded is not None:
+                assert self.gender_weights is not None
+                label, prob = classify(embedded[0], embedded[1], self.gender_weights)
                 gender, score = label or "", prob
             reason = gender_rejection(gender, self.params.gender)
         path = ""

@@ -168,7 +168,7 @@ def build(shared: Path, cache: Path | None, threads: int = 1) -> Data:
             arrays = {k: z[k] for k in z.files if k not in ("key", "timings")}
             return Data(**arrays, timings=json.loads(str(z["timings"])))
 
-    from speaker_filter.embed import Embedder
+    from malmoi.embedding import Embedder
 
     rng = np.random.default_rng(11)
     test_music = load(shared / TEST_MUSIC[0])[round(TEST_MUSIC[1] * SR) : round(TEST_MUSIC[2] * SR)]

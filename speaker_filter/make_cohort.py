@@ -43,8 +43,8 @@ def make(shared: Path, out_npy: Path = COHORT_NPY, out_json: Path = COHORT_JSON)
     """Embed the cohort of ``shared`` and write ``out_npy`` + ``out_json``; return the rows."""
     from importlib.metadata import version
 
+    from malmoi.embedding import Embedder
     from malmoi.media import atomic_path, atomic_write_text
-    from speaker_filter.embed import Embedder
 
     files = sorted((shared / "librispeech" / "speakers").glob("*.flac"))
     if not files:

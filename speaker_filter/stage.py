@@ -3,7 +3,10 @@
 Reads: the previous stage's slices (the segment stage's in the pipeline; any audio files from
 the CLI). Each slice is embedded once (Resemblyzer d-vector), its embedding cached in
 ``<out>/embeddings/<id>.npz`` (with the input's fingerprint), and the audio linked (hard link,
-else copied) to ``<out>/<parent id>/<id>.<ext>``. Every row carries ``similarity`` (cosine to the
+else copied) to ``<out>/<parent id>/<id>.<ext>``. A slice the segment stage already embedded
+(``gender_engine: embedding``) is not embedded again: its embedding is taken from the segment
+folder's ``embeddings.npz`` when that file was written by the same segment work (its key is the
+slice row's key, the item's fingerprint). Every row carries ``similarity`` (cosine to the
 profile's enrollment), ``score`` (AS-norm against the cohort) and ``threshold``; kept and
 rejected slices are both listed, the rejected with the reason.
 
@@ -65,6 +68,7 @@ WAITING = "not scored yet (the run's threshold is chosen after every slice is em
 BATCH = 64  # slices embedded per call (their partial utterances batched by the Embedder)
 CLUSTER_CUT = 0.35  # cosine distance, average linkage (dominant)
 RUN_PROFILE = "profile"  # the profile of the run, saved in the stage folder
+UPSTREAM = "embeddings.npz"  # the segment stage's embeddings, beside its slices
 
 
 class SpeakerRow(AudioRow):
@@ -112,6 +116,8 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
         self._digest: str | None = None
         self._items: list[Item] = []  # the current run's inputs (for the batched prefetch)
         self._sources: dict[str, Path] = {}  # linked path -> input, of this run's slices
+        # segment folders' embeddings.npz, read once a run: path -> (key, id -> (frames, emb))
+        self._upstreams: dict[Path, tuple[str, dict[str, tuple[int, np.ndarray]]]] = {}
 
     # --- keys ---------------------------------------------------------------------------------
 
@@ -140,7 +146,7 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
 
     def _embedder(self) -> Any:
         if self.embedder is None:
-            from speaker_filter.embed import Embedder
+            from malmoi.embedding import Embedder
 
             self.embedder = Embedder()
         return self.embedder
@@ -185,6 +191,7 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
             return super().run(self._items, *args, **kwargs)
         finally:
             self._items = []
+            self._upstreams = {}
 
     def setup(self) -> None:
         """Cohort, profile and the batched embedding of the slices not cached yet; the encoder
@@ -234,17 +241,41 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
         return emb
 
     def _cached_for(self, item: Item) -> np.ndarray | None:
-        """The cached embedding of ``item`` when made from the same input, else None."""
+        """The cached embedding of ``item`` when made from the same input, else the upstream
+        one (cached now), else None."""
         cache = self.out_dir / "embeddings" / f"{item.id}.npz"
-        if not cache.exists():
+        if cache.exists():
+            try:
+                z = np.load(cache, allow_pickle=False)
+                if str(z["fingerprint"]) == item.fingerprint:
+                    return z["emb"]
+            except (OSError, ValueError, KeyError):
+                log.warning("%s: unreadable embedding cache, computing again", item.id)
+        emb = self._upstream(item)
+        if emb is not None:
+            self._store(item, emb)
+        return emb
+
+    def _upstream(self, item: Item) -> np.ndarray | None:
+        """The embedding the segment stage made of ``item``: from ``embeddings.npz`` beside the
+        slice when that file's key is the item's fingerprint (the segment row's key: the same
+        segment work on the same input made this very slice) and the slice on disk has the
+        length it had, else None."""
+        if not item.fingerprint:
             return None
+        path = item.path.parent / UPSTREAM
+        if path not in self._upstreams:
+            self._upstreams[path] = _read_upstream(path)
+        key, by_id = self._upstreams[path]
+        if key != item.fingerprint or item.id not in by_id:
+            return None
+        frames, emb = by_id[item.id]
         try:
-            z = np.load(cache, allow_pickle=False)
-            if str(z["fingerprint"]) == item.fingerprint:
-                return z["emb"]
-        except (OSError, ValueError, KeyError):
-            log.warning("%s: unreadable embedding cache, computing again", item.id)
-        return None
+            if sf.info(str(item.path)).frames != frames:
+                return None
+        except (sf.LibsndfileError, RuntimeError, OSError):
+            return None  # process() reports it
+        return emb
 
     def _store(self, item: Item, emb: np.ndarray) -> None:
         cache = self.out_dir / "embeddings" / f"{item.id}.npz"
@@ -432,6 +463,24 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
         count = super().pending(items, retry_failed, prune)
         stale = self.after_run_stale(self.out_dir / "threshold.json", self._settings())
         return count + int(stale and count == 0)
+
+
+def _read_upstream(path: Path) -> tuple[str, dict[str, tuple[int, np.ndarray]]]:
+    """(key, slice id -> (frames, embedding)) of a segment folder's ``embeddings.npz``;
+    ('', {}) when there is none or it cannot be read."""
+    if not path.exists():
+        return "", {}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            ids, frames, emb = z["ids"], z["frames"], z["emb"]
+            if emb.shape != (len(ids), 256) or frames.shape != (len(ids),):
+                raise ValueError(f"embeddings of shape {emb.shape} for {len(ids)} ids")
+            return str(z["key"]), {
+                str(i): (int(n), e) for i, n, e in zip(ids, frames, emb, strict=True)
+            }
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("%s: unreadable segment embeddings, embedding its slices here (%s)", path, exc)
+        return "", {}
 
 
 def dominant_profile(emb: np.ndarray, cut: float = CLUSTER_CUT) -> tuple[Profile, str]:

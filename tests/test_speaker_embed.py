@@ -1,4 +1,4 @@
-"""speaker_filter.embed: the batched embedder gives Resemblyzer's embed_utterance results."""
+"""malmoi.embedding: the batched embedder gives Resemblyzer's embed_utterance results."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from speaker_filter.embed import Embedder
+from malmoi.embedding import Embedder
 
 
 @pytest.fixture(scope="module")
