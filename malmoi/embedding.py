@@ -26,7 +26,8 @@ MIN_COVERAGE = 0.75
 
 @functools.cache
 def _encoder(threads: int):
-    """Resemblyzer's VoiceEncoder on the CPU, one per process (and thread setting)."""
+    """Resemblyzer's VoiceEncoder on the GPU if torch sees one, else the CPU; one per process
+    (and thread setting)."""
     import torch
 
     with warnings.catch_warnings():
@@ -36,7 +37,8 @@ def _encoder(threads: int):
 
     if threads > 0:
         torch.set_num_threads(threads)
-    return VoiceEncoder("cpu", verbose=False)
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # a GPU when torch sees one
+    return VoiceEncoder(device, verbose=False)
 
 
 class Embedder:
@@ -98,7 +100,8 @@ class Embedder:
         with torch.no_grad():
             for a in range(0, len(allm), self.batch_partials):
                 batch = torch.from_numpy(allm[a : a + self.batch_partials])
-                partial[a : a + len(batch)] = self.encoder(batch).numpy()
+                batch = batch.to(self.encoder.device)
+                partial[a : a + len(batch)] = self.encoder(batch).cpu().numpy()
         idx = np.asarray(owners)
         sums = np.zeros((len(wavs), DIM), dtype=np.float64)
         np.add.at(sums, idx, partial.astype(np.float64))
