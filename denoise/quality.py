@@ -30,7 +30,7 @@ P808_FILE = "model_v8.onnx"
 SR = 16000
 INPUT_LENGTH = 9.01  # seconds, as in DNSMOS
 WINDOW = int(INPUT_LENGTH * SR)  # 144160 samples
-BATCH = 2  # windows per ONNX call: each window holds about 125 MB of activations, and
+BATCH = 1  # windows per ONNX call: each window holds about 125 MB of activations, and
 # larger batches are no faster per window on CPU (measured: 0.20 s per window at 1 and at 8)
 
 # DNSMOS's polynomial fits from the raw model outputs to P.835 MOS (non-personalized),

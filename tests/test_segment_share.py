@@ -76,7 +76,7 @@ def test_the_speaker_filter_embeds_nothing_the_segment_stage_embedded(run: dict)
     root = run["root"]
     rows = read_records(root / "segment" / "manifest.csv")
     assert run["seg_report"].failed == 0 and len(rows) >= 6
-    assert run["segment"].engine.segmenter.vad.batch_size == 1024  # segment.batch_size
+    assert run["segment"].engine.segmenter.vad.batch_size == 256  # segment.batch_size
     assert run["spk_report"].processed == len(rows) and run["spk_report"].failed == 0
     assert run["spk"].embedded == 0
     # what it took equals what it computes itself from the slice files
