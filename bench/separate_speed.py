@@ -40,7 +40,7 @@ def make_input(minutes: int, shared: Path) -> Path:
         speech = speech_track(shared, 120.0)
         music = mix(speech, background_track(shared, "music", len(speech)), 0.0)
     else:
-        from crawl.synthetic import music_bed
+        from ingest.synthetic import music_bed
 
         rng = np.random.default_rng(0)
         speech = (rng.standard_normal(120 * SR) * 0.05).astype(np.float32)

@@ -106,7 +106,7 @@ def references(shared: Path) -> list[Path]:
 def child(mode: str, slices: Path, out: Path, threads: int, shared: Path) -> None:
     """Runs in the child process: one stage run, one JSON line on stdout."""
     t0 = time.perf_counter()
-    from crawl.local import discover
+    from ingest.local import discover
     from malmoi.config import SpeakerFilterConfig
     from malmoi.manifest import read_records
     from speaker_filter.stage import SpeakerFilterStage

@@ -210,8 +210,8 @@ def ingest(
     setup_cli_logging(verbose)
     from pydantic import ValidationError
 
-    from crawl.ingest import IngestStage
-    from crawl.local import discover
+    from ingest.local import discover
+    from ingest.stage import IngestStage
     from malmoi.config import IngestConfig
 
     try:
@@ -241,8 +241,8 @@ def separate(
     Inputs are decoded first (into OUT/ingest/), so video files work too.
     """
     setup_cli_logging(verbose)
-    from crawl.ingest import IngestStage
-    from crawl.local import discover
+    from ingest.local import discover
+    from ingest.stage import IngestStage
     from malmoi.config import IngestConfig, SeparateConfig
     from malmoi.stage import items_from
     from separate.stage import SeparateStage
@@ -286,8 +286,8 @@ def segment(
     setup_cli_logging(verbose)
     from pydantic import ValidationError
 
-    from crawl.ingest import IngestStage
-    from crawl.local import discover
+    from ingest.local import discover
+    from ingest.stage import IngestStage
     from malmoi.config import IngestConfig, SegmentConfig
     from malmoi.stage import items_from
     from segment.stage import SegmentStage
@@ -361,8 +361,8 @@ def denoise(
     setup_cli_logging(verbose)
     from pydantic import ValidationError
 
-    from crawl.local import discover
     from denoise.stage import DenoiseStage
+    from ingest.local import discover
     from malmoi.config import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS, DenoiseConfig
 
     chain = ["highpass"] if highpass is not None else []
@@ -517,7 +517,7 @@ def speaker_filter(
     setup_cli_logging(verbose)
     from pydantic import ValidationError
 
-    from crawl.local import discover
+    from ingest.local import discover
     from malmoi.config import AUDIO_EXTENSIONS, SpeakerFilterConfig
     from speaker_filter.stage import SpeakerFilterStage
 

@@ -67,7 +67,7 @@ def _crawl_items(cfg: PipelineConfig) -> list[Item]:
 def _ingest_items(cfg: PipelineConfig) -> list[Item]:
     """Ingest's inputs: the files of the local and generated sources, then the crawl's
     downloads (their rows carry the URL as ``source``, so the lineage reaches the web)."""
-    from crawl.sources import gather
+    from ingest.sources import gather
 
     items = [
         i
@@ -81,7 +81,7 @@ def _ingest_items(cfg: PipelineConfig) -> list[Item]:
 
 
 def _ingest(cfg: PipelineConfig) -> Stage:
-    from crawl.ingest import IngestStage
+    from ingest.stage import IngestStage
 
     return IngestStage(cfg.ingest, cfg.stage_dir("ingest"))
 

@@ -758,7 +758,7 @@ def stage_evaluate(shared: Path, work: Path) -> list[StageCase]:
     """Each test speaker in turn as the target of a real :class:`SpeakerFilterStage` run per
     case: references = its utterances 0-2 (the stage builds the profile with its own music
     crops and scores against the committed cohort), inputs = every other clip of the case."""
-    from crawl.local import discover
+    from ingest.local import discover
     from malmoi.config import SpeakerFilterConfig
     from malmoi.manifest import read_records
     from speaker_filter.stage import SpeakerFilterStage

@@ -92,7 +92,7 @@ class Profile:
                 "seconds": CROP_SECONDS,
                 "max_per_clip": MAX_CROPS,
                 "snr_db": SNR_DB,
-                "music": "crawl.synthetic.music_bed",
+                "music": "ingest.synthetic.music_bed",
             },
         }
         path = folder / f"{self.name}.json"
@@ -136,10 +136,10 @@ def references_digest(paths: Iterable[Path]) -> str:
 
 
 def _music(n: int) -> np.ndarray:
-    """``n`` samples at 16 kHz of the synthetic music bed (crawl.synthetic)."""
+    """``n`` samples at 16 kHz of the synthetic music bed (ingest.synthetic)."""
     from scipy.signal import resample_poly
 
-    from crawl.synthetic import SAMPLE_RATE, music_bed
+    from ingest.synthetic import SAMPLE_RATE, music_bed
 
     m = music_bed(int(n * SAMPLE_RATE / SR) + SAMPLE_RATE)
     return resample_poly(m, SR, SAMPLE_RATE).astype(np.float32)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from crawl.synthetic import mux
+from ingest.synthetic import mux
 
 
 def tone(seconds: float, sr: int = 44100, channels: int = 2, freq: float = 440.0) -> np.ndarray:

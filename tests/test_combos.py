@@ -13,8 +13,8 @@ import pytest
 import soundfile as sf
 import yaml
 
-from crawl.ingest import IngestStage
-from crawl.local import file_item
+from ingest.local import file_item
+from ingest.stage import IngestStage
 from malmoi.config import (
     IngestConfig,
     ModelsConfig,

@@ -53,7 +53,7 @@ def slices(tmp_path: Path) -> Path:
 
 
 def items(folder: Path):
-    from crawl.local import discover
+    from ingest.local import discover
 
     return list(discover([folder], ["wav"]))
 

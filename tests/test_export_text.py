@@ -180,7 +180,7 @@ def test_subtitle_text_prefers_the_configured_language(tmp_path: Path) -> None:
 
 
 def test_synthetic_source_writes_subtitles_of_its_sentences(tmp_path: Path) -> None:
-    from crawl import synthetic
+    from ingest import synthetic
     from malmoi.config import SyntheticSource
 
     [media] = synthetic.generate(SyntheticSource(kind="synthetic", video=False), tmp_path)

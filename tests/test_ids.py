@@ -25,7 +25,7 @@ def test_a_downloader_layout_of_a_million_files_gives_a_million_ids() -> None:
     """`<n>/audio.m4a`, a common downloader layout: with 32-bit hashes 91,255 such files
     already collided (11197/audio.m4a and 91255/audio.m4a, one silently dropped); at a million
     a 32-bit hash gives about a hundred collisions, 64 bits none."""
-    from crawl.local import file_item
+    from ingest.local import file_item
 
     ids = {root_id("audio", f"/crawl/{n}/audio.m4a") for n in range(1_000_000)}
     assert len(ids) == 1_000_000

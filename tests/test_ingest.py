@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from crawl.ingest import IngestStage
-from crawl.local import discover
+from ingest.local import discover
+from ingest.stage import IngestStage
 from malmoi.config import IngestConfig
 from malmoi.manifest import read_manifest
 from tests.conftest import run_malmoi
@@ -140,10 +140,10 @@ def test_nfc_and_nfd_twins_in_one_folder_are_two_rows(media: Path, tmp_path: Pat
 def test_an_id_collision_is_an_error_naming_both_files(
     media: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import crawl.local
+    import ingest.local
     from malmoi.errors import IdCollision
 
-    monkeypatch.setattr(crawl.local, "root_id", lambda name, source: "audio-00000000")
+    monkeypatch.setattr(ingest.local, "root_id", lambda name, source: "audio-00000000")
     files = [media / "mono.wav", media / "song.flac"]
     with pytest.raises(IdCollision) as exc:
         IngestStage(IngestConfig(), tmp_path).run(discover(files, []))

@@ -19,7 +19,7 @@ import pytest
 import soundfile as sf
 import yaml
 
-from crawl.synthetic import mux
+from ingest.synthetic import mux
 from tests.conftest import MALMOI, child_env, run_malmoi
 from tests.media import ffmpeg
 

@@ -49,7 +49,7 @@ SEPARATE_SCRIPT = textwrap.dedent("""
     import numpy as np
     from spleeter.separator import Separator
     from tests.media import korean_speech
-    from crawl.synthetic import music_bed
+    from ingest.synthetic import music_bed
     from malmoi.media import read_audio
     from pathlib import Path
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from crawl.ingest import IngestStage
-from crawl.local import discover
+from ingest.local import discover
+from ingest.stage import IngestStage
 from malmoi.config import IngestConfig
 from malmoi.progress import describe, eta, progress_for
 from malmoi.stage import Item, StageProgress

@@ -112,7 +112,7 @@ def test_slices_respect_bounds_and_add_up_to_the_kept_speech(
     max_duration / 2): their total is the sum of those segments, by plain arithmetic on
     ``segments.csv``. (Without gap merging no speech segment here exceeds 15 s, hence a
     max_duration of 8 s to have some cut.)"""
-    from crawl.local import file_item
+    from ingest.local import file_item
 
     params = SegmentConfig(min_duration=1.0, max_duration=8.0, padding=0.0, max_gap=0.0)
     report = SegmentStage(params, tmp_path).run([file_item(ten_minutes)])
@@ -140,7 +140,7 @@ def test_musanmix_slices_add_up_to_the_reference_speech(
     """musanmix.wav: inaSpeechSegmenter's own reference table (musanmix-smn-gender.csv) has
     three male segments, 63.34-68.26, 68.92-71.60 and 72.00-73.82 s, all longer than 1 s and
     shorter than 15 s. Without padding or gap merging the slices are those: 9.42 s in all."""
-    from crawl.local import file_item
+    from ingest.local import file_item
 
     reference = (shared / "data/ina/musanmix-smn-gender.csv").read_text().splitlines()[1:]
     male = [

@@ -42,7 +42,7 @@ def run(shared: Path, smn_model: Path, tmp_path_factory: pytest.TempPathFactory)
     """A 44.1-kHz stereo track of a man's and a woman's utterances (taking turns, 1.5 s
     pauses) through the segment stage, then its slices through the speaker filter (target: the
     man, by three other utterances of his)."""
-    from crawl.local import file_item
+    from ingest.local import file_item
     from malmoi.media import read_audio
     from malmoi.stage import items_from
     from segment.stage import SegmentStage
@@ -147,7 +147,7 @@ def test_too_little_speech_gets_no_gender_as_before(run: dict, shared: Path) -> 
 def test_plain_files_and_foreign_embeddings_are_embedded_here(run: dict) -> None:
     """From the CLI (no segment key as fingerprint) or beside an embeddings.npz of other
     work, the speaker filter embeds the slices itself, to the same values."""
-    from crawl.local import discover
+    from ingest.local import discover
     from malmoi.stage import items_from
     from speaker_filter.stage import SpeakerFilterStage
 

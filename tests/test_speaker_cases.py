@@ -61,7 +61,7 @@ def run_case(
 ) -> dict[str, Any]:
     """Episode of ``turns`` -> segment stage -> speaker filter stage; the truth and both
     stages' rows."""
-    from crawl.local import file_item
+    from ingest.local import file_item
     from malmoi.stage import items_from
     from segment.stage import SegmentStage
     from speaker_filter.stage import SpeakerFilterStage

@@ -22,7 +22,7 @@ def utterances(shared: Path, speaker: str) -> list[Path]:
 
 
 def items_of(paths: list[Path]):
-    from crawl.local import discover
+    from ingest.local import discover
 
     return list(discover(paths, ["flac"]))
 

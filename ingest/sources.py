@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from crawl import local, synthetic
+from ingest import local, synthetic
 from malmoi.config import IngestConfig, LocalSource, SyntheticSource
 from malmoi.stage import Item
 
