@@ -6,3 +6,18 @@ The crawl stage (:mod:`crawl.stage`) downloads the web sources, one module per e
 :mod:`crawl.http`; :mod:`crawl.web` holds what they share (episodes, links files, URL safety).
 Its downloads are decoded by the ingest stage (:mod:`ingest`).
 """
+
+from malmoi.config import CrawlConfig, web_sources
+from malmoi.registry import StageSpec
+
+SPEC = StageSpec(
+    name="crawl",
+    stage="crawl.stage:CrawlStage",
+    config=CrawlConfig,
+    description="download the video and podcast sources",
+    input=None,
+    gather="crawl.stage:gather",
+    applies=lambda cfg: bool(web_sources(cfg)),
+    unused="no web sources",
+    dask=False,  # its politeness limits (per host, per process) hold in one process
+)

@@ -15,14 +15,14 @@ import mimetypes
 import threading
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import ClassVar
+from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field
 
 from crawl.http import hash_file
 from crawl.web import Episode, UnsafeUrl, check_url, nfc_text, source_urls
-from malmoi.config import CrawlConfig, PodcastSource, VideoSource
+from malmoi.config import CrawlConfig, PodcastSource, VideoSource, web_sources
 from malmoi.errors import ItemError
 from malmoi.ids import root_id
 from malmoi.logs import get_logger
@@ -151,6 +151,11 @@ def discover(sources: Sequence[WebSource], cfg: CrawlConfig, out_dir: Path) -> l
     return items
 
 
+def gather(cfg: Any) -> list[Item]:
+    """The crawl's items of a pipeline config: its web sources' episodes."""
+    return discover(web_sources(cfg), cfg.crawl, cfg.stage_dir("crawl"))
+
+
 def items_by_source(
     items: Sequence[Item], sources: Sequence[WebSource]
 ) -> list[tuple[str, list[Item]]]:
@@ -184,6 +189,10 @@ class CrawlStage(Stage[CrawlConfig, CrawlRow]):
         self.workers = params.concurrency
         self._hashes: dict[str, tuple[str, str]] = {}  # sha256 -> (id, path) of kept files
         self._hash_lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> CrawlStage:
+        return cls(cfg.crawl, cfg.stage_dir(cls.name), web_sources(cfg))
 
     def setup(self) -> None:
         from crawl.http import Fetcher

@@ -32,7 +32,6 @@ from malmoi.ids import child_id
 from malmoi.logs import get_logger
 from malmoi.manifest import AudioRow
 from malmoi.media import (
-    as_float,
     atomic_path,
     decode_to_float_wav,
     sndfile_pcm,
@@ -96,6 +95,16 @@ class DenoiseStage(Stage[DenoiseConfig, DenoiseRow]):
         self.workers = 1 if "rnnoise" in params.chain else params.workers
         self.dnsmos: Any = None
 
+    @classmethod
+    def from_config(cls, cfg: Any) -> DenoiseStage:
+        """With the model store, and the separate stage's tracks (for auto-notch)."""
+        return cls(
+            cfg.denoise,
+            cfg.stage_dir(cls.name),
+            models=cfg.models,
+            track_of=tracks_from(cfg.stage_dir("separate")),
+        )
+
     def setup(self) -> None:
         if self.params.scores:
             from denoise.quality import Dnsmos
@@ -142,9 +151,6 @@ class DenoiseStage(Stage[DenoiseConfig, DenoiseRow]):
             frames=frames,
             sample_rate=sr,
             channels=channels,
-            start=as_float(item.row.get("start")),
-            stop=as_float(item.row.get("stop")),
-            gender=str(item.row.get("gender") or ""),
             engine=self.params.engine,
             chain=" → ".join(self.steps()),
             notches_hz=json.dumps([round(f, 2) for f in applied]),

@@ -3,8 +3,8 @@
 A build's stages write ``<output_dir>/<stage>/manifest.csv``; every row names its parent
 (``parent_id``). :class:`Lineage` reads those manifests once and answers, for a slice, the id of
 the episode or input file it descends from (the ingest row at the root: the unit of the splits),
-that source's URL or path, title, licence and original media file (for its subtitles), and the
-speaker filter's similarity of the slice."""
+that source's URL or path, title, licence and original media file (for its subtitles), and any
+measurement of the slice or of a row it descends from (:meth:`Lineage.value`)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from malmoi.manifest import MANIFEST, read_records
-
-STAGES = ("crawl", "ingest", "separate", "segment", "speaker_filter", "denoise")
 
 
 @dataclass(frozen=True)
@@ -29,23 +27,25 @@ class Origin:
 
 
 class Lineage:
-    """The manifests of the stage folders under ``root`` (a build's ``output_dir``)."""
+    """The manifests of the stage folders under ``root`` (a build's ``output_dir``): of every
+    stage before export in :mod:`malmoi.registry`."""
 
     def __init__(self, root: Path | None):
+        from malmoi.registry import before
+
         self.root = root
-        self.rows: dict[str, dict[str, Any]] = {}
+        self.rows: dict[str, dict[str, Any]] = {}  # id -> the earliest stage's row
         self.crawl: dict[str, dict[str, Any]] = {}
-        self.similarity: dict[str, float] = {}
+        self.by_id: dict[str, list[dict[str, Any]]] = {}  # id -> its rows, latest stage first
         if root is None:
             return
-        for stage in STAGES:
+        for stage in [s.name for s in before("export")]:
             for rec in read_records(root / stage / MANIFEST):
                 if stage == "crawl":
                     self.crawl[rec["id"]] = rec
                     continue
                 self.rows.setdefault(rec["id"], rec)
-                if stage == "speaker_filter" and rec.get("similarity") not in (None, ""):
-                    self.similarity[rec["id"]] = float(rec["similarity"])
+                self.by_id.setdefault(rec["id"], []).insert(0, rec)
 
     def source_id(self, row: dict[str, Any]) -> str:
         """The root of ``row``'s lineage (an ingest id), following ``parent_id``."""
@@ -58,14 +58,19 @@ class Lineage:
             current = parent
         return str(current["id"])
 
-    def similarity_of(self, row: dict[str, Any]) -> float | None:
-        """The speaker filter's similarity of ``row`` or of the nearest row it descends from
-        (a denoised slice's parent is the filtered slice)."""
-        current, seen = row, set()
+    def value(self, row: dict[str, Any], column: str) -> Any:
+        """The value of ``column`` for ``row``: its own, else that of the nearest row it
+        descends from that has one (a denoised slice's ``similarity`` is the speaker filter's
+        row of its parent, its ``start`` the segment's); None when no row has it. Rows keep
+        their ancestors' measurements through this: no stage copies them forward."""
+        current: dict[str, Any] | None = row
+        seen: set[str] = set()
         while current is not None and current["id"] not in seen:
             seen.add(current["id"])
-            if current["id"] in self.similarity:
-                return self.similarity[current["id"]]
+            for rec in [current, *self.by_id.get(current["id"], [])]:
+                found = rec.get(column)
+                if found not in (None, ""):
+                    return found
             current = self.rows.get(str(current.get("parent_id") or ""))
         return None
 

@@ -1,34 +1,29 @@
-"""What a dataset was made with: the models of the build (names, files, sha256) and the
-committed weights the stages read."""
+"""What a dataset was made with: the models of the build's stages (names, files, sha256) and the
+committed weights they read, as each stage declares them in :mod:`malmoi.registry`."""
 
 from __future__ import annotations
 
+import importlib.resources
+import importlib.util
 from pathlib import Path
 from typing import Any
 
-from malmoi.config import PipelineConfig
 from malmoi.models import sha256_file
 
-REPO = Path(__file__).resolve().parent.parent
 
-
-def models_used(cfg: PipelineConfig) -> list[dict[str, Any]]:
+def models_used(cfg: Any) -> list[dict[str, Any]]:
     """One entry per model file the build's stages use: name, file, sha256 (the pinned hash of
     the model store; for committed weights, the file's own)."""
     from malmoi.models import REGISTRY
+    from malmoi.registry import specs
 
-    names = []
-    if cfg.separate.engine == "spleeter":
-        names.append("spleeter:2stems")
-    names.append("ina:speech-music-noise")
-    if cfg.segment.gender_engine == "ina":
-        names.append("ina:gender")
-    else:
-        names.append("resemblyzer:encoder")
-    if cfg.speaker_filter.used and "resemblyzer:encoder" not in names:
-        names.append("resemblyzer:encoder")
-    if cfg.denoise.scores:
-        names.append("dnsmos:p835")
+    names: list[str] = []
+    committed: list[tuple[str, str, str]] = []
+    for spec in specs():
+        if not spec.used_by(cfg):
+            continue
+        names += [n for n in (spec.models(cfg) if spec.models else []) if n not in names]
+        committed += spec.weights(cfg) if spec.weights else []
     out = [
         {"name": n, "file": f.name, "sha256": f.sha256, "licence": REGISTRY[n].license}
         for n in names
@@ -36,8 +31,6 @@ def models_used(cfg: PipelineConfig) -> list[dict[str, Any]]:
         for f in REGISTRY[n].files
     ]
     if "resemblyzer:encoder" in names:  # its weights ship inside the resemblyzer wheel
-        import importlib.util
-
         found = importlib.util.find_spec("resemblyzer")
         if found is not None and found.submodule_search_locations:
             weights = Path(found.submodule_search_locations[0]) / "pretrained.pt"
@@ -50,21 +43,15 @@ def models_used(cfg: PipelineConfig) -> list[dict[str, Any]]:
                         "licence": REGISTRY["resemblyzer:encoder"].license,
                     }
                 )
-    committed = []
-    if cfg.segment.gender_engine != "ina":
-        committed.append(("segment gender classifier", REPO / "segment" / "gender_embedding.json"))
-    if cfg.speaker_filter.used and cfg.speaker_filter.cohort:
-        committed.append(
-            ("speaker filter cohort", REPO / "speaker_filter" / "cohort_embeddings.npy")
-        )
-    for name, path in committed:
-        if path.exists():
-            out.append(
-                {
-                    "name": name,
-                    "file": path.name,
-                    "sha256": sha256_file(path),
-                    "licence": "(malmoi)",
-                }
-            )
+    for what, package, file in committed:
+        with importlib.resources.as_file(importlib.resources.files(package) / file) as path:
+            if path.exists():
+                out.append(
+                    {
+                        "name": what,
+                        "file": path.name,
+                        "sha256": sha256_file(path),
+                        "licence": "(malmoi)",
+                    }
+                )
     return out

@@ -59,6 +59,16 @@ from malmoi.stage import Item, Result, Stage, StageReport
 log = get_logger(__name__)
 
 PEAK = 0.99  # full scale: exported audio never clips
+# the dataset's columns looked up through the slice's lineage: the nearest row (the slice's
+# own, then its ancestors') that has the stage column
+ATTRIBUTES = {
+    "source_offset": "start",
+    "source_end": "stop",
+    "gender": "gender",
+    "snr_db": "snr_db_after",
+    "dnsmos_ovrl": "dnsmos_ovrl_after",
+    "similarity": "similarity",
+}
 
 
 class ExportRow(AudioRow):
@@ -121,6 +131,7 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
     name: ClassVar[str] = "export"
     version: ClassVar[str] = "1"
     row_type: ClassVar[type[ExportRow]] = ExportRow
+    settings_file: ClassVar[str] = INFO  # dataset.json: a new seed, split or speaker rewrites it
     unkeyed_params: ClassVar[frozenset[str]] = frozenset({"splits", "seed", "speaker"})
 
     def __init__(
@@ -140,6 +151,21 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
         self.provenance = provenance  # called when the metadata are written (it hashes models)
         self.text_engine: Any = None
         self._bad_text: set[str] = set()  # media whose subtitles do not parse (warned once)
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> ExportStage:
+        """The dataset of a build: the lineage of its stage folders, the speaker filter's
+        profile (else the build's name) as the speaker, the models of its stages."""
+        from export.provenance import models_used
+
+        return cls(
+            cfg.export,
+            cfg.stage_dir(cls.name),
+            lineage_root=cfg.output_dir,
+            speaker=cfg.speaker_filter.profile or cfg.name,
+            provenance=lambda: {"models": models_used(cfg)},
+            dataset_name=cfg.name,
+        )
 
     def setup(self) -> None:
         self.lineage = Lineage(self.lineage_root)
@@ -167,14 +193,11 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
         return None
 
     def process(self, item: Item) -> Result[ExportRow]:
-        r = item.row
-        origin: Origin = self.lineage.origin(r or {"id": item.id, "source": item.source})
-        offset, end = as_float(r.get("start")), as_float(r.get("stop"))
-        scores = {
-            "snr_db": as_float(r.get("snr_db_after")),
-            "dnsmos_ovrl": as_float(r.get("dnsmos_ovrl_after")),
-            "similarity": self.lineage.similarity_of(r or {"id": item.id}),
-        }
+        r = item.row or {"id": item.id, "source": item.source}
+        origin: Origin = self.lineage.origin(r)
+        found = {name: self.lineage.value(r, column) for name, column in ATTRIBUTES.items()}
+        offset, end = as_float(found["source_offset"]), as_float(found["source_end"])
+        scores = {name: as_float(found[name]) for name in ("snr_db", "dnsmos_ovrl", "similarity")}
         try:
             wav, sr = sf.read(str(item.path), dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError) as exc:
@@ -211,7 +234,7 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
             text=text,
             text_source=text_source,
             speaker=self.speaker,
-            gender=str(r.get("gender") or ""),
+            gender=str(found["gender"] or ""),
             source_id=origin.source_id,
             source_url=origin.url,
             source_title=origin.title,
@@ -324,14 +347,6 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
                 **(self.provenance() if self.provenance is not None else {}),
             },
         }
-
-    def pending(  # type: ignore[override]
-        self, items, retry_failed: bool = False, prune: bool = False
-    ) -> int:
-        """Items to export, plus one when the metadata are stale (a new seed, split or name)."""
-        count = super().pending(items, retry_failed, prune)
-        stale = self.after_run_stale(self.out_dir / INFO, self.settings())
-        return count + int(stale and count == 0)
 
 
 def dataset_entry(rec: dict[str, Any]) -> dict[str, Any]:

@@ -310,7 +310,7 @@ def run_stage(
         items = stage_spec.items(cfg)
     runner = current_dask()
     submit, window = (
-        dask_submit(runner, cfg, name) if runner is not None and name != "crawl" else (None, 2)
+        dask_submit(runner, cfg, name) if runner is not None and stage_spec.dask else (None, 2)
     )
     with progress_for(name) as terminal:
         progress = ProgressArtifact(cfg, name, terminal)
@@ -320,7 +320,7 @@ def run_stage(
             config=cfg,
             progress=progress,
             force=force,
-            prune=stage_spec.gather is None,  # its input manifest is its whole input
+            prune=stage_spec.prunes,  # its input manifest is its whole input
             submit=submit,
             window=window,
         )
@@ -367,8 +367,7 @@ def build_dataset(
     with dask_for(cfg):
         for stage_spec in stages:
             if not stage_spec.used_by(cfg):
-                why = "no web sources" if stage_spec.name == "crawl" else "not configured"
-                logger.info("%s: not used by this config (%s)", stage_spec.name, why)
+                logger.info("%s: not used by this config (%s)", stage_spec.name, stage_spec.unused)
                 continue
             items = (
                 gather_sources.with_options(name=f"gather-{stage_spec.name}")(cfg, stage_spec.name)

@@ -1,44 +1,40 @@
 """The ``malmoi`` command line: commands parse options and dispatch, nothing more.
 
+A stage that declares its CLI in the registry (:mod:`malmoi.registry`) gets its verb generated
+here, its options taken from its config model (types, defaults, help): ingest, separate,
+segment, denoise, speaker-filter, and ``malmoi run STAGE … --set key=value`` for any of them.
+Crawl and export have forms of their own (a CONFIG, URLs, a stage folder) and are written out.
+A list option takes every value up to the next option (``--reference ref/*.wav`` takes all the
+clips the shell gives).
+
 Heavy modules (stages, Prefect, TensorFlow) are imported inside the commands, so
 ``malmoi --help`` answers at once.
 """
 
 from __future__ import annotations
 
+import inspect
 import sys
+import types
 import typing
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import click
 import typer
+from typer.core import TyperCommand
 
 from malmoi.config import (
-    DenoiseConfig,
+    AUDIO_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    CrawlConfig,
     ExportConfig,
-    IngestConfig,
-    NormalizeConfig,
-    SegmentConfig,
     SeparateConfig,
 )
 from malmoi.logs import setup_cli_logging
-from malmoi.pipeline import STAGE_NAMES
-
-app = typer.Typer(
-    help="malmoi (말모이): build training-ready Korean speech datasets from crawled audio/video.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-models_app = typer.Typer(
-    help="List and fetch model weights (Spleeter, inaSpeechSegmenter…).", no_args_is_help=True
-)
-app.add_typer(models_app, name="models")
-eval_app = typer.Typer(
-    help="Measure the quality of a stage on data with known answers.", no_args_is_help=True
-)
-app.add_typer(eval_app, name="eval")
+from malmoi.registry import Cli, Flag, Option, StageSpec
 
 
 def _choices(name: str, model: type, field: str) -> type[StrEnum]:
@@ -46,18 +42,13 @@ def _choices(name: str, model: type, field: str) -> type[StrEnum]:
     return StrEnum(name, {v: v for v in typing.get_args(model.model_fields[field].annotation)})
 
 
-Channels = _choices("Channels", IngestConfig, "channels")
 Engine = _choices("Engine", SeparateConfig, "engine")
-Codec = _choices("Codec", SeparateConfig, "codec")
-Gender = _choices("Gender", SegmentConfig, "gender")
-GenderEngine = _choices("GenderEngine", SegmentConfig, "gender_engine")
-SpeechEngine = _choices("SpeechEngine", SegmentConfig, "engine")
-DenoiseEngine = _choices("DenoiseEngine", DenoiseConfig, "engine")
-NormalizeMode = _choices("NormalizeMode", NormalizeConfig, "mode")
 TextSource = _choices("TextSource", ExportConfig, "text")
 
 
-StageName = StrEnum("StageName", {n: n for n in STAGE_NAMES})
+class CrawlKind(StrEnum):
+    video = "video"
+    podcast = "podcast"
 
 
 class ModelSource(StrEnum):
@@ -70,19 +61,311 @@ Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug detail
 RetryFailed = Annotated[
     bool, typer.Option("--retry-failed", help="Try inputs that failed before again.")
 ]
+Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder of the stage.")]
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> typing.NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
 
-class CrawlKind(StrEnum):
-    video = "video"
-    podcast = "podcast"
+def _invalid(exc: Exception) -> typing.NoReturn:
+    """Exit 2 with a config problem on one line: each pydantic error as ``key: message``."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        problems = [f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors()]
+        _fail("; ".join(problems))
+    _fail(" ".join(str(exc).split()))
 
 
-@app.command()
+def _default(model: type, field: str) -> Any:
+    """The default of a config model's field (an option's default is never written twice)."""
+    return model.model_fields[field].get_default(call_default_factory=True)
+
+
+# --- list options --------------------------------------------------------------------------
+
+
+class ListOptionsCommand(TyperCommand):
+    """A command whose list options take every value up to the next option: ``--reference a b
+    c`` is ``--reference a --reference b --reference c``. (Click gives a repeatable option one
+    value, and the rest would silently become inputs.)"""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, spread_list_options(self, args))
+
+
+def spread_list_options(command: click.Command, args: list[str]) -> list[str]:
+    """``args`` with each value after a list option's first one given its own option name."""
+    known: set[str] = {"--help"}
+    lists: set[str] = set()
+    for param in command.params:
+        if isinstance(param, click.Option):
+            known.update(param.opts, param.secondary_opts)
+            if param.multiple and not param.is_flag:
+                lists.update(param.opts)
+    out: list[str] = []
+    current: str | None = None
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            out += args[i:]
+            break
+        is_option = arg.split("=", 1)[0] in known or (arg.startswith("--") and len(arg) > 2)
+        if arg in lists and i + 1 < len(args):
+            out += [arg, args[i + 1]]
+            current = arg
+            i += 2
+            continue
+        if current is not None and not is_option:
+            out += [current, arg]
+        else:
+            current = None
+            out.append(arg)
+        i += 1
+    return out
+
+
+def _stage_name(value: str) -> str:
+    """A stage's name as the registry has it (``-`` or ``_``), else a usage error."""
+    from malmoi.registry import StageOrderError, spec
+
+    try:
+        return spec(value).name
+    except StageOrderError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+# --- stage verbs from the registry -----------------------------------------------------------
+
+MEDIA = AUDIO_EXTENSIONS + VIDEO_EXTENSIONS
+
+
+def _field(model: type, key: str) -> tuple[Any, Any, str]:
+    """The annotation, default and description of the field at dotted ``key`` of ``model``."""
+    *path, last = key.split(".")
+    instance = model()
+    for part in path:
+        model = model.model_fields[part].annotation
+        instance = getattr(instance, part)
+    field = model.model_fields[last]
+    return field.annotation, getattr(instance, last), field.description or ""
+
+
+def _cli_type(annotation: Any, default: Any, name: str) -> tuple[Any, Any]:
+    """The option's type for typer and its default: a Literal becomes a choice, a list a
+    repeatable option, a union of several kinds (a number or 'auto') plain text."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    optional = typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) < len(
+        typing.get_args(annotation)
+    )
+    if typing.get_origin(annotation) is typing.Literal:
+        enum = StrEnum(name, {v: v for v in typing.get_args(annotation)})
+        return enum, enum(default)
+    if typing.get_origin(annotation) is list:
+        return list[args[0]] | None, None  # type: ignore[index]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        if optional and len(args) == 1:
+            return args[0] | None, default
+        return str, str(default)
+    return annotation, default
+
+
+def _options(spec: StageSpec) -> list[tuple[str, Any, Any, Any]]:
+    """(parameter name, annotation for typer, default, what it sets) of a stage verb's options:
+    what it sets is an :class:`Option` (a config key) or a :class:`Flag`."""
+    assert spec.cli is not None
+    out = []
+    for opt in spec.cli.options:
+        opt = Option(opt) if isinstance(opt, str) else opt
+        annotation, default, description = _field(spec.config, opt.key)
+        kind, value = _cli_type(annotation, default, f"{spec.name}_{opt.name}")
+        decl = f"--{opt.name}/--no-{opt.name}" if kind is bool else f"--{opt.name}"
+        help_ = opt.help or (description[:1].upper() + description[1:] + ".")
+        out.append(
+            (
+                opt.name.replace("-", "_"),
+                Annotated[kind, typer.Option(decl, help=help_)],
+                value,
+                opt,
+            )
+        )
+    for flag in spec.cli.flags:
+        decl = (
+            f"--{flag.name}/--no-{flag.name}"
+            if flag.type is bool and not flag.name.startswith("no-")
+            else f"--{flag.name}"
+        )
+        out.append(
+            (
+                flag.name.replace("-", "_"),
+                Annotated[flag.type, typer.Option(decl, help=flag.help)],
+                flag.default,
+                flag,
+            )
+        )
+    return out
+
+
+def _nest(values: dict[str, Any]) -> dict[str, Any]:
+    """``{"a.b": 1}`` as ``{"a": {"b": 1}}``."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        *path, last = key.split(".")
+        node = out
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return out
+
+
+def stage_params(spec: StageSpec, values: dict[str, Any], flags: dict[str, Any]) -> Any:
+    """A stage's config from a verb's options (a bad value or combination exits 2, saying
+    which)."""
+    assert spec.cli is not None
+    try:
+        data = spec.cli.apply(values, flags) if spec.cli.apply else values
+        return spec.config.model_validate(_nest(data))
+    except ValueError as exc:  # pydantic's ValidationError too
+        _invalid(exc)
+
+
+def run_stage_verb(
+    spec: StageSpec,
+    params: Any,
+    inputs: list[Path],
+    out: Path,
+    retry_failed: bool,
+    flags: dict[str, Any] | None = None,
+) -> None:
+    """Run one stage on ``inputs`` into ``out`` as its verb does: files and folders found by the
+    kinds the stage reads (decoded into ``OUT/ingest/`` first when it reads decoded WAVs)."""
+    from ingest.local import discover
+
+    cli: Cli = spec.cli or Cli(inputs="media")
+    stage = spec.stage_class()(params, out)
+    if cli.check is not None:
+        try:
+            cli.check(stage)
+        except ValueError as exc:
+            _fail(str(exc))
+    extra = cli.run(flags or {}) if cli.run is not None else {}
+    first = None
+    if cli.inputs == "decoded":
+        from ingest.stage import IngestStage
+        from malmoi.config import IngestConfig
+        from malmoi.stage import items_from
+
+        ingest_params = IngestConfig()
+        first = _run(
+            IngestStage(ingest_params, out / "ingest"),
+            discover(inputs, ingest_params.extensions),
+            retry_failed,
+        )
+        items = items_from(out / "ingest")
+    else:
+        items = list(discover(inputs, AUDIO_EXTENSIONS if cli.inputs == "audio" else MEDIA))
+    report = _run(stage, items, retry_failed, **extra)
+    if first is not None:
+        typer.echo(first.summary())
+    typer.echo(report.summary())
+    typer.echo(cli.outputs(out) if cli.outputs else f"manifest: {out / 'manifest.csv'}")
+
+
+def stage_verb(spec: StageSpec) -> Callable[..., None]:
+    """The command ``malmoi <verb> INPUT... --out DIR [options]`` of a stage with a CLI."""
+    options = _options(spec)
+
+    def command(
+        inputs: list[Path], out: Path, retry_failed: bool, verbose: bool, **given: Any
+    ) -> None:
+        setup_cli_logging(verbose)
+        values: dict[str, Any] = {}
+        flags: dict[str, Any] = {}
+        for name, _, _, what in options:
+            value = given[name]
+            value = value.value if isinstance(value, StrEnum) else value
+            if isinstance(what, Flag):
+                flags[what.name] = value
+            else:
+                if value is None and isinstance(_field(spec.config, what.key)[1], list):
+                    value = _field(spec.config, what.key)[1]
+                values[what.key] = value
+        run_stage_verb(spec, stage_params(spec, values, flags), inputs, out, retry_failed, flags)
+
+    kinds = {
+        "media": "Audio/video files or folders.",
+        "decoded": "Audio/video files or folders.",
+        "audio": "Audio files (slices), or folders of them.",
+    }
+    params = [
+        inspect.Parameter(
+            "inputs",
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=Annotated[list[Path], typer.Argument(help=kinds[spec.cli.inputs])],  # type: ignore[union-attr]
+        ),
+        inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, annotation=Out),
+        *[
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind, default=value)
+            for name, kind, value, _ in options
+        ],
+        inspect.Parameter(
+            "retry_failed", inspect.Parameter.KEYWORD_ONLY, annotation=RetryFailed, default=False
+        ),
+        inspect.Parameter(
+            "verbose", inspect.Parameter.KEYWORD_ONLY, annotation=Verbose, default=False
+        ),
+    ]
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__doc__ = spec.cli.help or spec.description  # type: ignore[union-attr]
+    command.__name__ = spec.name
+    return command
+
+
+def run(
+    stage: Annotated[str, typer.Argument(help="A stage with a verb of its own, e.g. denoise.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Its inputs: files or folders.")],
+    out: Out,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="A config key of the stage, KEY=VALUE (dotted for nested keys, the value as in "
+            "YAML), e.g. --set lowpass.cutoff_hz=4000; repeat, or give several.",
+        ),
+    ] = None,
+    retry_failed: RetryFailed = False,
+    verbose: Verbose = False,
+) -> None:
+    """Run one stage on files or folders with its config's keys set as in a config file (the
+    generic form of the stage verbs; the stage's defaults otherwise)."""
+    import yaml
+
+    from malmoi.registry import StageOrderError, spec
+
+    setup_cli_logging(verbose)
+    try:
+        found = spec(stage)
+    except StageOrderError as exc:
+        _fail(str(exc))
+    if found.cli is None:
+        _fail(f"{found.verb} runs on its own terms: see malmoi {found.verb} --help")
+    values: dict[str, Any] = {}
+    for item in set_ or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            _fail(f"--set {item!r}: give KEY=VALUE")
+        values[key.strip()] = yaml.safe_load(text)
+    try:
+        params = found.config.model_validate(_nest(values))
+    except ValueError as exc:
+        _invalid(exc)
+    run_stage_verb(found, params, inputs, out, retry_failed)
+
+
 def crawl(
     what: Annotated[
         list[str],
@@ -119,8 +402,12 @@ def crawl(
     next_selector: Annotated[
         str | None, typer.Option(help="podcast: CSS selector of the next-page link.")
     ] = None,
-    concurrency: Annotated[int, typer.Option(help="Downloads at a time.")] = 2,
-    delay: Annotated[float, typer.Option(help="Seconds between two requests to one host.")] = 1.0,
+    concurrency: Annotated[int, typer.Option(help="Downloads at a time.")] = _default(
+        CrawlConfig, "concurrency"
+    ),
+    delay: Annotated[
+        float, typer.Option(help="Seconds between two requests to one host.")
+    ] = _default(CrawlConfig, "delay_seconds"),
     allowed_host: Annotated[
         list[str] | None, typer.Option(help="Fetch only from this host (repeat); default any.")
     ] = None,
@@ -180,9 +467,9 @@ def crawl(
             cfg = load_config(Path(head))
             stage_dir = cfg.stage_dir("crawl")
     except (ConfigError, ValidationError) as exc:
-        _fail(" ".join(str(exc).split()))
+        _invalid(exc)
     from crawl.stage import CrawlStage, discover, items_by_source
-    from malmoi.pipeline import web_sources
+    from malmoi.config import web_sources
 
     sources = web_sources(cfg)
     if not sources:
@@ -195,203 +482,6 @@ def crawl(
     typer.echo(f"manifest: {stage_dir / 'manifest.csv'}")
 
 
-@app.command()
-def ingest(
-    inputs: Annotated[list[Path], typer.Argument(help="Audio/video files or folders.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder of the stage.")],
-    sample_rate: Annotated[int, typer.Option(help="Sample rate of the working WAVs.")] = 44100,
-    channels: Annotated[Channels, typer.Option(help="Channel layout of the WAVs.")] = Channels[
-        "keep"
-    ],
-    retry_failed: RetryFailed = False,
-    verbose: Verbose = False,
-) -> None:
-    """Decode audio/video files into WAVs with a manifest (failures are listed, not fatal)."""
-    setup_cli_logging(verbose)
-    from pydantic import ValidationError
-
-    from ingest.local import discover
-    from ingest.stage import IngestStage
-    from malmoi.config import IngestConfig
-
-    try:
-        params = IngestConfig(sample_rate=sample_rate, channels=channels.value)
-    except ValidationError as exc:
-        _fail(" ".join(str(exc).split()))
-    report = _run(IngestStage(params, out), discover(inputs, params.extensions), retry_failed)
-    typer.echo(report.summary())
-    typer.echo(f"manifest: {out / 'manifest.csv'}")
-
-
-@app.command()
-def separate(
-    inputs: Annotated[list[Path], typer.Argument(help="Audio/video files or folders.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder of the stage.")],
-    engine: Annotated[Engine, typer.Option(help="Separation engine.")] = Engine["spleeter"],
-    codec: Annotated[Codec, typer.Option(help="Format of the stems.")] = Codec["wav"],
-    chunk_seconds: Annotated[
-        float, typer.Option(help="Chunk length in seconds (0: whole file at once).")
-    ] = 30.0,
-    threads: Annotated[int, typer.Option(help="TensorFlow threads (0: all cores).")] = 0,
-    retry_failed: RetryFailed = False,
-    verbose: Verbose = False,
-) -> None:
-    """Split inputs into vocals and accompaniment: OUT/<id>/vocals.<codec>, accompaniment.<codec>.
-
-    Inputs are decoded first (into OUT/ingest/), so video files work too.
-    """
-    setup_cli_logging(verbose)
-    from ingest.local import discover
-    from ingest.stage import IngestStage
-    from malmoi.config import IngestConfig, SeparateConfig
-    from malmoi.stage import items_from
-    from separate.stage import SeparateStage
-
-    ingest_params = IngestConfig()
-    ingest_dir = out / "ingest"
-    first = _run(
-        IngestStage(ingest_params, ingest_dir),
-        discover(inputs, ingest_params.extensions),
-        retry_failed,
-    )
-    params = SeparateConfig(
-        engine=engine.value, codec=codec.value, chunk_seconds=chunk_seconds, threads=threads
-    )
-    report = _run(SeparateStage(params, out), items_from(ingest_dir), retry_failed)
-    typer.echo(first.summary())
-    typer.echo(report.summary())
-    typer.echo(f"manifest: {out / 'manifest.csv'}")
-
-
-@app.command()
-def segment(
-    inputs: Annotated[list[Path], typer.Argument(help="Audio/video files or folders.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder of the stage.")],
-    gender: Annotated[Gender, typer.Option(help="Slices of this gender are kept.")] = Gender["any"],
-    min_duration: Annotated[float, typer.Option(help="Shortest slice, seconds.")] = 1.0,
-    max_duration: Annotated[float, typer.Option(help="Longest slice, seconds.")] = 15.0,
-    engine: Annotated[SpeechEngine, typer.Option(help="Speech detector.")] = SpeechEngine["ina"],
-    gender_engine: Annotated[GenderEngine, typer.Option(help="Gender classifier.")] = GenderEngine[
-        "ina"
-    ],
-    padding: Annotated[float, typer.Option(help="Seconds added around speech.")] = 0.1,
-    retry_failed: RetryFailed = False,
-    verbose: Verbose = False,
-) -> None:
-    """Find speech, music, noise and silence, tell male from female, and cut slices:
-    OUT/<id>/segments.csv and .TextGrid, OUT/<id>/<id>.<n>.wav, OUT/manifest.csv.
-
-    Inputs are decoded first (into OUT/ingest/), so video files work too.
-    """
-    setup_cli_logging(verbose)
-    from pydantic import ValidationError
-
-    from ingest.local import discover
-    from ingest.stage import IngestStage
-    from malmoi.config import IngestConfig, SegmentConfig
-    from malmoi.stage import items_from
-    from segment.stage import SegmentStage
-
-    try:
-        params = SegmentConfig(
-            engine=engine.value,
-            gender=gender.value,
-            gender_engine=gender_engine.value,
-            min_duration=min_duration,
-            max_duration=max_duration,
-            padding=padding,
-        )
-    except ValidationError as exc:
-        _fail("; ".join(e["msg"] for e in exc.errors()))
-    ingest_params = IngestConfig()
-    first = _run(
-        IngestStage(ingest_params, out / "ingest"),
-        discover(inputs, ingest_params.extensions),
-        retry_failed,
-    )
-    report = _run(SegmentStage(params, out), items_from(out / "ingest"), retry_failed)
-    typer.echo(first.summary())
-    typer.echo(report.summary())
-    typer.echo(f"manifest: {out / 'manifest.csv'}")
-
-
-@app.command()
-def denoise(
-    inputs: Annotated[list[Path], typer.Argument(help="Audio/video files or folders.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder of the stage.")],
-    engine: Annotated[
-        DenoiseEngine, typer.Option(help="scipy: the chain; pydub: the seed's recipe.")
-    ] = DenoiseEngine["scipy"],
-    lowpass: Annotated[float, typer.Option(help="Low-pass cutoff, Hz.")] = 5000.0,
-    attenuation: Annotated[
-        float, typer.Option(help="Low-pass stop-band attenuation one octave up, dB.")
-    ] = 36.0,
-    passes: Annotated[int, typer.Option(help="Times the low-pass is applied.")] = 2,
-    no_lowpass: Annotated[bool, typer.Option("--no-lowpass", help="Skip the low-pass.")] = False,
-    highpass: Annotated[
-        float | None, typer.Option(help="Add a high-pass at this cutoff, Hz (e.g. 70).")
-    ] = None,
-    notch: Annotated[
-        list[str] | None, typer.Option(help="A notch HZ or HZ:Q, e.g. 6000:30 (repeat).")
-    ] = None,
-    auto_notch: Annotated[
-        bool, typer.Option(help="Find persistent hum and whines per input and notch them.")
-    ] = True,
-    rnnoise: Annotated[bool, typer.Option(help="Add RNNoise before normalising.")] = False,
-    gate: Annotated[bool, typer.Option(help="Add spectral gating before normalising.")] = False,
-    normalize: Annotated[NormalizeMode, typer.Option(help="Level normalisation.")] = NormalizeMode[
-        "loudness"
-    ],
-    target_lufs: Annotated[float, typer.Option(help="Loudness target, LUFS.")] = -23.0,
-    ceiling: Annotated[float, typer.Option(help="True-peak ceiling, dBTP.")] = -1.0,
-    scores: Annotated[
-        bool, typer.Option(help="WADA-SNR and DNSMOS before and after, per file.")
-    ] = True,
-    min_dnsmos_ovrl: Annotated[
-        float | None, typer.Option(help="Reject outputs with a lower DNSMOS OVRL.")
-    ] = None,
-    min_snr_db: Annotated[
-        float | None, typer.Option(help="Reject outputs with a lower estimated SNR, dB.")
-    ] = None,
-    retry_failed: RetryFailed = False,
-    verbose: Verbose = False,
-) -> None:
-    """Filter (notches found per input, low-pass in passes, zero-phase), normalise loudness and
-    score quality before and after: OUT/<id>/<id>.denoised.wav, OUT/manifest.csv."""
-    setup_cli_logging(verbose)
-    from pydantic import ValidationError
-
-    from denoise.stage import DenoiseStage
-    from ingest.local import discover
-    from malmoi.config import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS, DenoiseConfig
-
-    chain = ["highpass"] if highpass is not None else []
-    chain += ["notch"] if (notch or auto_notch) else []
-    chain += [] if no_lowpass else ["lowpass"]
-    chain += ["rnnoise"] if rnnoise else []
-    chain += ["gate"] if gate else []
-    chain += [] if normalize.value == "off" else ["normalize"]
-    try:
-        params = DenoiseConfig(
-            engine=engine.value,
-            chain=chain,
-            lowpass={"cutoff_hz": lowpass, "attenuation_db": attenuation, "passes": passes},
-            highpass={"cutoff_hz": highpass or 70.0},
-            notch={"auto": auto_notch, "frequencies": notch or []},
-            normalize={"mode": normalize.value, "target_lufs": target_lufs, "ceiling_db": ceiling},
-            scores=scores,
-            min_dnsmos_ovrl=min_dnsmos_ovrl,
-            min_snr_db=min_snr_db,
-        )
-    except ValidationError as exc:
-        _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
-    items = discover(inputs, AUDIO_EXTENSIONS + VIDEO_EXTENSIONS)
-    report = _run(DenoiseStage(params, out), items, retry_failed)
-    typer.echo(report.summary())
-    typer.echo(f"manifest: {out / 'manifest.csv'}")
-
-
-@app.command()
 def export(
     what: Annotated[
         Path,
@@ -468,7 +558,7 @@ def export(
             items = items_from(what)
             dataset = out
     except ValidationError as exc:
-        _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+        _invalid(exc)
     except (ConfigError, StageOrderError) as exc:
         _fail(str(exc))
     report = _run(stage, items, retry_failed, config=cfg, prune=True)
@@ -476,84 +566,6 @@ def export(
     typer.echo(f"dataset: {dataset} (card: {dataset / 'README.md'}; malmoi verify {dataset})")
 
 
-@app.command("speaker-filter")
-def speaker_filter(
-    inputs: Annotated[list[Path], typer.Argument(help="Audio slices, or folders of them.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder of the stage.")],
-    reference: Annotated[
-        list[Path] | None,
-        typer.Option(help="A clean clip (or folder) of the target voice (repeat)."),
-    ] = None,
-    threshold: Annotated[
-        str,
-        typer.Option(
-            help="auto (the run's own voice model, seeded above the cohort-impostor bound), "
-            "cohort-bound, or a minimum normalised score."
-        ),
-    ] = "auto",
-    profile: Annotated[
-        str | None, typer.Option(help="Use the speaker profile saved under this name.")
-    ] = None,
-    save_profile: Annotated[
-        str | None, typer.Option(help="Save the references' profile under this name.")
-    ] = None,
-    profiles_dir: Annotated[
-        Path | None, typer.Option(help="Folder of saved profiles (default: beside the models).")
-    ] = None,
-    dominant: Annotated[
-        bool, typer.Option(help="No reference: keep the most frequent voice of the inputs.")
-    ] = False,
-    cohort: Annotated[bool, typer.Option(help="Normalise scores against the cohort.")] = True,
-    rescore: Annotated[
-        bool,
-        typer.Option(help="Score every slice again from its cached embedding (none recomputed)."),
-    ] = False,
-    retry_failed: RetryFailed = False,
-    verbose: Verbose = False,
-) -> None:
-    """Keep the target speaker's slices: each slice embedded once (cached in OUT/embeddings/),
-    scored against the profile, split by the threshold into OUT/manifest.csv and
-    OUT/rejected.csv, with OUT/threshold.json and OUT/scores.png."""
-    setup_cli_logging(verbose)
-    from pydantic import ValidationError
-
-    from ingest.local import discover
-    from malmoi.config import AUDIO_EXTENSIONS, SpeakerFilterConfig
-    from speaker_filter.stage import SpeakerFilterStage
-
-    if profile and save_profile:
-        _fail("give --profile (use a saved one) or --save-profile (save the references'), not both")
-    if save_profile and not reference:
-        _fail("--save-profile needs --reference")
-    if not (reference or profile or dominant):
-        _fail("give --reference, --profile or --dominant")
-    try:
-        params = SpeakerFilterConfig(
-            references=reference or [],
-            profile=save_profile or profile,
-            profiles_dir=profiles_dir,
-            threshold=threshold if threshold in ("auto", "cohort-bound") else float(threshold),
-            dominant=dominant,
-            cohort=cohort,
-        )
-    except ValueError as exc:
-        if isinstance(exc, ValidationError):
-            _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
-        _fail(f"--threshold: auto, cohort-bound or a number, not {threshold!r}")
-    from malmoi.errors import ItemError
-
-    stage = SpeakerFilterStage(params, out)
-    try:
-        stage.digest  # noqa: B018 - the references or the profile are there and readable
-    except ItemError as exc:
-        _fail(str(exc))
-    items = list(discover(inputs, AUDIO_EXTENSIONS))
-    report = _run(stage, items, retry_failed, force=rescore)
-    typer.echo(report.summary())
-    typer.echo(f"manifest: {out / 'manifest.csv'}; threshold: {out / 'threshold.json'}")
-
-
-@app.command()
 def sweep(
     segments: Annotated[Path, typer.Argument(help="A segment stage's output folder.")],
     min_duration: Annotated[
@@ -582,22 +594,25 @@ def sweep(
         )
 
 
-@app.command()
 def build(
     config: Annotated[Path, typer.Argument(help="Pipeline YAML, e.g. configs/demo.yaml.")],
     only: Annotated[
-        list[StageName] | None,
+        list[str] | None,
         typer.Option(
             "--only",
-            help="Run just this stage (repeat for more); the others' outputs are read as they are.",
+            parser=_stage_name,
+            help="Run just this stage (or these); the others' outputs are read as they are.",
         ),
     ] = None,
     from_stage: Annotated[
-        StageName | None, typer.Option("--from", help="Run this stage and every one after it.")
+        str | None,
+        typer.Option("--from", parser=_stage_name, help="Run this stage and every one after it."),
     ] = None,
     force: Annotated[
-        list[StageName] | None,
-        typer.Option(help="Recompute this stage even where finished (repeat for more)."),
+        list[str] | None,
+        typer.Option(
+            parser=_stage_name, help="Recompute this stage (or these) even where finished."
+        ),
     ] = None,
     always_flow: Annotated[
         bool,
@@ -622,7 +637,7 @@ def build(
 
     try:
         cfg = load_config(config)
-        stages = select([s.value for s in only or []], from_stage.value if from_stage else None)
+        stages = select(only or [], from_stage)
         names = [s.name for s in stages]
         for i, stage in enumerate(stages):  # fail fast, before Prefect starts
             check_input(cfg, stage, running=names[:i])
@@ -651,9 +666,9 @@ def build(
 
     state = build_dataset(
         config_path=str(config),
-        only=[s.value for s in only] if only else None,
-        from_stage=from_stage.value if from_stage else None,
-        force=[s.value for s in force] if force else None,
+        only=list(only) if only else None,
+        from_stage=from_stage,
+        force=list(force) if force else None,
         retry_failed=retry_failed,
         return_state=True,
     )
@@ -669,7 +684,6 @@ def build(
     typer.echo(f"output: {cfg.output_dir}")
 
 
-@app.command()
 def validate(
     configs: Annotated[list[Path], typer.Argument(help="Pipeline YAML files.")],
 ) -> None:
@@ -688,7 +702,6 @@ def validate(
         raise typer.Exit(1)
 
 
-@app.command()
 def verify(
     dataset: Annotated[Path, typer.Argument(help="A dataset folder written by export.")],
     verbose: Verbose = False,
@@ -711,7 +724,6 @@ def verify(
     typer.echo(report.summary())
 
 
-@app.command()
 def serve(
     configs: Annotated[list[Path], typer.Argument(help="Pipeline YAML files to serve.")],
 ) -> None:
@@ -729,7 +741,6 @@ def serve(
     serve_flow([str(c) for c in configs])
 
 
-@models_app.command("list")
 def models_list(
     config: Annotated[Path | None, typer.Option(help="Take the store from this config.")] = None,
 ) -> None:
@@ -742,7 +753,6 @@ def models_list(
         typer.echo(f"{name:26} {store.status(name):10} {spec.description}")
 
 
-@models_app.command("fetch")
 def models_fetch(
     names: Annotated[list[str], typer.Argument(help="Model names, e.g. spleeter:2stems.")],
     from_file: Annotated[
@@ -773,7 +783,6 @@ def models_fetch(
         raise typer.Exit(1)
 
 
-@eval_app.command("separation")
 def eval_separation(
     mixtures: Annotated[Path, typer.Option(help="Folder of the mixtures (built there if absent).")],
     out: Annotated[Path, typer.Option(help="Where stems, table and plot go.")] = Path(
@@ -806,7 +815,6 @@ def eval_separation(
     typer.echo(f"table: {out / 'separation.csv'}; plot: {out / 'separation.png'}")
 
 
-@eval_app.command("denoise")
 def eval_denoise(
     out: Annotated[Path, typer.Option(help="Where the table goes.")] = Path("runs/eval-denoise"),
     shared: Annotated[Path, typer.Option(help="The shared data folder.")] = Path("../shared"),
@@ -890,6 +898,58 @@ def _store(config: Path | None):  # -> ModelStore
         _fail(str(exc))
 
 
+def build_app() -> typer.Typer:
+    """The ``malmoi`` app: the commands written here and a verb per stage of the registry that
+    declares a CLI, in pipeline order (built anew after a stage is registered)."""
+    from malmoi.registry import specs
+
+    app = typer.Typer(
+        help="malmoi (말모이): build training-ready Korean speech datasets from crawled "
+        "audio/video.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+
+    def add(target: typer.Typer, func: Callable[..., Any], name: str | None = None) -> None:
+        target.command(name, cls=ListOptionsCommand)(func)
+
+    add(app, crawl)
+    for spec in specs():
+        if spec.cli is not None:
+            add(app, stage_verb(spec), spec.verb)
+    stages = ", ".join(s.name for s in specs())
+    build.__doc__ = (build.__doc__ or "").split("\n\nStages:")[0] + f"\n\nStages: {stages}."
+    for func in (export, run, sweep, build, validate, verify, serve):
+        add(app, func)
+    models_app = typer.Typer(
+        help="List and fetch model weights (Spleeter, inaSpeechSegmenter…).", no_args_is_help=True
+    )
+    add(models_app, models_list, "list")
+    add(models_app, models_fetch, "fetch")
+    app.add_typer(models_app, name="models")
+    eval_app = typer.Typer(
+        help="Measure the quality of a stage on data with known answers (from a source checkout).",
+        no_args_is_help=True,
+    )
+    add(eval_app, eval_separation, "separation")
+    add(eval_app, eval_denoise, "denoise")
+    app.add_typer(eval_app, name="eval")
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":  # built on first use: the registry's stages are read then
+        global _app
+        if _app is None:
+            _app = build_app()
+        return _app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+_app: typer.Typer | None = None
+
+
 def main() -> None:
     """Entry point. SIGTERM stops a command as Ctrl-C does (clean-up runs, see
     :func:`malmoi.procs.stop_on_sigterm`), and the exit status is then 143 (128 + SIGTERM)."""
@@ -899,7 +959,7 @@ def main() -> None:
 
     stop_on_sigterm()
     try:
-        app(prog_name="malmoi")
+        build_app()(prog_name="malmoi")
     except SystemExit:
         if terminated():
             raise SystemExit(128 + signal.SIGTERM) from None

@@ -1,12 +1,15 @@
 """Pipeline configuration: one YAML file per dataset build, validated by pydantic.
 
-Every stage has its own model; :class:`PipelineConfig` composes them. Unknown keys are errors
-(``extra="forbid"``) and :func:`load_config` turns pydantic's errors into one line per problem
-naming the key and what is allowed. Relative paths are resolved against the working directory.
+Every stage has its own model; the pipeline's model (``PipelineConfig``, see
+:func:`pipeline_model`) composes them, one section per stage of :mod:`malmoi.registry`.
+Unknown keys are errors (``extra="forbid"``) and :func:`load_config` turns pydantic's errors
+into one line per problem naming the key and what is allowed. Relative paths are resolved
+against the working directory.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import types
 import typing
@@ -15,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 AUDIO_EXTENSIONS = ("wav", "flac", "mp3", "m4a", "aac", "ogg", "opus", "wma", "aiff", "aif")
 VIDEO_EXTENSIONS = ("mp4", "mkv", "webm", "mov", "avi", "flv", "ts", "m4v", "3gp", "mpg", "mpeg")
@@ -109,6 +112,11 @@ Source = Annotated[
     LocalSource | SyntheticSource | VideoSource | PodcastSource, Field(discriminator="kind")
 ]
 WEB_SOURCES = (VideoSource, PodcastSource)
+
+
+def web_sources(cfg: Any) -> list[VideoSource | PodcastSource]:
+    """A pipeline config's sources that are crawled (``kind: video`` and ``kind: podcast``)."""
+    return [s for s in cfg.sources if isinstance(s, WEB_SOURCES)]
 
 
 # --- stages --------------------------------------------------------------------------------
@@ -403,23 +411,24 @@ class DaskConfig(StrictModel):
     )
 
 
-class PipelineConfig(StrictModel):
-    """One dataset build: where the media comes from, where the dataset goes, each stage's
-    parameters."""
+class PipelineBase(StrictModel):
+    """What every pipeline config has besides the stages' sections (see :func:`pipeline_model`)."""
 
+    def stage_dir(self, stage: str) -> Path:
+        """The folder a stage writes its outputs and manifest into."""
+        return self.output_dir / stage  # type: ignore[attr-defined]
+
+
+class _Head(StrictModel):
     name: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
         description="the build's name; also the Prefect deployment name build-dataset/<name>",
     )
     output_dir: Path = Field(description="every stage writes into a sub-folder of this")
     sources: list[Source] = Field(min_length=1)
-    crawl: CrawlConfig = CrawlConfig()
-    ingest: IngestConfig = IngestConfig()
-    separate: SeparateConfig = SeparateConfig()
-    segment: SegmentConfig = SegmentConfig()
-    speaker_filter: SpeakerFilterConfig = SpeakerFilterConfig()
-    denoise: DenoiseConfig = DenoiseConfig()
-    export: ExportConfig = ExportConfig()
+
+
+class _Tail(StrictModel):
     models: ModelsConfig = ModelsConfig()
     runner: Literal["local", "dask"] = Field(
         "local",
@@ -428,9 +437,37 @@ class PipelineConfig(StrictModel):
     )
     dask: DaskConfig = DaskConfig()
 
-    def stage_dir(self, stage: str) -> Path:
-        """The folder a stage writes its outputs and manifest into."""
-        return self.output_dir / stage
+
+@functools.cache
+def pipeline_model() -> type[PipelineBase]:
+    """The model of a pipeline config: ``name``, ``output_dir``, ``sources``, one section per
+    registered stage (:mod:`malmoi.registry`, in pipeline order, each its stage's config model
+    with its defaults), then ``models``, ``runner`` and ``dask``."""
+    from malmoi.registry import specs
+
+    fields: dict[str, Any] = {n: (f.annotation, f) for n, f in _Head.model_fields.items()}
+    for spec in specs():
+        fields[spec.name] = (spec.config, spec.config())
+    fields |= {n: (f.annotation, f) for n, f in _Tail.model_fields.items()}
+    model = create_model(  # type: ignore[call-overload]
+        "PipelineConfig",
+        __base__=PipelineBase,
+        __module__=__name__,
+        __doc__="One dataset build: where the media comes from, where the dataset goes, each "
+        "stage's parameters.",
+        **fields,
+    )
+    return model
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PipelineConfig":  # built from the stage registry on first use
+        return pipeline_model()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+if typing.TYPE_CHECKING:
+    PipelineConfig = PipelineBase
 
 
 def resolve_models_dir(cfg: ModelsConfig | None = None) -> Path:
@@ -454,7 +491,7 @@ def resolve_profiles_dir(cfg: SpeakerFilterConfig | None = None) -> Path:
 # --- loading and errors ----------------------------------------------------------------------
 
 
-def load_config(path: Path | str) -> PipelineConfig:
+def load_config(path: Path | str) -> PipelineBase:
     """Read and validate a pipeline YAML file; raise :class:`ConfigError` naming every problem."""
     path = Path(path)
     try:
@@ -468,10 +505,10 @@ def load_config(path: Path | str) -> PipelineConfig:
     return parse_config(data, origin=str(path))
 
 
-def parse_config(data: dict[str, Any], origin: str = "<config>") -> PipelineConfig:
+def parse_config(data: dict[str, Any], origin: str = "<config>") -> PipelineBase:
     """Validate an already-parsed mapping; see :func:`load_config`."""
     try:
-        return PipelineConfig.model_validate(data)
+        return pipeline_model().model_validate(data)
     except ValidationError as exc:
         lines = [f"{origin}: {_describe(err)}" for err in exc.errors()]
         raise ConfigError("\n".join(lines)) from None
@@ -492,8 +529,8 @@ def _describe(err: Any) -> str:
 
 
 def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
-    """The field names of the model found at ``loc`` inside :class:`PipelineConfig`."""
-    model: Any = PipelineConfig
+    """The field names of the model found at ``loc`` inside the pipeline config's model."""
+    model: Any = pipeline_model()
     for part in loc:
         if isinstance(part, int):
             continue

@@ -178,6 +178,9 @@ class Stage(ABC, Generic[P, R]):
     unkeyed_params: ClassVar[frozenset[str]] = frozenset()  # params that do not change outputs
     row_type: ClassVar[type[AudioRow]]
     workers: int = 1  # items processed at a time (threads; >1 for I/O-bound stages)
+    # what after_run() writes with its settings (JSON with a "settings" key), when the stage's
+    # after-run work depends on settings() beyond the items' keys; None: it does not
+    settings_file: ClassVar[str | None] = None
 
     def __init__(self, params: P, out_dir: Path):
         self.params = params
@@ -188,10 +191,36 @@ class Stage(ABC, Generic[P, R]):
             params.model_dump(mode="json", exclude=set(self.unkeyed_params))
         )
 
+    @classmethod
+    def from_config(cls, cfg: Any) -> Stage[P, R]:
+        """The stage of a pipeline config (``malmoi.config.PipelineConfig``): its section
+        ``cfg.<name>``, writing into ``cfg.stage_dir(name)``. A stage that needs more of the
+        config (the model store, another stage's folder) overrides this."""
+        return cls(getattr(cfg, cls.name), cfg.stage_dir(cls.name))
+
     # --- what a stage implements ------------------------------------------------------------
 
     def setup(self) -> None:
-        """Load models; heavy imports belong here. Called once, before the first item."""
+        """Load models; heavy imports belong here. Called once, before the first item (in
+        every process that processes items: with ``runner: dask``, once per worker)."""
+
+    def prepare(self, items: list[Item]) -> None:
+        """Called in the process that runs the loop with the items about to be processed (not
+        those skipped), before the first of them is processed or sent elsewhere: for work
+        done better over all of them at once, e.g. embedding slices in batches, whose results
+        :meth:`process` then reads (wherever it runs). Not called when there is nothing to
+        do. Default: nothing."""
+
+    def key_extra(self) -> list[Any]:
+        """What the items' keys depend on besides the stage's name, version, keyed parameters
+        and the input (e.g. the digest of a speaker profile's clips). Default: nothing."""
+        return []
+
+    def settings(self) -> dict[str, Any]:
+        """What :meth:`after_run`'s output (``settings_file``) depends on beyond the items'
+        keys (a threshold, a split seed); a change makes the next run do the after-run work
+        again, even when every item is done. Default: nothing."""
+        return {}
 
     def recorded(self, item: Item, result: Result[R]) -> None:
         """Called in the process that runs the loop once an item's rows are recorded, wherever
@@ -223,8 +252,22 @@ class Stage(ABC, Generic[P, R]):
         **measurements: object,
     ) -> R:
         """A row of this stage for an output of ``item``: lineage, key and parameters filled
-        in; ``parent_id`` defaults to the item's id; ``path`` is relative to ``out_dir``."""
+        in; ``parent_id`` defaults to the item's id; ``path`` is relative to ``out_dir``.
+
+        The row carries its ancestors' measurements: every column of ``row_type`` not given
+        here is taken from the item's row (its input's) when that has it (a slice's ``start``,
+        ``stop`` and ``gender`` reach the denoised slice so), else the column's default."""
+        given = {"id", "parent_id", "path", "duration", "sample_rate", "channels", "source"}
+        inherited = {
+            name: item.row[name]
+            for name in self.row_type.model_fields
+            if name not in given
+            and name not in measurements
+            and name not in {"key", "params"}
+            and item.row.get(name) not in (None, "")
+        }
         return self.row_type(  # type: ignore[return-value]
+            **inherited,
             id=id,
             parent_id=item.id if parent_id is None else parent_id,
             path=path,
@@ -241,7 +284,16 @@ class Stage(ABC, Generic[P, R]):
 
     def key(self, item: Item) -> str:
         """Identifies the work: stage, its version and parameters, and the input's fingerprint."""
-        text = json.dumps([self.name, self.version, self.params_json, item.id, item.fingerprint])
+        text = json.dumps(
+            [
+                self.name,
+                self.version,
+                self.params_json,
+                *self.key_extra(),
+                item.id,
+                item.fingerprint,
+            ]
+        )
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def ensure_setup(self) -> None:
@@ -464,24 +516,31 @@ class Stage(ABC, Generic[P, R]):
         self.stopping.clear()
         try:
             tell(None, None, None)
-            for item, seconds in zip(items, known, strict=True):
-                key = self.key(item)
+            keys = [self.key(item) for item in items]
+            decisions = [
+                self._decide(item, key, progress.get(item.id), kept_paths, retry_failed, force)
+                for item, key in zip(items, keys, strict=True)
+            ]
+            todo = [item for item, d in zip(items, decisions, strict=True) if d == "run"]
+            if todo:
+                self.prepare(todo)
+            for item, key, decision, seconds in zip(items, keys, decisions, known, strict=True):
                 done = progress.get(item.id)
-                if done is not None and done.key == key and not force:
-                    if done.status == "failed" and not retry_failed:
-                        report.failed += 1
-                        report.failed_before += 1
-                        report.failures.append((item.shown, reasons.get(item.id, "")))
-                        tell(item, "failed", seconds)
-                        continue
-                    if done.status == "ok" and self._outputs_exist(done, kept_paths):
-                        report.skipped += 1
-                        if seconds is None:  # raw input: what its rows said when decoded
-                            seconds = sum(
-                                kept_seconds.get(i, 0.0) for i in json.loads(done.outputs)
-                            ) + sum(rejected_seconds.get(i, 0.0) for i in json.loads(done.rejected))
-                        tell(item, "skipped", seconds)
-                        continue
+                if decision == "failed":
+                    report.failed += 1
+                    report.failed_before += 1
+                    report.failures.append((item.shown, reasons.get(item.id, "")))
+                    tell(item, "failed", seconds)
+                    continue
+                if decision == "skip":
+                    assert done is not None
+                    report.skipped += 1
+                    if seconds is None:  # raw input: what its rows said when decoded
+                        seconds = sum(
+                            kept_seconds.get(i, 0.0) for i in json.loads(done.outputs)
+                        ) + sum(rejected_seconds.get(i, 0.0) for i in json.loads(done.rejected))
+                    tell(item, "skipped", seconds)
+                    continue
                 if submit is None:
                     self.ensure_setup()
                 if send is None:
@@ -531,12 +590,14 @@ class Stage(ABC, Generic[P, R]):
         text = yaml.safe_dump(data, allow_unicode=True, sort_keys=False)
         atomic_write_text(self.out_dir / "config.yaml", text)
 
-    def after_run_stale(self, path: Path, settings: dict[str, Any]) -> bool:
-        """Whether what :meth:`after_run` wrote to ``path`` (JSON with a ``settings`` key) was
-        made with other ``settings`` while the folder has rows: a stage whose after-run work
-        depends on parameters outside the items' keys (a threshold, a split seed) adds one
-        to :meth:`pending` then, so a rerun is not a no-op."""
-        current = json.loads(json.dumps(settings))
+    def after_run_stale(self) -> bool:
+        """Whether what :meth:`after_run` wrote to ``settings_file`` was made with other
+        :meth:`settings` while the folder has rows: :meth:`pending` then counts one more, so a
+        rerun after a threshold or seed change is not a no-op."""
+        if self.settings_file is None:
+            return False
+        path = self.out_dir / self.settings_file
+        current = json.loads(json.dumps(self.settings()))
         made = (
             json.loads(path.read_text(encoding="utf-8")).get("settings") if path.exists() else None
         )
@@ -549,23 +610,62 @@ class Stage(ABC, Generic[P, R]):
         self, items: Iterable[Item], retry_failed: bool = False, prune: bool = False
     ) -> int:
         """How many of ``items`` a :meth:`run` would process now (read-only: no lock, no
-        write), by the same rule the loop skips by; with ``prune``, plus the inputs no longer
-        given whose outputs a run would remove."""
+        write), by the rule the loop skips by; with ``prune``, plus the inputs no longer given
+        whose outputs a run would remove; plus one when only the after-run work is stale
+        (:meth:`after_run_stale`)."""
         progress = {r["id"]: r for r in read_records(self.out_dir / PROGRESS)}
         kept_paths = {r["id"]: r["path"] for r in read_records(self.out_dir / MANIFEST)}
         items = check_ids(items)
         count = len(set(progress) - {item.id for item in items}) if prune else 0
         for item in items:
             rec = progress.get(item.id)
-            if rec is None or rec.get("key") != self.key(item):
-                count += 1
-            elif rec.get("status") == "failed":
-                count += int(retry_failed)
-            elif rec.get("status") != "ok" or not self._outputs_exist(
-                ProgressRow.model_validate(rec), kept_paths
-            ):
-                count += 1
-        return count
+            done = None if rec is None else ProgressRow.model_validate(rec)
+            decision = self._decide(item, self.key(item), done, kept_paths, retry_failed, False)
+            count += decision == "run"
+        return count + int(count == 0 and self.after_run_stale())
+
+    def _decide(
+        self,
+        item: Item,
+        key: str,
+        done: ProgressRow | None,
+        kept_paths: dict[str, str],
+        retry_failed: bool,
+        force: bool,
+    ) -> Literal["run", "skip", "failed"]:
+        """The one skip rule: an item finished with the same key is skipped while its outputs
+        are on disk; one that failed through its own fault stands failed (unless
+        ``retry_failed``); anything else (new, changed, errored, outputs gone) runs."""
+        if done is None or done.key != key or force:
+            return "run"
+        if done.status == "failed":
+            return "run" if retry_failed else "failed"
+        if done.status == "ok" and self._outputs_exist(done, kept_paths):
+            return "skip"
+        return "run"
+
+    def repartition(self, kept: list[dict[str, Any]], rejected: list[dict[str, Any]]) -> None:
+        """Rewrite ``manifest.csv``, ``rejected.csv`` and ``progress.csv`` with a new partition
+        of the folder's rows into kept and rejected (for :meth:`after_run`, e.g. a threshold
+        chosen over every item's scores): each item's lists follow its rows."""
+        Table(self.out_dir, self.row_type).rewrite(kept)
+        Table(self.out_dir, rejected_model(self.row_type)).rewrite(rejected)
+        progress_t = Table(self.out_dir, ProgressRow)
+        kept_ids = {r["id"] for r in kept}
+        rejected_ids = {r["id"] for r in rejected}
+        rows = []
+        for p in progress_t.rows():
+            assert isinstance(p, ProgressRow)
+            if p.status == "ok":
+                made = json.loads(p.outputs) + json.loads(p.rejected)
+                p = p.model_copy(
+                    update={
+                        "outputs": json.dumps([i for i in made if i in kept_ids]),
+                        "rejected": json.dumps([i for i in made if i in rejected_ids]),
+                    }
+                )
+            rows.append(p.record())
+        progress_t.rewrite(rows)
 
     def _outputs_exist(self, done: ProgressRow, kept_paths: dict[str, str]) -> bool:
         for out_id in json.loads(done.outputs):

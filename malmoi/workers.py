@@ -29,7 +29,7 @@ ITEMS: Counter[tuple[str, str]] = Counter()
 
 def stage_for(cfg: PipelineConfig, name: str, run: str) -> Stage:
     """The stage ``name`` of ``cfg`` for the stage run ``run``, set up once in this process."""
-    from malmoi.pipeline import spec
+    from malmoi.registry import spec
 
     key = (name, run)
     with _lock:  # a worker with several threads sets the stage up once

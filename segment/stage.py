@@ -16,7 +16,7 @@ the speaker filter uses them instead of embedding the same slices again.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import soundfile as sf
@@ -139,6 +139,10 @@ class SegmentStage(Stage[SegmentConfig, SliceRow]):
         self.engine = None
         self.embedder = None  # Resemblyzer (gender_engine embedding)
         self.gender_weights: dict | None = None
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> SegmentStage:
+        return cls(cfg.segment, cfg.stage_dir(cls.name), models=cfg.models)
 
     def setup(self) -> None:
         from malmoi.models import ModelStore

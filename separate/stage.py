@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import Field
 
@@ -62,6 +62,10 @@ class SeparateStage(Stage[SeparateConfig, SeparateRow]):
         super().__init__(params, out_dir)
         self.models = models
         self.engine: Engine | None = None
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> SeparateStage:
+        return cls(cfg.separate, cfg.stage_dir(cls.name), models=cfg.models)
 
     def setup(self) -> None:
         require_ffmpeg()

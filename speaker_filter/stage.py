@@ -37,11 +37,10 @@ from malmoi.errors import ItemError
 from malmoi.logs import get_logger
 from malmoi.manifest import (
     AudioRow,
-    ProgressRow,
     Table,
     rejected_model,
 )
-from malmoi.media import as_float, atomic_path, atomic_write_text
+from malmoi.media import atomic_path, atomic_write_text
 from malmoi.stage import Item, Result, Stage, StageReport
 from speaker_filter.profile import (
     Profile,
@@ -94,6 +93,7 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
     name: ClassVar[str] = "speaker_filter"
     version: ClassVar[str] = "1"
     row_type: ClassVar[type[SpeakerRow]] = SpeakerRow
+    settings_file: ClassVar[str] = "threshold.json"
     # the profile enters the key by its digest (clip hashes), the threshold not at all
     unkeyed_params: ClassVar[frozenset[str]] = frozenset(
         {"references", "profile", "profiles_dir", "threshold"}
@@ -114,7 +114,6 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
         self.cohort: Cohort | None = None
         self.embedded = 0  # slices embedded by this process (the rest came from the cache)
         self._digest: str | None = None
-        self._items: list[Item] = []  # the current run's inputs (for the batched prefetch)
         self._sources: dict[str, Path] = {}  # linked path -> input, of this run's slices
         # segment folders' embeddings.npz, read once a run: path -> (key, id -> (frames, emb))
         self._upstreams: dict[Path, tuple[str, dict[str, tuple[int, np.ndarray]]]] = {}
@@ -134,13 +133,8 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
                 self._digest = "dominant"
         return self._digest
 
-    def key(self, item: Item) -> str:
-        import hashlib
-
-        text = json.dumps(
-            [self.name, self.version, self.params_json, self.digest, item.id, item.fingerprint]
-        )
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+    def key_extra(self) -> list[Any]:
+        return [self.digest]
 
     # --- model and profile --------------------------------------------------------------------
 
@@ -183,22 +177,20 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
         )
         return prof
 
-    def run(self, items, *args: Any, **kwargs: Any) -> StageReport:  # type: ignore[override]
-        """:meth:`Stage.run`, remembering the items so :meth:`setup` can embed the slices that
-        need it in batches (many slices per forward pass) before the loop takes them."""
-        self._items = list(items)
-        try:
-            return super().run(self._items, *args, **kwargs)
-        finally:
-            self._items = []
-            self._upstreams = {}
-
     def setup(self) -> None:
-        """Cohort, profile and the batched embedding of the slices not cached yet; the encoder
-        is loaded (once) only when something needs embedding, so ``--rescore`` never loads it."""
+        """Cohort and profile (in every process that scores slices: with ``runner: dask``, each
+        worker reads the run's profile that :meth:`prepare` saved in the stage folder)."""
         self._cohort()
         self._profile()
-        self._prefetch(self._items)
+
+    def prepare(self, items: list[Item]) -> None:
+        """Before the loop, in its process: cohort, profile and the batched embedding of the
+        slices not cached yet (so :meth:`process`, here or on a worker, reads each from the
+        cache). The encoder is loaded only when something needs embedding: ``--rescore``
+        never loads it."""
+        self._cohort()
+        self._profile()
+        self._prefetch(items)
 
     def _prefetch(self, items: list[Item]) -> None:
         """Embed (and cache) the items without a valid cached embedding, ``BATCH`` slices per
@@ -300,9 +292,6 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
             frames=info.frames,
             sample_rate=info.samplerate,
             channels=info.channels,
-            start=as_float(item.row.get("start")),
-            stop=as_float(item.row.get("stop")),
-            gender=str(item.row.get("gender") or ""),
             similarity=sim,
             score=sc,
         )
@@ -324,6 +313,7 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
     # --- after the loop: threshold and partition ----------------------------------------------
 
     def after_run(self, report: StageReport) -> None:
+        self._upstreams = {}  # the segment folders' embeddings, read again by the next run
         kept_t = Table(self.out_dir, SpeakerRow)
         rej_t = Table(self.out_dir, rejected_model(SpeakerRow))
         records = [dict(r.record()) for r in kept_t.rows()] + [
@@ -384,7 +374,7 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
             src = self._sources.get(rec["path"])
             if src is not None and not (self.out_dir / rec["path"]).exists():
                 _link(src, self.out_dir / rec["path"])
-        self._write_partition(kept, rejected)
+        self.repartition(kept, rejected)
         report.kept, report.rejected = len(kept), len(rejected)  # the whole folder's, now
         report.hours_out = (
             sum(float(r["duration"]) for r in kept if r["path"] in self._sources) / 3600
@@ -399,7 +389,7 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
             "rule": thr.rule,
             "reason": thr.reason,
             "setting": self.params.threshold,
-            "settings": self._settings(),
+            "settings": self.settings(),
             "kept": len(kept),
             "rejected": len(rejected),
             "no_speech": int((~ok).sum()),
@@ -429,7 +419,7 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
             return np.full(256, np.nan, dtype=np.float32)
         return np.load(path, allow_pickle=False)["emb"]
 
-    def _settings(self) -> dict[str, Any]:
+    def settings(self) -> dict[str, Any]:
         """What the partition depends on beyond the items' keys."""
         return {
             "threshold": self.params.threshold,
@@ -438,31 +428,6 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
             "dominant": self.params.dominant,
             "version": self.version,
         }
-
-    def _write_partition(self, kept: list[dict[str, Any]], rejected: list[dict[str, Any]]) -> None:
-        Table(self.out_dir, SpeakerRow).rewrite(kept)
-        Table(self.out_dir, rejected_model(SpeakerRow)).rewrite(rejected)
-        progress_t = Table(self.out_dir, ProgressRow)
-        kept_ids = {r["id"] for r in kept}
-        rej_ids = {r["id"] for r in rejected}
-        rows = []
-        for p in progress_t.rows():
-            assert isinstance(p, ProgressRow)
-            if p.status == "ok":
-                p = p.model_copy(
-                    update={
-                        "outputs": json.dumps([p.id] if p.id in kept_ids else []),
-                        "rejected": json.dumps([p.id] if p.id in rej_ids else []),
-                    }
-                )
-            rows.append(p.record())
-        progress_t.rewrite(rows)
-
-    def pending(self, items, retry_failed: bool = False, prune: bool = False) -> int:  # type: ignore[override]
-        """Items to process, plus one when the partition is stale (a threshold change)."""
-        count = super().pending(items, retry_failed, prune)
-        stale = self.after_run_stale(self.out_dir / "threshold.json", self._settings())
-        return count + int(stale and count == 0)
 
 
 def _read_upstream(path: Path) -> tuple[str, dict[str, tuple[int, np.ndarray]]]:
