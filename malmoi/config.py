@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 AUDIO_EXTENSIONS = ("wav", "flac", "mp3", "m4a", "aac", "ogg", "opus", "wma", "aiff", "aif")
 VIDEO_EXTENSIONS = ("mp4", "mkv", "webm", "mov", "avi", "flv", "ts", "m4v", "3gp", "mpg", "mpeg")
@@ -229,6 +229,16 @@ class SpeakerFilterConfig(StrictModel):
         False, description="no reference: keep the largest cluster of voices of the run"
     )
     cohort: bool = Field(True, description="normalise scores against the bundled cohort (AS-norm)")
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _threshold(cls, value: Any) -> Any:
+        if isinstance(value, str) and value not in ("auto", "cohort-bound"):
+            try:
+                return float(value)
+            except ValueError:
+                raise ValueError(f"auto, cohort-bound or a number, not {value!r}") from None
+        return value
 
     @property
     def used(self) -> bool:
