@@ -15,6 +15,7 @@ class by a dotted path, imported only when the stage is built (so ``malmoi --hel
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -34,6 +35,10 @@ STAGES: list[str] = [
     "denoise",
     "export",
 ]
+
+# stages from outside the product (plug-ins), read with STAGES: "module:NAME[@before]", comma
+# separated, e.g. "my_stages.loudness:SPEC@export" (before export; without @: last)
+EXTRA_ENV = "MALMOI_EXTRA_STAGES"
 
 PREVIOUS = "<previous>"  # a stage's input: the last stage before it that this config runs
 
@@ -166,7 +171,9 @@ def specs() -> tuple[StageSpec, ...]:
     global _specs
     if _specs is None:
         found = [load(f"{package}:SPEC") for package in STAGES]
-        for spec_, before in _added:
+        extra = [e.strip() for e in os.environ.get(EXTRA_ENV, "").split(",") if e.strip()]
+        added = [(load(p), b or None) for p, _, b in (e.partition("@") for e in extra)]
+        for spec_, before in [*added, *_added]:
             at = next((i for i, s in enumerate(found) if s.name == before), len(found))
             found.insert(at, spec_)
         for s in found:
