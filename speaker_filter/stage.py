@@ -32,8 +32,10 @@ import numpy as np
 import soundfile as sf
 from pydantic import Field
 
+from malmoi.audio import as_float
 from malmoi.config import SpeakerFilterConfig, resolve_profiles_dir
 from malmoi.errors import ItemError
+from malmoi.files import atomic_path, atomic_write_text
 from malmoi.logs import get_logger
 from malmoi.manifest import (
     AudioRow,
@@ -41,7 +43,6 @@ from malmoi.manifest import (
     Table,
     rejected_model,
 )
-from malmoi.media import as_float, atomic_path, atomic_write_text
 from malmoi.stage import Item, Result, Stage, StageReport
 from speaker_filter.profile import (
     Profile,
