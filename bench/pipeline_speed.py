@@ -102,7 +102,7 @@ class Sources:
     """The decoded material: speakers' utterances (mono), music (stereo), all at 44.1 kHz."""
 
     def __init__(self, shared: Path):
-        from malmoi.media import read_audio
+        from malmoi.audio import read_audio
 
         self.utterances: dict[str, list[tuple[str, np.ndarray]]] = {}
         for speaker in SPEAKERS:
@@ -560,7 +560,7 @@ def main() -> None:
 
     t = time.perf_counter()
     mp3, truth = make_input(args.minutes, args.seed, args.shared)
-    from malmoi.media import probe
+    from malmoi.audio import probe
 
     audio_seconds = float(probe(mp3).duration or args.minutes * 60)
     print(f"input: {mp3} ({audio_seconds:.1f} s; ready in {time.perf_counter() - t:.1f} s)")

@@ -33,7 +33,7 @@ def make_input(minutes: int, shared: Path) -> Path:
     path = OUT / f"speech_music_silence_{minutes}min.wav"
     if path.exists():
         return path
-    from malmoi.media import read_audio
+    from malmoi.audio import read_audio
     from separate.evaluate import speech_track
 
     speech = speech_track(shared, 150.0)

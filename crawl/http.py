@@ -41,8 +41,8 @@ from requests.compat import chardet
 from crawl.web import Page, UnsafeUrl, check_url
 from malmoi.config import CrawlConfig
 from malmoi.errors import ItemError
+from malmoi.files import atomic_write_text, sync
 from malmoi.logs import get_logger
-from malmoi.media import atomic_write_text, sync
 
 log = get_logger(__name__)
 

@@ -22,13 +22,14 @@ from pydantic import Field
 
 from crawl.http import hash_file
 from crawl.web import Episode, UnsafeUrl, check_url, nfc_text, source_urls
+from malmoi.audio import probe
 from malmoi.config import CrawlConfig, PodcastSource, VideoSource, web_sources
 from malmoi.errors import ItemError
 from malmoi.ids import root_id
 from malmoi.logs import get_logger
 from malmoi.manifest import MANIFEST, AudioRow, read_records
-from malmoi.media import MediaError, probe, require_ffmpeg
 from malmoi.stage import Item, Result, Stage
+from malmoi.tools import MediaError, require_ffmpeg
 
 log = get_logger(__name__)
 

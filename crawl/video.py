@@ -37,10 +37,12 @@ from yt_dlp.utils import (
 
 from crawl.http import Stopped
 from crawl.web import Episode, UnsafeUrl, check_url, nfc_text, source_urls
+from malmoi.audio import as_float, probe
 from malmoi.config import CrawlConfig, VideoSource
 from malmoi.errors import ItemError
+from malmoi.files import atomic_path
 from malmoi.logs import get_logger
-from malmoi.media import MediaError, as_float, atomic_path, probe, run_ffmpeg
+from malmoi.tools import MediaError, run_ffmpeg
 
 log = get_logger(__name__)
 

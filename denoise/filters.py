@@ -26,8 +26,10 @@ from pathlib import Path
 import numpy as np
 from scipy import signal
 
+from malmoi.audio import sound_file
+from malmoi.files import atomic_path
 from malmoi.logs import get_logger
-from malmoi.media import MediaError, atomic_path, sound_file
+from malmoi.tools import MediaError
 
 log = get_logger(__name__)
 

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from malmoi.audio import sound_file
 from malmoi.config import NormalizeConfig
-from malmoi.media import atomic_path, sound_file
+from malmoi.files import atomic_path
 
 CHANNEL_GAINS = (1.0, 1.0, 1.0, 1.41, 1.41)  # BS.1770 (pyloudnorm's order: L R C Ls Rs)
 

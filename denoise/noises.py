@@ -123,7 +123,7 @@ def broadband(
 def musan_noise(shared: Path, n: int, sample_rate: int) -> np.ndarray:
     """MUSAN noise: ``data/ina/musanmix.wav`` from 29.08 to 52.80 s (noise only) of ``shared``,
     at ``sample_rate``, looped or cut to ``n`` samples."""
-    from malmoi.media import read_audio
+    from malmoi.audio import read_audio
 
     full = read_audio(shared / "data/ina/musanmix.wav", sample_rate)
     start, stop = NOISE

@@ -26,18 +26,13 @@ import numpy as np
 import soundfile as sf
 from pydantic import Field
 
+from malmoi.audio import decode_to_float_wav, sndfile_pcm, sound_file
 from malmoi.config import DenoiseConfig, ModelsConfig
 from malmoi.errors import ItemError
+from malmoi.files import atomic_path, temp_dir
 from malmoi.ids import child_id
 from malmoi.logs import get_logger
 from malmoi.manifest import AudioRow
-from malmoi.media import (
-    atomic_path,
-    decode_to_float_wav,
-    sndfile_pcm,
-    sound_file,
-    temp_dir,
-)
 from malmoi.stage import Item, Result, Stage
 
 log = get_logger(__name__)

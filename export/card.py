@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from export.layout import SPLITS
+from malmoi.files import atomic_path, atomic_write_text
 from malmoi.logs import get_logger
-from malmoi.media import atomic_path, atomic_write_text
 
 log = get_logger(__name__)
 

@@ -49,11 +49,12 @@ from export.layout import (
     WAVS,
 )
 from export.lineage import Lineage, Origin
+from malmoi.audio import as_float
 from malmoi.config import ExportConfig
 from malmoi.errors import ItemError
+from malmoi.files import atomic_path, atomic_write_text
 from malmoi.logs import get_logger
 from malmoi.manifest import AudioRow, Table
-from malmoi.media import as_float, atomic_path, atomic_write_text
 from malmoi.stage import Item, Result, Stage, StageReport
 
 log = get_logger(__name__)

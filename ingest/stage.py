@@ -13,11 +13,12 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from malmoi.audio import decode_to_wav, probe, wav_info
 from malmoi.config import IngestConfig
 from malmoi.errors import ItemError
 from malmoi.manifest import AudioRow
-from malmoi.media import decode_to_wav, probe, require_ffmpeg, wav_info
 from malmoi.stage import Item, Result, Stage
+from malmoi.tools import require_ffmpeg
 
 
 class IngestRow(AudioRow):

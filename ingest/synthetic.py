@@ -20,10 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from malmoi.audio import read_audio
 from malmoi.config import SyntheticSource
+from malmoi.files import atomic_path, atomic_write_text
 from malmoi.logs import get_logger
-from malmoi.media import atomic_path, atomic_write_text, read_audio, require_ffmpeg
 from malmoi.procs import tool_command
+from malmoi.tools import require_ffmpeg
 
 log = get_logger(__name__)
 

@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 AUDIO_EXTENSIONS = ("wav", "flac", "mp3", "m4a", "aac", "ogg", "opus", "wma", "aiff", "aif")
 VIDEO_EXTENSIONS = ("mp4", "mkv", "webm", "mov", "avi", "flv", "ts", "m4v", "3gp", "mpg", "mpeg")

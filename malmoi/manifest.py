@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from malmoi.media import atomic_write_text, temp_file
+from malmoi.files import atomic_write_text, temp_file
 
 MANIFEST = "manifest.csv"
 REJECTED = "rejected.csv"

@@ -37,6 +37,7 @@ from malmoi.errors import (
     StageStopped,
     is_environment_failure,
 )
+from malmoi.files import atomic_write_text, remove_stale_temporaries
 from malmoi.logs import get_logger
 from malmoi.manifest import (
     MANIFEST,
@@ -49,7 +50,6 @@ from malmoi.manifest import (
     read_records,
     rejected_model,
 )
-from malmoi.media import atomic_write_text, remove_stale_temporaries
 
 log = get_logger(__name__)
 

@@ -25,7 +25,8 @@ from typing import ClassVar
 import numpy as np
 import soundfile as sf
 
-from malmoi.media import run_ffmpeg, temp_dir
+from malmoi.files import temp_dir
+from malmoi.tools import run_ffmpeg
 from segment.slicing import Segment
 
 SR = 16000

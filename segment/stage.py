@@ -22,20 +22,14 @@ import numpy as np
 import soundfile as sf
 from pydantic import Field
 
+from malmoi.audio import PCM_SUBTYPES, decode_to_float_wav, sndfile_pcm, sound_file
 from malmoi.config import ModelsConfig, SegmentConfig
+from malmoi.files import atomic_path, temp_dir
 from malmoi.ids import child_id
 from malmoi.logs import get_logger
 from malmoi.manifest import AudioRow
-from malmoi.media import (
-    PCM_SUBTYPES,
-    atomic_path,
-    decode_to_float_wav,
-    require_ffmpeg,
-    sndfile_pcm,
-    sound_file,
-    temp_dir,
-)
 from malmoi.stage import Item, Result, Stage
+from malmoi.tools import require_ffmpeg
 from segment.gender import SR, classify
 from segment.slicing import Segment, SliceParams, make_slices
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from malmoi.media import sound_file
+from malmoi.audio import sound_file
 
 BlockFn = Callable[[np.ndarray], dict[str, np.ndarray]]
 

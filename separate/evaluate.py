@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from malmoi.audio import read_audio
 from malmoi.logs import get_logger
-from malmoi.media import read_audio
 
 log = get_logger(__name__)
 

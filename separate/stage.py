@@ -17,12 +17,15 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
+from malmoi.audio import energy, resample_wav, wav_info
 from malmoi.config import ModelsConfig, SeparateConfig
+from malmoi.files import temp_dir
 from malmoi.ids import child_id
 from malmoi.logs import get_logger
 from malmoi.manifest import AudioRow
-from malmoi.media import encode_aligned, energy, require_ffmpeg, resample_wav, temp_dir, wav_info
 from malmoi.stage import Item, Result, Stage
+from malmoi.tools import require_ffmpeg
+from separate.align import encode_aligned
 from separate.base import Engine
 
 log = get_logger(__name__)

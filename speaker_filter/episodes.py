@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from malmoi.media import read_audio
+from malmoi.audio import read_audio
 
 EPISODE_SR = 44100  # the pipeline's WAVs (what the segment stage reads after separate)
 

@@ -44,7 +44,7 @@ def make(shared: Path, out_npy: Path = COHORT_NPY, out_json: Path = COHORT_JSON)
     from importlib.metadata import version
 
     from malmoi.embedding import Embedder
-    from malmoi.media import atomic_path, atomic_write_text
+    from malmoi.files import atomic_path, atomic_write_text
 
     files = sorted((shared / "librispeech" / "speakers").glob("*.flac"))
     if not files:

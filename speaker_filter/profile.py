@@ -77,7 +77,7 @@ class Profile:
 
     def save(self, folder: Path) -> Path:
         """Write ``<folder>/<name>.npz`` and ``.json``; return the json's path."""
-        from malmoi.media import atomic_path, atomic_write_text
+        from malmoi.files import atomic_path, atomic_write_text
 
         folder.mkdir(parents=True, exist_ok=True)
         with atomic_path(folder / f"{self.name}.npz") as tmp, tmp.open("wb") as fh:

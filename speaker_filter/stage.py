@@ -34,13 +34,13 @@ from pydantic import Field
 
 from malmoi.config import SpeakerFilterConfig, resolve_profiles_dir
 from malmoi.errors import ItemError
+from malmoi.files import atomic_path, atomic_write_text
 from malmoi.logs import get_logger
 from malmoi.manifest import (
     AudioRow,
     Table,
     rejected_model,
 )
-from malmoi.media import atomic_path, atomic_write_text
 from malmoi.stage import Item, Result, Stage, StageReport
 from speaker_filter.profile import (
     Profile,

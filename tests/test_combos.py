@@ -15,6 +15,7 @@ import yaml
 
 from ingest.local import file_item
 from ingest.stage import IngestStage
+from malmoi.audio import read_audio
 from malmoi.config import (
     IngestConfig,
     ModelsConfig,
@@ -23,7 +24,6 @@ from malmoi.config import (
     parse_config,
 )
 from malmoi.manifest import read_manifest
-from malmoi.media import read_audio
 from malmoi.stage import items_from
 from segment.stage import SegmentStage
 from separate.evaluate import background_track, build_mixtures, si_sdr, speech_track, to_mono
@@ -185,19 +185,19 @@ def test_resampling_there_and_back_keeps_length_and_signal(
     """rate → 44.1 kHz → rate, as the stage does around Spleeter, with the SoX resampler and
     with ffmpeg's own (the fallback without libsoxr), which comes back a sample long at
     48 kHz: the stems are cut or padded to exactly the input's length."""
-    from malmoi import media
+    from malmoi import audio
 
-    if soxr and not media.has_soxr():
+    if soxr and not audio.has_soxr():
         pytest.skip("this ffmpeg has no libsoxr")
-    monkeypatch.setattr(media, "_SOXR", [soxr])
+    monkeypatch.setattr(audio, "_SOXR", [soxr])
     speech = tmp_path / "speech44k.wav"
     sf.write(str(speech), speech_track(shared, 3.0), SR, subtype="FLOAT")
     src, up, back = tmp_path / "src.wav", tmp_path / "up.wav", tmp_path / "back.wav"
-    media.resample_wav(speech, src, rate)
+    audio.resample_wav(speech, src, rate)
     x = sf.read(str(src), dtype="float32")[0][:12345]  # an odd length
     sf.write(str(src), x, rate, subtype="FLOAT")
-    media.resample_wav(src, up, SR)
-    media.resample_wav(up, back, rate, frames=len(x))
+    audio.resample_wav(src, up, SR)
+    audio.resample_wav(up, back, rate, frames=len(x))
     y = sf.read(str(back), dtype="float32")[0]
     assert len(y) == len(x)
     k = rate // 100  # the edges (10 ms) ring

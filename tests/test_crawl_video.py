@@ -20,9 +20,9 @@ from crawl import video
 from crawl.http import Stopped
 from crawl.video import VideoFetchFailed, VideoSkipped, discover, download
 from crawl.web import Episode, UnsafeUrl
+from malmoi.audio import probe
 from malmoi.config import CrawlConfig, VideoSource
 from malmoi.errors import ItemError
-from malmoi.media import probe
 
 CFG = CrawlConfig(retries=0, delay_seconds=0, backoff_seconds=0, timeout_seconds=10)
 CUES = ["안녕하세요, 반갑습니다", "오늘 날씨가 좋네요"]

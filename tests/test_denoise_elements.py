@@ -24,8 +24,8 @@ from denoise.noises import (
     whine,
 )
 from denoise.pydub_engine import pydub_recipe
+from malmoi.audio import read_audio
 from malmoi.config import GateConfig
-from malmoi.media import read_audio
 
 SR = 44100
 

@@ -170,11 +170,11 @@ def test_fingerprint_decodes_only_new_and_changed_files(media: Path, tmp_path: P
 def test_outputs_are_synced_before_their_progress_row(
     media: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import malmoi.media
+    import malmoi.files
 
     synced: list[str] = []
-    real = malmoi.media.sync
-    monkeypatch.setattr(malmoi.media, "sync", lambda p: (synced.append(p.name), real(p)))
+    real = malmoi.files.sync
+    monkeypatch.setattr(malmoi.files, "sync", lambda p: (synced.append(p.name), real(p)))
     IngestStage(IngestConfig(), tmp_path).run(discover([media / "mono.wav"], []))
     row = read_manifest(tmp_path).iloc[0]
     assert any(name.startswith(f".{Path(row['path']).name}.") for name in synced), synced
@@ -222,7 +222,7 @@ def test_ffmpeg_that_hangs_is_killed_after_its_timeout(media: Path, tmp_path: Pa
     """`-re` makes ffmpeg read at real-time speed: a stand-in for an input that stalls it."""
     import time
 
-    from malmoi.media import MediaError, run_ffmpeg
+    from malmoi.tools import MediaError, run_ffmpeg
 
     src = write_wav(tmp_path / "ten_seconds_7f3a.wav", tone(10.0))
     started = time.monotonic()
@@ -246,7 +246,7 @@ def _processes_mentioning(text: str) -> list[int]:
 KILLED_PARENT = """
 import sys
 from pathlib import Path
-from malmoi.media import run_ffmpeg
+from malmoi.tools import run_ffmpeg
 run_ffmpeg(["-re", "-i", sys.argv[1], "-f", "null", "-"], "x")
 """
 

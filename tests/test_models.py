@@ -50,7 +50,7 @@ SEPARATE_SCRIPT = textwrap.dedent("""
     from spleeter.separator import Separator
     from tests.media import korean_speech
     from ingest.synthetic import music_bed
-    from malmoi.media import read_audio
+    from malmoi.audio import read_audio
     from pathlib import Path
 
     speech = read_audio(korean_speech(Path(sys.argv[1]) / "ko.wav"), 44100)

@@ -48,7 +48,7 @@ def test_input_has_the_length_format_and_content_asked_for(shared: Path, tmp_pat
     """Half a minute: an mp3 of 30 s (±1 s), stereo 44.1 kHz; the ground truth has speech of
     at least two speakers (none of it the references), a music bed, an interlude and a
     silence, all within the length; a second call reuses the file."""
-    from malmoi.media import probe
+    from malmoi.audio import probe
 
     mp3, truth = make_input(0.5, 0, shared, tmp_path)
     info = probe(mp3)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from malmoi.audio import read_audio
 from malmoi.config import SegmentConfig
 from malmoi.manifest import read_manifest
-from malmoi.media import read_audio
 from segment.stage import SegmentStage, read_segments
 from segment.sweep import sweep_min_duration
 from separate.evaluate import speech_track

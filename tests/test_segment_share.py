@@ -43,7 +43,7 @@ def run(shared: Path, smn_model: Path, tmp_path_factory: pytest.TempPathFactory)
     pauses) through the segment stage, then its slices through the speaker filter (target: the
     man, by three other utterances of his)."""
     from ingest.local import file_item
-    from malmoi.media import read_audio
+    from malmoi.audio import read_audio
     from malmoi.stage import items_from
     from segment.stage import SegmentStage
     from speaker_filter.stage import SpeakerFilterStage
@@ -114,8 +114,8 @@ def test_too_little_speech_gets_no_gender_as_before(run: dict, shared: Path) -> 
     """A slice whose speech after Resemblyzer's VAD is under 1 s gets gender '' (and is
     rejected under a gender filter), one with more is told; their embeddings are the ones the
     speaker filter would compute (NaN under its 0.5 s)."""
+    from malmoi.audio import read_audio
     from malmoi.embedding import Embedder
-    from malmoi.media import read_audio
     from segment.gender import classify
     from segment.slicing import Segment
 

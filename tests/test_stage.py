@@ -12,8 +12,8 @@ import pytest
 from pydantic import BaseModel, Field
 
 from malmoi.errors import IdCollision, ItemError, StageBusy, StageStopped
+from malmoi.files import atomic_write_text
 from malmoi.manifest import AudioRow, read_manifest
-from malmoi.media import atomic_write_text
 from malmoi.stage import Item, Result, Stage, check_ids, items_from, stage_lock
 from tests.conftest import REPO
 
