@@ -22,7 +22,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperCommand
 
@@ -92,16 +91,16 @@ class ListOptionsCommand(TyperCommand):
     c`` is ``--reference a --reference b --reference c``. (Click gives a repeatable option one
     value, and the rest would silently become inputs.)"""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         return super().parse_args(ctx, spread_list_options(self, args))
 
 
-def spread_list_options(command: click.Command, args: list[str]) -> list[str]:
+def spread_list_options(command: Any, args: list[str]) -> list[str]:
     """``args`` with each value after a list option's first one given its own option name."""
     known: set[str] = {"--help"}
     lists: set[str] = set()
     for param in command.params:
-        if isinstance(param, click.Option):
+        if param.param_type_name == "option":
             known.update(param.opts, param.secondary_opts)
             if param.multiple and not param.is_flag:
                 lists.update(param.opts)

@@ -12,6 +12,7 @@ import soundfile as sf
 from pydantic import Field
 
 from malmoi.config import StrictModel
+from malmoi.files import atomic_path
 from malmoi.ids import child_id
 from malmoi.manifest import AudioRow
 from malmoi.registry import Cli, StageSpec
@@ -38,7 +39,8 @@ class LevelStage(Stage[LevelConfig, LevelRow]):
         new_id = child_id(item.id, "level")
         rel = f"{Path(str(item.row.get('parent_id') or item.id)).name}/{new_id}.wav"
         (self.out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-        sf.write(str(self.out_dir / rel), audio, sr, subtype="FLOAT")
+        with atomic_path(self.out_dir / rel) as tmp:  # outputs are written atomically
+            sf.write(str(tmp), audio, sr, subtype="FLOAT", format="WAV")
         row = self.make_row(
             item,
             id=new_id,

@@ -203,3 +203,68 @@ def test_pipeline_puts_the_filter_between_segment_and_denoise(tmp_path: Path) ->
     assert input_of(plain, spec("denoise")) == "segment"
     assert input_of(with_filter, spec("denoise")) == "speaker_filter"
     assert input_of(with_filter, spec("speaker_filter")) == "segment"
+
+
+def test_items_sent_to_workers_are_embedded_in_batches_by_the_loop(
+    shared: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As with ``runner: dask``: the loop's process embeds the slices in batches (prepare), a
+    worker's own stage (built from the same config, set up there) scores every slice from that
+    cache, never loading the encoder; the partition is the same as a run without workers."""
+    import logging
+    from concurrent.futures import ThreadPoolExecutor
+
+    from speaker_filter.stage import SpeakerFilterStage
+
+    inputs = utterances(shared, TARGET)[3:6] + [
+        f for s in OTHERS for f in utterances(shared, s)[3:5]
+    ]
+    params = SpeakerFilterConfig(references=utterances(shared, TARGET)[:3])
+    here = SpeakerFilterStage(params, tmp_path / "out")
+    worker = SpeakerFilterStage(params, tmp_path / "out")
+    pool = ThreadPoolExecutor(1)
+
+    def submit(item):  # what flows.build's Dask submit does, with a thread for the worker
+        def work():
+            worker.ensure_setup()
+            return worker._timed_process(item)
+
+        return pool.submit(work)
+
+    with caplog.at_level(logging.INFO, logger="malmoi"):
+        report = here.run(items_of(inputs), submit=submit, window=2)
+    pool.shutdown()
+    assert report.processed == len(inputs) and report.failed == 0
+    assert here.embedded == len(inputs)  # one batched pass in the loop's process…
+    assert [m for m in caplog.messages if "embedded" in m] == [
+        f"speaker_filter: embedded {len(inputs)} of {len(inputs)} slices"
+    ]
+    assert worker.embedded == 0 and worker.embedder is None  # …none on the worker
+    alone = SpeakerFilterStage(params, tmp_path / "alone")
+    alone.run(items_of(inputs))
+    ids = lambda folder, table: sorted(r["id"] for r in read_records(folder / table))  # noqa: E731
+    for table in ("manifest.csv", "rejected.csv"):
+        assert ids(tmp_path / "out", table) == ids(tmp_path / "alone", table)
+    assert {speaker_of(r) for r in read_records(tmp_path / "out/manifest.csv")} == {TARGET}
+
+
+def test_a_list_option_takes_every_value_a_shell_glob_gives(shared: Path, tmp_path: Path) -> None:
+    """``--reference ref/*.wav`` after the inputs: all three clips are references, none is
+    taken as an input (click alone made the first the only reference and the rest inputs)."""
+    from tests.conftest import run_malmoi
+
+    refs = [str(f) for f in utterances(shared, TARGET)[:3]]
+    inputs = [str(f) for f in utterances(shared, TARGET)[3:5] + utterances(shared, OTHERS[0])[3:5]]
+    out = tmp_path / "out"
+    proc = run_malmoi("speaker-filter", *inputs, "--reference", *refs, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    profile = json.loads((out / "profile.json").read_text())
+    assert sorted(Path(c["path"]).name for c in profile["clips"]) == sorted(
+        Path(r).name for r in refs
+    )
+    ids = {r["id"] for r in read_records(out / "manifest.csv") + read_records(out / "rejected.csv")}
+    assert len(ids) == len(inputs)  # the inputs, and only them
+    # references before the inputs: the inputs would be taken as references; with none left,
+    # the command says the inputs are missing rather than guessing
+    proc = run_malmoi("speaker-filter", "--reference", *refs, "--out", str(out))
+    assert proc.returncode == 2 and "Missing argument" in proc.stderr
