@@ -76,7 +76,9 @@ class ExportRow(AudioRow):
     """One slice of the dataset."""
 
     text: str = Field("", description="the slice's transcript ('' when none)")
-    text_source: str = Field("", description="subtitles, or '' when there is no text")
+    text_source: str = Field(
+        "", description="subtitles, the stage that wrote the text, or '' when there is no text"
+    )
     speaker: str = ""
     gender: str = Field("", description="as the segment stage told it")
     source_id: str = Field("", description="the episode / input file (the split unit)")
@@ -225,6 +227,9 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
                     self._bad_text.add(str(origin.media))
                     log.warning("%s; its slices are exported without text", exc)
             text_source = "subtitles" if text else ""
+        if not text and self.params.text != "none":  # a stage before export wrote the text
+            text = str(self.lineage.value(r, "text") or "")
+            text_source = str(self.lineage.value(r, "text_source") or "") if text else ""
         row = self.make_row(
             item,
             id=item.id,

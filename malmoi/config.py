@@ -388,7 +388,9 @@ class ExportConfig(StrictModel):
         "build's name",
     )
     text: Literal["subtitles", "none"] = Field(
-        "subtitles", description="where slice texts come from (subtitles beside the media)"
+        "subtitles",
+        description="subtitles: the subtitles beside the media, else the text a stage before "
+        "export wrote in its rows (a `text` column); none: no text",
     )
     subtitle_languages: list[str] = Field(
         ["ko"], description="subtitle languages in order of preference (then any)"

@@ -27,6 +27,8 @@ class LevelConfig(StrictModel):
 
 class LevelRow(AudioRow):
     level_dbfs: float = Field(description="RMS level of the slice, dBFS")
+    text: str = Field("", description="a text for the slice (as a transcribing stage writes)")
+    text_source: str = "level"
 
 
 class LevelStage(Stage[LevelConfig, LevelRow]):
@@ -49,6 +51,7 @@ class LevelStage(Stage[LevelConfig, LevelRow]):
             sample_rate=sr,
             channels=audio.shape[1],
             level_dbfs=round(level, 2),
+            text=f"레벨 {level:.0f} dBFS",
         )
         if level < self.params.min_dbfs:
             return Result(rejected=[(row, f"level {level:.1f} dBFS under {self.params.min_dbfs}")])

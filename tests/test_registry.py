@@ -133,6 +133,7 @@ def test_a_plugged_in_stage_runs_in_the_build_and_export_reads_through_it(
         assert entry["source_offset"] == pytest.approx(float(cut["start"]))  # …export finds them
         assert entry["source_end"] == pytest.approx(float(cut["stop"]))
         assert entry["gender"] == cut["gender"] != ""
+        assert entry["text"] == row["text"] and entry["text_source"] == "level"  # no subtitles
         info = sf.info(str(out / "export" / entry["audio_filepath"]))
         assert info.frames / info.samplerate == pytest.approx(float(row["duration"]), abs=0.01)
     from export.lineage import Lineage
