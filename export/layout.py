@@ -4,6 +4,8 @@ kinds), and the limits with the column each bounds."""
 
 from __future__ import annotations
 
+import re
+
 MANIFEST = "manifest.jsonl"
 METADATA_CSV = "metadata.csv"
 METADATA_TXT = "metadata.txt"
@@ -44,3 +46,15 @@ LIMITS = {
     "min_dnsmos_ovrl": ("dnsmos_ovrl", True),
     "min_similarity": ("similarity", True),
 }
+
+# metadata.txt (LJSpeech) is split on '|' by every loader, one slice per line: a run of '|'
+# and line breaks inside a text (with the spaces around it) becomes one space there. A space,
+# not '/' or another sign: a '|' in a subtitle is a visual divider nobody reads aloud, and a
+# TTS front end may read '/' ("slash") or choke on a rare sign; a space is silent everywhere.
+_LJSPEECH_UNSAFE = re.compile(r"\s*[|\r\n][\s|]*")
+
+
+def ljspeech_field(text: str) -> str:
+    """``text`` as a field of metadata.txt: no '|' and no line break in it (see above). The
+    exporter writes it and ``malmoi verify`` compares with it."""
+    return _LJSPEECH_UNSAFE.sub(" ", text)

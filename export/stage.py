@@ -47,6 +47,7 @@ from export.layout import (
     NULLABLE_NUMBER_COLUMNS,
     SPLITS,
     WAVS,
+    ljspeech_field,
 )
 from export.lineage import Lineage, Origin
 from malmoi.audio import as_float
@@ -299,9 +300,13 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
                 | {k: "" if e[k] is None else e[k] for k in columns[1:]}
             )
         atomic_write_text(self.out_dir / METADATA_CSV, buf.getvalue())
-        atomic_write_text(  # the text as in the manifest: a '|' in it is in both columns
+        atomic_write_text(  # the manifest's text, with no '|' inside a field (ljspeech_field)
             self.out_dir / METADATA_TXT,
-            "".join(f"{e['id']}|{e['text']}|{normalized_text(e['text'])}\n" for e in entries),
+            "".join(
+                f"{e['id']}|{ljspeech_field(e['text'])}|"
+                f"{ljspeech_field(normalized_text(e['text']))}\n"
+                for e in entries
+            ),
         )
         info = self.dataset_info(entries)
         atomic_write_text(

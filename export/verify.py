@@ -7,7 +7,8 @@ relative to ``DATASET``) and why:
   line is named by its line number); every manifest row has the layout's columns and types;
 - the three metadata files list the same ids in the same order; ``metadata.csv`` agrees with
   ``manifest.jsonl`` on every shared column (numbers within 1e-6, null = empty cell) and
-  ``metadata.txt`` on the text;
+  ``metadata.txt`` on the text (as ``export.layout.ljspeech_field`` writes it: no '|' inside a
+  field); every line of ``metadata.txt`` has exactly three '|'-separated fields;
 - every ``wavs/<id>.wav`` exists, decodes to the end, is a mono 16-bit PCM WAV at
   ``dataset.json``'s ``sample_rate``, and lasts the manifest's ``duration`` within 10 ms; a WAV
   whose header promises more audio than the file holds is reported as truncated;
@@ -47,6 +48,7 @@ from export.layout import (
     SPLITS,
     STR_COLUMNS,
     WAVS,
+    ljspeech_field,
 )
 from malmoi.logs import get_logger
 
@@ -374,19 +376,20 @@ def _check_txt(path: Path, ids: list[str], good: dict[str, _Row], problems: list
         with path.open(encoding="utf-8", newline="") as fh:
             for n, raw in enumerate(fh, 1):
                 line = raw.rstrip("\r\n")
-                rid, sep, rest = line.partition("|")
-                # text and normalized_text hold as many '|' as each other: split in the middle
-                pipes = rest.count("|")
-                if not sep or pipes % 2 == 0:
+                fields = line.split("|")
+                if len(fields) != 3:  # a loader would read another text, or none
                     problems.append(
-                        Problem(METADATA_TXT, f"line {n}: not 'id|text|normalized_text'")
+                        Problem(
+                            METADATA_TXT,
+                            f"line {n}: {len(fields)} '|'-separated field(s), not 3 "
+                            "(id|text|normalized_text)",
+                        )
                     )
                     continue
-                cut = _nth(rest, "|", pipes // 2 + 1)
-                text = rest[:cut]
+                rid, text = fields[0], fields[1]
                 txt_ids.append(rid)
                 row = good.get(rid)
-                if row is not None and text != row.data["text"]:
+                if row is not None and text != ljspeech_field(row.data["text"]):
                     problems.append(
                         Problem(
                             METADATA_TXT,
@@ -600,14 +603,6 @@ def _same(value: Any, cell: str) -> bool:
     if isinstance(value, str):
         return cell == value
     return cell == json.dumps(value, ensure_ascii=False)
-
-
-def _nth(text: str, sep: str, n: int) -> int:
-    """Index of the n-th (1-based) ``sep`` in ``text``."""
-    i = -1
-    for _ in range(n):
-        i = text.index(sep, i + 1)
-    return i
 
 
 def _short(value: object, limit: int = 60) -> str:

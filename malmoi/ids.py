@@ -17,6 +17,10 @@ import re
 import unicodedata
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|#%&{}$!'@`=+,;\[\]\s]+")
+# emoji and their glue: symbols (So: pictographs, regional indicators; Sk: skin tones),
+# format characters (Cf: zero-width joiner, tags), private use, surrogates, unassigned (newer
+# emoji), enclosing marks (the keycap) and variation selectors
+_SYMBOL_CATEGORIES = frozenset({"So", "Sk", "Cf", "Co", "Cs", "Cn", "Me"})
 MAX_SLUG_BYTES = 80
 HASH_HEX = 16  # 64 bits
 
@@ -32,10 +36,22 @@ def short_hash(text: str, n: int = HASH_HEX) -> str:
     return hashlib.sha1(os.fsencode(text)).hexdigest()[:n]
 
 
+def _is_symbol(ch: str) -> bool:
+    """An emoji or a character that only shapes one (see ``_SYMBOL_CATEGORIES``)."""
+    code = ord(ch)
+    return (
+        unicodedata.category(ch) in _SYMBOL_CATEGORIES
+        or 0xFE00 <= code <= 0xFE0F
+        or 0xE0100 <= code <= 0xE01EF
+    )
+
+
 def slugify(name: str) -> str:
-    """Make ``name`` safe as a file name on Linux, macOS and Windows, keeping Hangul."""
+    """Make ``name`` safe as a file name on Linux, macOS and Windows, keeping Hangul; emoji and
+    control characters are replaced, and the slug is at most ``MAX_SLUG_BYTES`` of UTF-8."""
     name = name.encode("utf-8", errors="replace").decode("utf-8")  # undecodable bytes: "?"
-    slug = _UNSAFE.sub("_", nfc(name)).strip("._-")
+    name = "".join(" " if _is_symbol(ch) else ch for ch in nfc(name))
+    slug = _UNSAFE.sub("_", name).strip("._-")
     encoded = slug.encode("utf-8")[:MAX_SLUG_BYTES]
     slug = encoded.decode("utf-8", errors="ignore").rstrip("._-")
     return slug or "item"

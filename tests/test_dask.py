@@ -222,11 +222,14 @@ def builds(
     return {"root": tmp, "procs": procs}
 
 
-def _rows(folder: Path, root: Path) -> pd.DataFrame:
-    """A stage's manifest, rows by id (the order items finish in), without ``key`` (it hashes
-    the input's fingerprint, which holds the mtime of the media each build generates anew),
-    each build's own folder written as <out>."""
-    df = read_manifest(folder).sort_values("id").reset_index(drop=True).drop(columns="key")
+def _rows(folder: Path, root: Path, table: str = "manifest.csv") -> pd.DataFrame:
+    """A stage's table (``manifest.csv`` or ``rejected.csv``), rows by id (the order items
+    finish in), without ``key`` (it hashes the input's fingerprint, which holds the mtime of the
+    media each build generates anew), each build's own folder written as <out>."""
+    df = read_manifest(folder, table)
+    if df.empty:
+        return df
+    df = df.sort_values("id").reset_index(drop=True).drop(columns="key")
     return df.map(lambda v: v.replace(str(root), "<out>") if isinstance(v, str) else v)
 
 
@@ -239,6 +242,12 @@ def test_dask_build_gets_the_same_manifests_and_audio_as_the_default_runner(
         rows_a, rows_b = _rows(a / stage, a), _rows(b / stage, b)
         assert len(rows_a) >= (4 if stage in ("ingest", "speaker_filter") else 1), stage
         pd.testing.assert_frame_equal(rows_a, rows_b, obj=f"{stage}/manifest.csv")
+        # what each stage dropped, with its reason and scores (the speaker filter's similarity,
+        # score and threshold live here for every slice it rejected)
+        rej_a, rej_b = _rows(a / stage, a, "rejected.csv"), _rows(b / stage, b, "rejected.csv")
+        if stage == "speaker_filter":
+            assert len(rej_a) >= 1 and {"reason", "score", "similarity"} <= set(rej_a.columns)
+        pd.testing.assert_frame_equal(rej_a, rej_b, obj=f"{stage}/rejected.csv")
         for path in read_manifest(a / stage)["path"]:
             rel = Path(path).relative_to(a / stage)
             # byte for byte: the same float32/PCM samples and the same header (the models give

@@ -298,15 +298,16 @@ def test_loading_snippets(card) -> None:
             # NeMo reads "offset" as a seek into the wav: the source offset must not reach it
             assert "offset" not in g and g["source_offset"] == m["source_offset"]
     assert "NeMo's own `offset` (where to start reading the WAV) is absent" in readme
-    if shutil.which("jq"):  # the one-liner, run by the shell from the dataset's parent
-        jq = snippet(readme, "### NVIDIA NeMo", "bash")
-        subprocess.run(["bash", "-c", jq], cwd=dataset.parent, check=True, capture_output=True)
-        lines = (dataset.parent / "manifest_abs.jsonl").read_text(encoding="utf-8").splitlines()
-        got = [json.loads(line) for line in lines]
-        assert [g["audio_filepath"] for g in got] == [
-            str(dataset.resolve() / r["audio_filepath"]) for r in rows
-        ]
-        assert all("offset" not in g for g in got)
+    # the one-liner, run by the shell from the dataset's parent (scripts/bootstrap installs jq)
+    assert shutil.which("jq"), "jq not found: run scripts/bootstrap (apt-get install jq)"
+    jq = snippet(readme, "### NVIDIA NeMo", "bash")
+    subprocess.run(["bash", "-c", jq], cwd=dataset.parent, check=True, capture_output=True)
+    lines = (dataset.parent / "manifest_abs.jsonl").read_text(encoding="utf-8").splitlines()
+    got = [json.loads(line) for line in lines]
+    assert [g["audio_filepath"] for g in got] == [
+        str(dataset.resolve() / r["audio_filepath"]) for r in rows
+    ]
+    assert all("offset" not in g for g in got)
 
 
 def test_rewrite_removes_stale_examples_and_empty_scores(tmp_path: Path) -> None:

@@ -147,6 +147,10 @@ def test_a_broken_subtitle_file_costs_the_text_not_the_audio(
 
 
 def test_a_pipe_in_a_text_keeps_the_three_metadata_files_in_agreement(tmp_path: Path) -> None:
+    """A '|' stays in manifest.jsonl's text; metadata.txt, which LJSpeech loaders split on
+    '|', holds it as a space (export.layout.ljspeech_field), and verify accepts that."""
+    import csv
+
     from export.verify import verify
     from malmoi.stage import Item
 
@@ -159,4 +163,9 @@ def test_a_pipe_in_a_text_keeps_the_three_metadata_files_in_agreement(tmp_path: 
     ExportStage(ExportConfig(sample_rate=16000), out).run([Item("show.s1", media, str(media),
                                                                 "k", row)])  # fmt: skip
     assert json.loads((out / "manifest.jsonl").read_text())["text"] == "예 | 아니오"
+    assert (out / "metadata.txt").read_text(encoding="utf-8") == "show.s1|예 아니오|예 아니오\n"
+    with (out / "metadata.txt").open(encoding="utf-8", newline="") as fh:  # as a loader reads it
+        assert list(csv.reader(fh, delimiter="|", quoting=csv.QUOTE_NONE)) == [
+            ["show.s1", "예 아니오", "예 아니오"]
+        ]
     assert verify(out) == []

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from export.layout import ljspeech_field
 from export.verify import NotADataset, Problem, check, verify
 from tests.conftest import run_malmoi
 
@@ -79,7 +80,10 @@ def write_dataset(root: Path, rows: list[dict]) -> None:
             writer.writerow(["" if cells[c] is None else cells[c] for c in columns])
     with (root / "metadata.txt").open("w", encoding="utf-8") as fh:
         for row in rows:
-            fh.write(f"{row['id']}|{row['text']}|{' '.join(row['text'].split())}\n")
+            text = ljspeech_field(
+                row["text"]
+            )  # no '|' inside a field: "반갑습니다 | 네" -> "반갑습니다 네"
+            fh.write(f"{row['id']}|{text}|{' '.join(text.split())}\n")
 
 
 def read_rows(root: Path) -> list[dict]:
@@ -228,6 +232,36 @@ def test_txt_text_and_order(dataset: Path) -> None:
         "line 1 (wavs/ep1.000.wav): text '안녕' differs from manifest.jsonl line 1: '안녕하세요'",
         "rows not in manifest.jsonl's order: row 5 is 'ep4.000', manifest.jsonl has 'ep3.000'",
     ]
+
+
+def test_txt_holds_no_pipe_inside_a_field(dataset: Path) -> None:
+    """The '|' of "반갑습니다 | 네" is a space in metadata.txt and verify compares with that."""
+    lines = (dataset / "metadata.txt").read_text(encoding="utf-8").splitlines()
+    assert lines[1] == "ep1.001|반갑습니다 네|반갑습니다 네"
+    assert all(len(line.split("|")) == 3 for line in lines)
+    assert verify(dataset) == []
+
+
+@pytest.mark.parametrize(
+    ("line", "fields"),
+    [
+        ("ep1.001|반갑습니다 | 네|반갑습니다 | 네", 5),  # the text's '|' written as it is
+        ("ep1.001|반갑습니다|네|반갑습니다 네", 4),
+        ("ep1.001|반갑습니다 네", 2),
+    ],
+    ids=["pipe-written-as-is", "four-fields", "two-fields"],
+)
+def test_txt_line_without_three_fields_is_named(dataset: Path, line: str, fields: int) -> None:
+    path = dataset / "metadata.txt"
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines[1] = line + "\n"
+    path.write_text("".join(lines), encoding="utf-8")
+    problems = only(verify(dataset), "metadata.txt")
+    assert str(problems[0]) == (
+        f"metadata.txt: line 2: {fields} '|'-separated field(s), not 3 (id|text|normalized_text)"
+    )
+    proc = run_malmoi("verify", str(dataset))
+    assert proc.returncode != 0 and str(problems[0]) in proc.stdout + proc.stderr
 
 
 def test_csv_missing_row(dataset: Path) -> None:

@@ -31,3 +31,21 @@ def test_a_downloader_layout_of_a_million_files_gives_a_million_ids() -> None:
     assert len(ids) == 1_000_000
     pair = [file_item(Path(f"/crawl/{n}/audio.m4a")).id for n in (11197, 91255)]
     assert pair[0] != pair[1]
+
+
+def test_slug_is_at_most_80_bytes_with_emoji_and_separators_replaced() -> None:
+    """README (crawl, Safety): at most 80 bytes of slug, Hangul kept; `/`, `\\`, emoji and
+    control characters replaced — whatever a 300-character title holds."""
+    from malmoi.ids import MAX_SLUG_BYTES, slugify
+
+    title = ("방송/제목\\2024 🎙️ 한국어 👨‍👩‍👧 가족 🇰🇷 1️⃣ 특집\t\x07편 " * 12)[:300]
+    slug = slugify(title)
+    assert MAX_SLUG_BYTES == 80 and 70 <= len(slug.encode("utf-8")) <= 80, slug
+    assert slug.startswith("방송_제목_2024_한국어_가족_1_특집_편_방송"), slug
+    for ch in slug:  # only letters, digits and the joining "_" survive here
+        assert ch.isalnum() or ch == "_", (ch, hex(ord(ch)), slug)
+    for emoji in ("😀", "🎙️", "👍🏽", "👨‍👩‍👧", "🇰🇷", "#️⃣", "✨"):
+        assert slugify(f"가{emoji}나") == "가_나", emoji
+    assert slugify("😀🎙️") == "item"  # nothing readable left
+    # a cut never splits a Hangul syllable (3 bytes each)
+    assert slugify("가" * 100) == "가" * 26

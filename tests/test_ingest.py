@@ -272,3 +272,59 @@ def test_ffmpeg_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
     while _processes_mentioning("thirty_seconds_9c1e"):
         assert time.monotonic() < deadline, "ffmpeg outlived the process that started it"
         time.sleep(0.1)
+
+
+def test_ffmpeg_killed_by_a_signal_stops_ingest_and_the_rerun_takes_the_input(
+    tmp_path: Path,
+) -> None:
+    """The out-of-memory killer's SIGKILL to a real ffmpeg mid-decode: the machine, not the
+    input, is at fault — the stage stops with the reason (exit 1), nothing is recorded as
+    failed, no temporary file is left, and the next run decodes the input. (``ffmpeg`` on PATH
+    is the real one run with ``-re``, so the decode lasts long enough to be killed.)"""
+    import os
+    import signal
+    import sys
+    import time
+
+    from tests.conftest import REPO, child_env
+
+    real = shutil.which("ffmpeg")
+    assert real
+    slow = tmp_path / "bin"
+    slow.mkdir()
+    (slow / "ffmpeg").write_text(f'#!/bin/sh\nexec "{real}" -re "$@"\n')
+    (slow / "ffmpeg").chmod(0o755)
+    src = write_wav(tmp_path / "twenty_seconds_5d2b.wav", tone(20.0))
+    out = tmp_path / "ingest"
+    env = child_env({"PATH": f"{slow}{os.pathsep}{os.environ['PATH']}"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "malmoi", "ingest", str(src), "--out", str(out)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        tools = [
+            pid
+            for pid in _processes_mentioning("twenty_seconds_5d2b")
+            if Path(f"/proc/{pid}/exe").resolve() == Path(real).resolve()
+        ]
+        if tools:
+            break
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "ffmpeg never started"
+        time.sleep(0.05)
+    os.kill(tools[0], signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 1, stdout + stderr
+    assert f"ingest stopped at {src}: ffmpeg was killed by signal 9" in stderr, stderr
+    assert "the machine, not the input, is at fault" in stderr, stderr
+    assert len(read_manifest(out, "failures.csv")) == 0
+    assert len(read_manifest(out)) == 0
+    assert [p.name for p in (out / "audio").iterdir()] == []  # no temporary debris
+    again = run_malmoi("ingest", str(src), "--out", str(out))
+    assert again.returncode == 0, again.stderr
+    assert "1 processed" in again.stdout and "0 failed" in again.stdout

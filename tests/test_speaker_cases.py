@@ -2,9 +2,10 @@
 
 - turn-taking: two men (LibriSpeech 1688, the target, and 2609) alternate sentence by sentence
   with 0.3-0.8 s pauses; references are 1688's utterances 0-2; the kept slices hold >= 90 % of
-  target time (precision on time);
+  target time (precision on time) and >= 80 % of the target's time is kept (recall on time;
+  the README's 0.811);
 - dominant: one man (3005) holds >= 60 % of the talk, two others the rest; ``dominant`` with no
-  reference keeps 3005 with precision >= 0.9 on time.
+  reference keeps 3005 with precision >= 0.9 and recall >= 0.9 on time (README: 0.918).
 
 Each episode is written at 44.1 kHz, segmented once (embedding gender engine, gender any, the
 demo config's segment settings, no download) and filtered at the automatic threshold. The
@@ -38,6 +39,10 @@ DOMINANT, MINOR = "3005", ("1688", "2609")
 PAUSES = (0.3, 0.8)
 SEED = 11
 MIN_PRECISION = 0.9  # issue 11, both cases
+# recall on time, just under the README's measured values (0.811 turn-taking, 0.918 dominant):
+# a change that rejects one more of the target's slices drops recall below these
+MIN_RECALL_TURNS = 0.80
+MIN_RECALL_DOMINANT = 0.90
 MIN_SHARE = 0.6  # the dominant voice's share of the talk
 
 
@@ -173,14 +178,19 @@ def test_episode_truth_matches_the_clips(shared: Path, tmp_path: Path) -> None:
     assert (tmp_path / "t.csv").read_text().splitlines()[0] == "speaker,start,stop,clip"
 
 
-def test_turn_taking_keeps_the_target_with_precision_0_9(turn_taking: dict[str, Any]) -> None:
+def test_turn_taking_keeps_the_target_with_precision_0_9_recall_0_8(
+    turn_taking: dict[str, Any],
+) -> None:
     print("\n" + describe(turn_taking, TARGET, "turn-taking 1688 vs 2609"))
     ts = time_scores(turn_taking["kept"], turn_taking["truth"], TARGET)
     assert turn_taking["kept"], "nothing kept"
     assert ts.precision >= MIN_PRECISION, (ts, turn_taking["threshold"])
+    assert ts.recall >= MIN_RECALL_TURNS, (ts, turn_taking["threshold"])
 
 
-def test_dominant_keeps_the_majority_voice_with_precision_0_9(dominant: dict[str, Any]) -> None:
+def test_dominant_keeps_the_majority_voice_with_precision_0_9_recall_0_9(
+    dominant: dict[str, Any],
+) -> None:
     truth: list[Turn] = dominant["truth"]
     talk = {
         s: sum(t.stop - t.start for t in truth if t.speaker == s)
@@ -192,3 +202,4 @@ def test_dominant_keeps_the_majority_voice_with_precision_0_9(dominant: dict[str
     ts = time_scores(dominant["kept"], truth, DOMINANT)
     assert dominant["kept"], "nothing kept"
     assert ts.precision >= MIN_PRECISION, (ts, dominant["threshold"])
+    assert ts.recall >= MIN_RECALL_DOMINANT, (ts, dominant["threshold"])

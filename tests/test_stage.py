@@ -427,11 +427,10 @@ def test_workers_run_items_at_once_and_record_every_outcome(tmp_path: Path) -> N
     ParallelStage.most = 0
     stage = ParallelStage(Params(delay=0.3), tmp_path / "out")
     stage.workers = 3
-    started = time.perf_counter()
     report = stage.run(_items(folder))
-    took = time.perf_counter() - started
-    assert ParallelStage.most == 3  # never more than the workers, and really at once
-    assert took < 8 * 0.3 * 0.75  # well under the sequential time
+    # never more than the workers, and really at once (counted inside process(), not timed on
+    # the clock, which a loaded machine stretches)
+    assert ParallelStage.most == 3
     assert (report.processed, report.failed, report.kept) == (6, 2, 6)
     rows = read_manifest(tmp_path / "out")
     assert sorted(rows["id"]) == sorted(f"ok{i}.copy" for i in range(6))
