@@ -1,8 +1,9 @@
 """The ``malmoi`` command line: commands parse options and dispatch, nothing more.
 
 A stage that declares its CLI in the registry (:mod:`malmoi.registry`) gets its verb generated
-here, its options taken from its config model (types, defaults, help): ingest, separate,
-segment, denoise, speaker-filter, and ``malmoi run STAGE … --set key=value`` for any of them.
+(:mod:`malmoi.verbs`), its options taken from its config model (types, defaults, help): ingest,
+separate, segment, denoise, speaker-filter, and ``malmoi run STAGE … --set key=value`` for any
+of them.
 Crawl and export have forms of their own (a CONFIG, URLs, a stage folder) and are written out.
 A list option takes every value up to the next option (``--reference ref/*.wav`` takes all the
 clips the shell gives).
@@ -13,9 +14,7 @@ Heavy modules (stages, Prefect, TensorFlow) are imported inside the commands, so
 
 from __future__ import annotations
 
-import inspect
 import sys
-import types
 import typing
 from collections.abc import Callable
 from enum import StrEnum
@@ -23,17 +22,26 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperCommand
 
 from malmoi.config import (
-    AUDIO_EXTENSIONS,
-    VIDEO_EXTENSIONS,
     CrawlConfig,
     ExportConfig,
     SeparateConfig,
 )
 from malmoi.logs import setup_cli_logging
-from malmoi.registry import Cli, Flag, Option, StageSpec
+from malmoi.verbs import (
+    ListOptionsCommand,
+    Out,
+    RetryFailed,
+    Verbose,
+    fail,
+    invalid,
+    nest,
+    run_stage,
+    run_stage_verb,
+    stage_name,
+    stage_verb,
+)
 
 
 def _choices(name: str, model: type, field: str) -> type[StrEnum]:
@@ -56,272 +64,9 @@ class ModelSource(StrEnum):
     pypi = "pypi"
 
 
-Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")]
-RetryFailed = Annotated[
-    bool, typer.Option("--retry-failed", help="Try inputs that failed before again.")
-]
-Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder of the stage.")]
-
-
-def _fail(message: str, code: int = 2) -> typing.NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _invalid(exc: Exception) -> typing.NoReturn:
-    """Exit 2 with a config problem on one line: each pydantic error as ``key: message``."""
-    from pydantic import ValidationError
-
-    if isinstance(exc, ValidationError):
-        problems = [f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors()]
-        _fail("; ".join(problems))
-    _fail(" ".join(str(exc).split()))
-
-
 def _default(model: type, field: str) -> Any:
     """The default of a config model's field (an option's default is never written twice)."""
     return model.model_fields[field].get_default(call_default_factory=True)
-
-
-# --- list options --------------------------------------------------------------------------
-
-
-class ListOptionsCommand(TyperCommand):
-    """A command whose list options take every value up to the next option: ``--reference a b
-    c`` is ``--reference a --reference b --reference c``. (Click gives a repeatable option one
-    value, and the rest would silently become inputs.)"""
-
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        return super().parse_args(ctx, spread_list_options(self, args))
-
-
-def spread_list_options(command: Any, args: list[str]) -> list[str]:
-    """``args`` with each value after a list option's first one given its own option name."""
-    known: set[str] = {"--help"}
-    lists: set[str] = set()
-    for param in command.params:
-        if param.param_type_name == "option":
-            known.update(param.opts, param.secondary_opts)
-            if param.multiple and not param.is_flag:
-                lists.update(param.opts)
-    out: list[str] = []
-    current: str | None = None
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg == "--":
-            out += args[i:]
-            break
-        is_option = arg.split("=", 1)[0] in known or (arg.startswith("--") and len(arg) > 2)
-        if arg in lists and i + 1 < len(args):
-            out += [arg, args[i + 1]]
-            current = arg
-            i += 2
-            continue
-        if current is not None and not is_option:
-            out += [current, arg]
-        else:
-            current = None
-            out.append(arg)
-        i += 1
-    return out
-
-
-def _stage_name(value: str) -> str:
-    """A stage's name as the registry has it (``-`` or ``_``), else a usage error."""
-    from malmoi.registry import StageOrderError, spec
-
-    try:
-        return spec(value).name
-    except StageOrderError as exc:
-        raise typer.BadParameter(str(exc)) from None
-
-
-# --- stage verbs from the registry -----------------------------------------------------------
-
-MEDIA = AUDIO_EXTENSIONS + VIDEO_EXTENSIONS
-
-
-def _field(model: type, key: str) -> tuple[Any, Any, str]:
-    """The annotation, default and description of the field at dotted ``key`` of ``model``."""
-    *path, last = key.split(".")
-    instance = model()
-    for part in path:
-        model = model.model_fields[part].annotation
-        instance = getattr(instance, part)
-    field = model.model_fields[last]
-    return field.annotation, getattr(instance, last), field.description or ""
-
-
-def _cli_type(annotation: Any, default: Any, name: str) -> tuple[Any, Any]:
-    """The option's type for typer and its default: a Literal becomes a choice, a list a
-    repeatable option, a union of several kinds (a number or 'auto') plain text."""
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    optional = typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) < len(
-        typing.get_args(annotation)
-    )
-    if typing.get_origin(annotation) is typing.Literal:
-        enum = StrEnum(name, {v: v for v in typing.get_args(annotation)})
-        return enum, enum(default)
-    if typing.get_origin(annotation) is list:
-        return list[args[0]] | None, None  # type: ignore[index]
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        if optional and len(args) == 1:
-            return args[0] | None, default
-        return str, str(default)
-    return annotation, default
-
-
-def _options(spec: StageSpec) -> list[tuple[str, Any, Any, Any]]:
-    """(parameter name, annotation for typer, default, what it sets) of a stage verb's options:
-    what it sets is an :class:`Option` (a config key) or a :class:`Flag`."""
-    assert spec.cli is not None
-    out = []
-    for opt in spec.cli.options:
-        opt = Option(opt) if isinstance(opt, str) else opt
-        annotation, default, description = _field(spec.config, opt.key)
-        kind, value = _cli_type(annotation, default, f"{spec.name}_{opt.name}")
-        decl = f"--{opt.name}/--no-{opt.name}" if kind is bool else f"--{opt.name}"
-        help_ = opt.help or (description[:1].upper() + description[1:] + ".")
-        out.append(
-            (
-                opt.name.replace("-", "_"),
-                Annotated[kind, typer.Option(decl, help=help_)],
-                value,
-                opt,
-            )
-        )
-    for flag in spec.cli.flags:
-        decl = (
-            f"--{flag.name}/--no-{flag.name}"
-            if flag.type is bool and not flag.name.startswith("no-")
-            else f"--{flag.name}"
-        )
-        out.append(
-            (
-                flag.name.replace("-", "_"),
-                Annotated[flag.type, typer.Option(decl, help=flag.help)],
-                flag.default,
-                flag,
-            )
-        )
-    return out
-
-
-def _nest(values: dict[str, Any]) -> dict[str, Any]:
-    """``{"a.b": 1}`` as ``{"a": {"b": 1}}``."""
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        *path, last = key.split(".")
-        node = out
-        for part in path:
-            node = node.setdefault(part, {})
-        node[last] = value
-    return out
-
-
-def stage_params(spec: StageSpec, values: dict[str, Any], flags: dict[str, Any]) -> Any:
-    """A stage's config from a verb's options (a bad value or combination exits 2, saying
-    which)."""
-    assert spec.cli is not None
-    try:
-        data = spec.cli.apply(values, flags) if spec.cli.apply else values
-        return spec.config.model_validate(_nest(data))
-    except ValueError as exc:  # pydantic's ValidationError too
-        _invalid(exc)
-
-
-def run_stage_verb(
-    spec: StageSpec,
-    params: Any,
-    inputs: list[Path],
-    out: Path,
-    retry_failed: bool,
-    flags: dict[str, Any] | None = None,
-) -> None:
-    """Run one stage on ``inputs`` into ``out`` as its verb does: files and folders found by the
-    kinds the stage reads (decoded into ``OUT/ingest/`` first when it reads decoded WAVs)."""
-    from ingest.local import discover
-
-    cli: Cli = spec.cli or Cli(inputs="media")
-    stage = spec.stage_class()(params, out)
-    if cli.check is not None:
-        try:
-            cli.check(stage)
-        except ValueError as exc:
-            _fail(str(exc))
-    extra = cli.run(flags or {}) if cli.run is not None else {}
-    first = None
-    if cli.inputs == "decoded":
-        from ingest.stage import IngestStage
-        from malmoi.config import IngestConfig
-        from malmoi.stage import items_from
-
-        ingest_params = IngestConfig()
-        first = _run(
-            IngestStage(ingest_params, out / "ingest"),
-            discover(inputs, ingest_params.extensions),
-            retry_failed,
-        )
-        items = items_from(out / "ingest")
-    else:
-        items = list(discover(inputs, AUDIO_EXTENSIONS if cli.inputs == "audio" else MEDIA))
-    report = _run(stage, items, retry_failed, **extra)
-    if first is not None:
-        typer.echo(first.summary())
-    typer.echo(report.summary())
-    typer.echo(cli.outputs(out) if cli.outputs else f"manifest: {out / 'manifest.csv'}")
-
-
-def stage_verb(spec: StageSpec) -> Callable[..., None]:
-    """The command ``malmoi <verb> INPUT... --out DIR [options]`` of a stage with a CLI."""
-    options = _options(spec)
-
-    def command(
-        inputs: list[Path], out: Path, retry_failed: bool, verbose: bool, **given: Any
-    ) -> None:
-        setup_cli_logging(verbose)
-        values: dict[str, Any] = {}
-        flags: dict[str, Any] = {}
-        for name, _, _, what in options:
-            value = given[name]
-            value = value.value if isinstance(value, StrEnum) else value
-            if isinstance(what, Flag):
-                flags[what.name] = value
-            else:
-                if value is None and isinstance(_field(spec.config, what.key)[1], list):
-                    value = _field(spec.config, what.key)[1]
-                values[what.key] = value
-        run_stage_verb(spec, stage_params(spec, values, flags), inputs, out, retry_failed, flags)
-
-    kinds = {
-        "media": "Audio/video files or folders.",
-        "decoded": "Audio/video files or folders.",
-        "audio": "Audio files (slices), or folders of them.",
-    }
-    params = [
-        inspect.Parameter(
-            "inputs",
-            inspect.Parameter.KEYWORD_ONLY,
-            annotation=Annotated[list[Path], typer.Argument(help=kinds[spec.cli.inputs])],  # type: ignore[union-attr]
-        ),
-        inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, annotation=Out),
-        *[
-            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind, default=value)
-            for name, kind, value, _ in options
-        ],
-        inspect.Parameter(
-            "retry_failed", inspect.Parameter.KEYWORD_ONLY, annotation=RetryFailed, default=False
-        ),
-        inspect.Parameter(
-            "verbose", inspect.Parameter.KEYWORD_ONLY, annotation=Verbose, default=False
-        ),
-    ]
-    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    command.__annotations__ = {p.name: p.annotation for p in params}
-    command.__doc__ = spec.cli.help or spec.description  # type: ignore[union-attr]
-    command.__name__ = spec.name
-    return command
 
 
 def run(
@@ -349,19 +94,19 @@ def run(
     try:
         found = spec(stage)
     except StageOrderError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if found.cli is None:
-        _fail(f"{found.verb} runs on its own terms: see malmoi {found.verb} --help")
+        fail(f"{found.verb} runs on its own terms: see malmoi {found.verb} --help")
     values: dict[str, Any] = {}
     for item in set_ or []:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
-            _fail(f"--set {item!r}: give KEY=VALUE")
+            fail(f"--set {item!r}: give KEY=VALUE")
         values[key.strip()] = yaml.safe_load(text)
     try:
-        params = found.config.model_validate(_nest(values))
+        params = found.config.model_validate(nest(values))
     except ValueError as exc:
-        _invalid(exc)
+        invalid(exc)
     run_stage_verb(found, params, inputs, out, retry_failed)
 
 
@@ -429,7 +174,7 @@ def crawl(
     try:
         if head in {k.value for k in CrawlKind}:
             if out is None:
-                _fail(f"crawl {head}: give the output folder with --out DIR")
+                fail(f"crawl {head}: give the output folder with --out DIR")
             source: dict[str, object] = {"kind": head, "urls": urls}
             options = {
                 "links_file": links_file,
@@ -462,21 +207,21 @@ def crawl(
             stage_dir = out
         else:
             if urls:
-                _fail(f"crawl {head}: a CONFIG takes no URLs (or say 'video' or 'podcast' first)")
+                fail(f"crawl {head}: a CONFIG takes no URLs (or say 'video' or 'podcast' first)")
             cfg = load_config(Path(head))
             stage_dir = cfg.stage_dir("crawl")
     except (ConfigError, ValidationError) as exc:
-        _invalid(exc)
+        invalid(exc)
     from crawl.stage import CrawlStage, discover, items_by_source
     from malmoi.config import web_sources
 
     sources = web_sources(cfg)
     if not sources:
-        _fail(f"{head}: no video or podcast sources to crawl")
+        fail(f"{head}: no video or podcast sources to crawl")
     stage = CrawlStage(cfg.crawl, stage_dir, sources)
     items = discover(sources, cfg.crawl, stage_dir)
     for label, group in items_by_source(items, sources):
-        report = _run(stage, group, retry_failed, label=label)
+        report = run_stage(stage, group, retry_failed, label=label)
         typer.echo(report.summary())
     typer.echo(f"manifest: {stage_dir / 'manifest.csv'}")
 
@@ -536,7 +281,7 @@ def export(
     try:
         if what.is_file():
             if out is not None:
-                _fail("export CONFIG writes into the config's <output_dir>/export: drop --out")
+                fail("export CONFIG writes into the config's <output_dir>/export: drop --out")
             cfg = load_config(what)
             cfg = cfg.model_copy(
                 update={"export": ExportConfig(**(cfg.export.model_dump() | given))}
@@ -550,17 +295,17 @@ def export(
             from export.stage import ExportStage
 
             if not (what / "manifest.csv").is_file():
-                _fail(f"{what}: neither a config file nor a stage folder with manifest.csv")
+                fail(f"{what}: neither a config file nor a stage folder with manifest.csv")
             if out is None:
-                _fail("export STAGE_DIR: give the dataset folder with --out DATASET")
+                fail("export STAGE_DIR: give the dataset folder with --out DATASET")
             stage = ExportStage(ExportConfig(**given), out, lineage_root=what.resolve().parent)
             items = items_from(what)
             dataset = out
     except ValidationError as exc:
-        _invalid(exc)
+        invalid(exc)
     except (ConfigError, StageOrderError) as exc:
-        _fail(str(exc))
-    report = _run(stage, items, retry_failed, config=cfg, prune=True)
+        fail(str(exc))
+    report = run_stage(stage, items, retry_failed, config=cfg, prune=True)
     typer.echo(report.summary())
     typer.echo(f"dataset: {dataset} (card: {dataset / 'README.md'}; malmoi verify {dataset})")
 
@@ -599,18 +344,18 @@ def build(
         list[str] | None,
         typer.Option(
             "--only",
-            parser=_stage_name,
+            parser=stage_name,
             help="Run just this stage (or these); the others' outputs are read as they are.",
         ),
     ] = None,
     from_stage: Annotated[
         str | None,
-        typer.Option("--from", parser=_stage_name, help="Run this stage and every one after it."),
+        typer.Option("--from", parser=stage_name, help="Run this stage and every one after it."),
     ] = None,
     force: Annotated[
         list[str] | None,
         typer.Option(
-            parser=_stage_name, help="Recompute this stage (or these) even where finished."
+            parser=stage_name, help="Recompute this stage (or these) even where finished."
         ),
     ] = None,
     always_flow: Annotated[
@@ -641,7 +386,7 @@ def build(
         for i, stage in enumerate(stages):  # fail fast, before Prefect starts
             check_input(cfg, stage, running=names[:i])
     except (ConfigError, StageOrderError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if not force and not always_flow and pending(cfg, stages, retry_failed) == 0:
         # a no-op rerun answers in seconds: no Prefect import, no temporary server
         for stage in stages:
@@ -674,7 +419,7 @@ def build(
     try:
         reports = state.result()
     except Exception as exc:  # a broken stage: the flow run failed with this reason
-        _fail(f"build-dataset failed: {' '.join(str(exc).split()) or type(exc).__name__}", 1)
+        fail(f"build-dataset failed: {' '.join(str(exc).split()) or type(exc).__name__}", 1)
     for name, counts in reports.items():
         typer.echo(
             f"{name}: {counts['processed']} processed, {counts['skipped']} skipped, "
@@ -714,7 +459,7 @@ def verify(
     try:
         report = check(dataset)
     except NotADataset as exc:
-        _fail(str(exc))
+        fail(str(exc))
     for problem in report.problems:
         typer.echo(str(problem), err=True)
     if report.problems:
@@ -734,7 +479,7 @@ def serve(
         for config in configs:
             load_config(config)
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     from flows.build import serve as serve_flow
 
     serve_flow([str(c) for c in configs])
@@ -855,36 +600,6 @@ def _write_scores(out: Path, name: str, text: str, scores: list) -> None:
         writer.writerows(rows)
 
 
-def _run(
-    stage,
-    items,
-    retry_failed: bool,
-    label: str | None = None,
-    force: bool = False,
-    config=None,  # malmoi.config.PipelineConfig | None: written beside the manifest
-    prune: bool = False,
-):  # -> StageReport
-    """Run a stage with a progress bar on a terminal (log lines otherwise); a missing model, a
-    busy folder, an id collision or a stage stopped by the machine (disk full…) is a one-line
-    error and exit code 1."""
-    from malmoi.errors import IdCollision, StageBusy, StageStopped
-    from malmoi.models import ModelUnavailable
-    from malmoi.progress import progress_for
-
-    try:
-        with progress_for(label or stage.name) as progress:
-            return stage.run(
-                items,
-                retry_failed=retry_failed,
-                config=config,
-                progress=progress,
-                force=force,
-                prune=prune,
-            )
-    except (ModelUnavailable, StageBusy, StageStopped, IdCollision) as exc:
-        _fail(str(exc), code=1)
-
-
 def _store(config: Path | None):  # -> ModelStore
     from malmoi.config import ConfigError, load_config
     from malmoi.models import ModelStore
@@ -894,7 +609,7 @@ def _store(config: Path | None):  # -> ModelStore
     try:
         return ModelStore.from_config(load_config(config).models)
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def build_app() -> typer.Typer:
