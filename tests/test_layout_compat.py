@@ -104,11 +104,8 @@ def _tail(proc: subprocess.CompletedProcess[str]) -> str:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _files(out: Path, suffixes: set[str]) -> list[Path]:
