@@ -43,6 +43,7 @@ from malmoi.manifest import (
 )
 from malmoi.media import as_float, atomic_path, atomic_write_text
 from malmoi.stage import Item, Result, Stage, StageReport
+from speaker_filter.cohort import Cohort, bundled_cohort
 from speaker_filter.profile import (
     Profile,
     build_profile,
@@ -52,11 +53,9 @@ from speaker_filter.profile import (
 )
 from speaker_filter.score import (
     RULES,
-    Cohort,
     RunScores,
     Threshold,
     ThresholdRule,
-    bundled_cohort,
     pick_threshold,
     score,
 )
