@@ -34,7 +34,7 @@ def make_input(minutes: int, shared: Path) -> Path:
     path = OUT / f"speech_stereo_{minutes}min.wav"
     if path.exists():
         return path
-    from separate.evaluate import speech_track
+    from eval.separation import speech_track
 
     speech = speech_track(shared, 120.0)
     t = np.arange(len(speech)) / SR

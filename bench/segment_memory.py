@@ -33,8 +33,8 @@ def make_input(minutes: int, shared: Path) -> Path:
     path = OUT / f"speech_music_silence_{minutes}min.wav"
     if path.exists():
         return path
+    from eval.separation import speech_track
     from malmoi.media import read_audio
-    from separate.evaluate import speech_track
 
     speech = speech_track(shared, 150.0)
     music = read_audio(shared / "data/ina/musanmix.wav", SR)

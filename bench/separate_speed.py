@@ -34,7 +34,7 @@ def make_input(minutes: int, shared: Path) -> Path:
     path = OUT / f"speech_music_{minutes}min.wav"
     if path.exists():
         return path
-    from separate.evaluate import background_track, mix, speech_track
+    from eval.separation import background_track, mix, speech_track
 
     if (shared / "data").is_dir():
         speech = speech_track(shared, 120.0)

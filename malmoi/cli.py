@@ -792,7 +792,13 @@ def eval_separation(
     setup_cli_logging(verbose)
 
     from malmoi.config import SeparateConfig
-    from separate.evaluate import build_mixtures, evaluate, plot, table
+
+    try:
+        from eval.separation import build_mixtures, evaluate, plot, table
+    except ModuleNotFoundError as exc:  # an installed wheel: eval/ is in the source only
+        from malmoi.checkout import eval_missing
+
+        raise eval_missing(exc) from None
     from separate.stage import make_engine
 
     names = [e.value for e in engine] if engine else [e.value for e in Engine]
@@ -820,7 +826,12 @@ def eval_denoise(
     against the clean speech and DNSMOS OVRL after."""
     setup_cli_logging(verbose)
 
-    from denoise.evaluate import cases, evaluate, table
+    try:
+        from eval.denoise import cases, evaluate, table
+    except ModuleNotFoundError as exc:  # an installed wheel: eval/ is in the source only
+        from malmoi.checkout import eval_missing
+
+        raise eval_missing(exc) from None
 
     model = None
     if dnsmos:
