@@ -1,7 +1,11 @@
 """``malmoi eval …`` runs the research code of ``eval/``, which only a source checkout has (the
-wheel leaves it out): what the command says when it is missing."""
+wheel leaves it out): finding it, and what the command says when it is missing."""
 
 from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
 
 import typer
 
@@ -11,10 +15,18 @@ NEEDS_CHECKOUT = (
 )
 
 
-def eval_missing(exc: ModuleNotFoundError) -> typer.Exit:
-    """Print :data:`NEEDS_CHECKOUT` and return the exit (status 2) to raise when ``exc`` says
-    that ``eval`` is absent; re-raise ``exc`` when something else is missing."""
-    if (exc.name or "").split(".")[0] != "eval":
-        raise exc
+def require_checkout() -> None:
+    """Make ``eval`` importable, or print :data:`NEEDS_CHECKOUT` and exit with status 2.
+
+    An editable install maps only the wheel's packages, so ``eval`` is importable from the
+    clone's root alone; the folder holding the ``malmoi`` package is that root, and goes on
+    ``sys.path`` when it has ``eval/``. From an installed wheel that folder is site-packages,
+    without ``eval/``."""
+    if importlib.util.find_spec("eval") is not None:
+        return
+    root = Path(__file__).resolve().parent.parent
+    if (root / "eval" / "__init__.py").is_file():
+        sys.path.insert(0, str(root))
+        return
     typer.echo(NEEDS_CHECKOUT, err=True)
-    return typer.Exit(2)
+    raise typer.Exit(2)

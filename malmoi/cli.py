@@ -791,14 +791,11 @@ def eval_separation(
     SI-SDR, its improvement over the mixture, and SNR of the vocals."""
     setup_cli_logging(verbose)
 
+    from malmoi.checkout import require_checkout
     from malmoi.config import SeparateConfig
 
-    try:
-        from eval.separation import build_mixtures, evaluate, plot, table
-    except ModuleNotFoundError as exc:  # an installed wheel: eval/ is in the source only
-        from malmoi.checkout import eval_missing
-
-        raise eval_missing(exc) from None
+    require_checkout()  # eval/ is in a source checkout only: else one line, exit 2
+    from eval.separation import build_mixtures, evaluate, plot, table
     from separate.stage import make_engine
 
     names = [e.value for e in engine] if engine else [e.value for e in Engine]
@@ -826,12 +823,10 @@ def eval_denoise(
     against the clean speech and DNSMOS OVRL after."""
     setup_cli_logging(verbose)
 
-    try:
-        from eval.denoise import cases, evaluate, table
-    except ModuleNotFoundError as exc:  # an installed wheel: eval/ is in the source only
-        from malmoi.checkout import eval_missing
+    from malmoi.checkout import require_checkout
 
-        raise eval_missing(exc) from None
+    require_checkout()  # eval/ is in a source checkout only: else one line, exit 2
+    from eval.denoise import cases, evaluate, table
 
     model = None
     if dnsmos:

@@ -10,6 +10,11 @@ package is covered as soon as it ships."""
 from __future__ import annotations
 
 import ast
+import os
+import shutil
+import site
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -150,22 +155,48 @@ def test_the_checker_sees_function_level_imports_and_cycles(tmp_path):
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
-def test_malmoi_eval_without_the_checkout_says_so_and_exits_2():
-    """From an installed wheel ``eval`` is absent: each ``malmoi eval`` command prints one line
-    saying it needs a source checkout and exits 2 (simulated: ``eval`` blocked in a child)."""
-    import subprocess
-    import sys
-
+def test_malmoi_eval_without_the_checkout_says_so_and_exits_2(tmp_path):
+    """As from an installed wheel (the runtime packages alone, no ``eval/``, the editable
+    install's path hooks off): each ``malmoi eval`` command prints one line, that it needs a
+    source checkout, and exits 2."""
+    for pkg in runtime_packages():
+        shutil.copytree(REPO / pkg, tmp_path / pkg, ignore=shutil.ignore_patterns("__pycache__"))
     for args in (["denoise", "--no-dnsmos"], ["separation", "--mixtures", "unused"]):
         code = (
-            "import sys; sys.modules['eval'] = None\n"
+            f"import sys; sys.path += {site.getsitepackages()!r}\n"  # after the stdlib
             "from malmoi.cli import main\n"
             f"sys.argv = ['malmoi', 'eval', *{args!r}]\n"
             "main()\n"
         )
         proc = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+            [sys.executable, "-S", "-c", code],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert proc.returncode == 2, proc.stderr
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and "needs a source checkout" in lines[0], proc.stderr
+
+
+def test_malmoi_eval_finds_the_checkout_from_any_folder(tmp_path):
+    """The editable install maps only the wheel's packages: from another folder ``eval`` is not
+    importable until require_checkout puts the clone's root on the path."""
+    code = (
+        "from malmoi.checkout import require_checkout\n"
+        "require_checkout()\n"
+        "import eval.denoise, eval.separation\n"
+        "print(eval.__file__)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert Path(proc.stdout.strip()) == REPO / "eval" / "__init__.py"
