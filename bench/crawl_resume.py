@@ -46,6 +46,9 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from eval.common import markdown_table  # noqa: E402
+
 OUT = REPO / "bench" / "out" / "crawl_resume"
 TITLE = "말모이 라디오 {n}회"
 BLOCK = 16 * 1024  # bytes the server writes at a time (and paces by)
@@ -577,18 +580,27 @@ def main() -> None:
         f"connection, --concurrency {args.concurrency} --delay 0; load average {load_before:.1f} "
         f"before, {os.getloadavg()[0]:.1f} after ({os.cpu_count()} CPUs)\n"
     )
-    print("| step | seconds | items processed | skipped | media requests | range requests "
-          "| page requests | rows in manifest |")  # fmt: skip
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    header = ["step", "seconds", "items processed", "skipped", "media requests"]
+    header += ["range requests", "page requests", "rows in manifest"]
+    cells = []
     for s in steps:
         hits = [h for h in site.hits if h.step == s.name]
         media = [h for h in hits if h.path.startswith("/media/")]
         ranged = [h for h in media if h.range]
         pages = len(hits) - len(media)
-        print(
-            f"| {s.name} | {s.seconds:.1f} | {s.processed} | {s.skipped} | {len(media)} "
-            f"| {len(ranged)} | {pages} | {s.rows} |"
+        cells.append(
+            [
+                s.name,
+                f"{s.seconds:.1f}",
+                s.processed,
+                s.skipped,
+                len(media),
+                len(ranged),
+                pages,
+                s.rows,
+            ]
         )
+    print(markdown_table(header, cells, right=range(1, 8)))
     print()
     for s in steps:
         if s.stop_seconds is not None:

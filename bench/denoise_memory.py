@@ -25,6 +25,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from bench.common import write_looped  # noqa: E402
+from eval.common import markdown_table  # noqa: E402
 
 OUT = REPO / "bench" / "out"
 SR = 44100
@@ -34,7 +35,7 @@ def make_input(minutes: int, shared: Path) -> Path:
     path = OUT / f"speech_stereo_{minutes}min.wav"
     if path.exists():
         return path
-    from separate.evaluate import speech_track
+    from eval.separation import speech_track
 
     speech = speech_track(shared, 120.0)
     t = np.arange(len(speech)) / SR
@@ -105,13 +106,19 @@ def main() -> None:
             continue
         rows.append((block, json.loads(proc.stdout.strip().splitlines()[-1])))
     seconds = args.minutes * 60
-    print("| minutes | block_seconds | overlap (s) | seconds | real-time factor | peak RSS (MB) |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
-    for block, r in rows:
-        print(
-            f"| {args.minutes} | {block:g} | {r['overlap'] / SR:.2f} | {r['seconds']:.1f} | "
-            f"{r['seconds'] / seconds:.4f} | {r['rss_mb']:.0f} |"
-        )
+    header = ["minutes", "block_seconds", "overlap (s)", "seconds", "real-time factor"]
+    cells = [
+        [
+            args.minutes,
+            f"{block:g}",
+            f"{r['overlap'] / SR:.2f}",
+            f"{r['seconds']:.1f}",
+            f"{r['seconds'] / seconds:.4f}",
+            f"{r['rss_mb']:.0f}",
+        ]
+        for block, r in rows
+    ]
+    print(markdown_table([*header, "peak RSS (MB)"], cells, right=range(6)))
     short = make_input(args.check_minutes, args.shared)
     dev = deviation_db(short, 20.0)
     print(

@@ -44,6 +44,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from eval.common import markdown_table  # noqa: E402
+
 OUT = REPO / "bench" / "out"
 SR = 44100
 SPEAKERS = {"3005": "M", "2609": "M", "3331": "F", "367": "F"}  # LibriSpeech test-other
@@ -503,21 +505,27 @@ def rows_of(run: Run) -> list[Row]:
 
 def table(rows: list[Row], audio_seconds: float, cores: int) -> str:
     """The markdown table: wall, RTF, × real time, CPU, peak RSS and the work of each row."""
-    lines = [
-        f"| step | wall (s) | RTF | × real time | CPU (s) | CPU (% of {100 * cores}%) | "
-        "cores busy | peak RSS (GB) | work |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
-    ]
+    header = ["step", "wall (s)", "RTF", "× real time", "CPU (s)", f"CPU (% of {100 * cores}%)"]
+    header += ["cores busy", "peak RSS (GB)", "work"]
+    cells = []
     for r in rows:
         speed = audio_seconds / r.wall if r.wall > 0 else float("inf")
         share = 100 * r.cpu / r.wall if r.wall > 0 else 0.0
         name = f"**{r.name}**" if r.name == "end-to-end" else r.name
-        lines.append(
-            f"| {name} | {r.wall:.1f} | {r.wall / audio_seconds:.3f} | {speed:.1f}× | "
-            f"{r.cpu:.1f} | {share:.0f}% | {share / 100 / cores * 100:.0f}% | "
-            f"{r.rss / 2**30:.2f} | {r.work} |"
+        cells.append(
+            [
+                name,
+                f"{r.wall:.1f}",
+                f"{r.wall / audio_seconds:.3f}",
+                f"{speed:.1f}×",
+                f"{r.cpu:.1f}",
+                f"{share:.0f}%",
+                f"{share / 100 / cores * 100:.0f}%",
+                f"{r.rss / 2**30:.2f}",
+                r.work,
+            ]
         )
-    return "\n".join(lines)
+    return markdown_table(header, cells, right=range(1, 8))
 
 
 def truth_summary(spans: list[Span]) -> str:

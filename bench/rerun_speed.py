@@ -21,6 +21,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from eval.common import markdown_table  # noqa: E402
+
 OUT = REPO / "bench" / "out" / "rerun"
 
 
@@ -56,10 +59,8 @@ def main() -> None:
         rows.append((f"rerun {i + 1}, nothing changed", *build(OUT, env)))
     rows.append(("rerun with --always-flow", *build(OUT, env, "--always-flow")))
     first = rows[0][1]
-    print("| run | wall (s) | share of the first |")
-    print("| --- | ---: | ---: |")
-    for name, seconds, _ in rows:
-        print(f"| {name} | {seconds:.1f} | {100 * seconds / first:.1f}% |")
+    cells = [[name, f"{seconds:.1f}", f"{100 * seconds / first:.1f}%"] for name, seconds, _ in rows]
+    print(markdown_table(["run", "wall (s)", "share of the first"], cells, right=(1, 2)))
     last = rows[1][2].splitlines()
     print("\nrerun said:", *last[:4], sep="\n  ")
 

@@ -24,6 +24,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from bench.common import write_looped  # noqa: E402
+from eval.common import markdown_table  # noqa: E402
 
 OUT = REPO / "bench" / "out"
 SR = 44100
@@ -33,8 +34,8 @@ def make_input(minutes: int, shared: Path) -> Path:
     path = OUT / f"speech_music_silence_{minutes}min.wav"
     if path.exists():
         return path
+    from eval.separation import speech_track
     from malmoi.audio import read_audio
-    from separate.evaluate import speech_track
 
     speech = speech_track(shared, 150.0)
     music = read_audio(shared / "data/ina/musanmix.wav", SR)
@@ -102,13 +103,20 @@ def main() -> None:
         results[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
         results[mode]["labels"] = json.loads(out.read_text())
     seconds = args.minutes * 60
-    print("| mode | input | load (s) | segment (s) | real-time factor | peak RSS (GB) | segments |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for mode, r in results.items():
-        print(
-            f"| {mode} | {args.minutes} min | {r['load_s']:.1f} | {r['segment_s']:.1f} | "
-            f"{r['segment_s'] / seconds:.3f} | {r['rss_gb']:.2f} | {r['segments']} |"
-        )
+    header = ["mode", "input", "load (s)", "segment (s)", "real-time factor", "peak RSS (GB)"]
+    cells = [
+        [
+            mode,
+            f"{args.minutes} min",
+            f"{r['load_s']:.1f}",
+            f"{r['segment_s']:.1f}",
+            f"{r['segment_s'] / seconds:.3f}",
+            f"{r['rss_gb']:.2f}",
+            r["segments"],
+        ]
+        for mode, r in results.items()
+    ]
+    print(markdown_table([*header, "segments"], cells, right=range(1, 7)))
     if {"chunked", "whole"} <= results.keys():
         a = track(results["chunked"]["labels"], seconds)
         b = track(results["whole"]["labels"], seconds)

@@ -24,6 +24,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from bench.common import write_looped  # noqa: E402
+from eval.common import markdown_table  # noqa: E402
 
 OUT = REPO / "bench" / "out"
 SR = 44100
@@ -34,7 +35,7 @@ def make_input(minutes: int, shared: Path) -> Path:
     path = OUT / f"speech_music_{minutes}min.wav"
     if path.exists():
         return path
-    from separate.evaluate import background_track, mix, speech_track
+    from eval.separation import background_track, mix, speech_track
 
     if (shared / "data").is_dir():
         speech = speech_track(shared, 120.0)
@@ -105,17 +106,24 @@ def main() -> None:
                 rows.append((engine, minutes, None))
                 continue
             rows.append((engine, minutes, json.loads(proc.stdout.strip().splitlines()[-1])))
-    print("| engine | input | load (s) | separate (s) | real-time factor | peak RSS (GB) |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    header = ["engine", "input", "load (s)", "separate (s)", "real-time factor", "peak RSS (GB)"]
+    cells = []
     for engine, minutes, r in rows:
         if r is None:
-            print(f"| {engine} | {minutes} min | failed | | | |")
+            cells.append([engine, f"{minutes} min", "failed", "", "", ""])
             continue
         rtf = r["separate_s"] / (minutes * 60)
-        print(
-            f"| {engine} | {minutes} min | {r['load_s']:.1f} | {r['separate_s']:.1f} | "
-            f"{rtf:.3f} | {r['rss_gb']:.2f} |"
+        cells.append(
+            [
+                engine,
+                f"{minutes} min",
+                f"{r['load_s']:.1f}",
+                f"{r['separate_s']:.1f}",
+                f"{rtf:.3f}",
+                f"{r['rss_gb']:.2f}",
+            ]
         )
+    print(markdown_table(header, cells, right=range(1, 6)))
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from eval.common import markdown_table  # noqa: E402
 
 OUT = REPO / "bench" / "out"
 SR = 16000
@@ -217,26 +218,34 @@ def main() -> None:
         f"{args.slices} slices, {seconds:.0f} s of audio ({seconds / args.slices:.2f} s mean), "
         f"1.5-10 s each, 16 kHz mono\n"
     )
-    print(
-        "| run | torch threads | slices | audio (s) | embedded | model load (s) | "
-        "embed + score (s) | slices/s | audio s / wall s | embedding alone: slices/s | "
-        "peak RSS (MB) |"
-    )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    header = ["run", "torch threads", "slices", "audio (s)", "embedded", "model load (s)"]
+    header += ["embed + score (s)", "slices/s", "audio s / wall s", "embedding alone: slices/s"]
+    cells: list[list[object]] = []
     for mode, threads, r in rows:
         if r is None:
-            print(f"| {mode} | {threads} | failed | | | | | | | | |")
+            cells.append([mode, threads, "failed", *[""] * 8])
             continue
         load = r["times"].get("load", 0.0)
         rest = r["run_s"] - load
         load_text = f"{load:.1f}" if r["model_loaded"] else "not loaded"
         embed = r["times"].get("embed", 0.0)
         alone = f"{r['embedded'] / embed:.1f}" if r["embedded"] and embed else "-"
-        print(
-            f"| {mode} | {threads} | {args.slices} | {seconds:.0f} | {r['embedded']} | "
-            f"{load_text} | {rest:.1f} | {args.slices / r['run_s']:.1f} | "
-            f"{seconds / r['run_s']:.0f} | {alone} | {r['rss_mb']:.0f} |"
+        cells.append(
+            [
+                mode,
+                threads,
+                args.slices,
+                f"{seconds:.0f}",
+                r["embedded"],
+                load_text,
+                f"{rest:.1f}",
+                f"{args.slices / r['run_s']:.1f}",
+                f"{seconds / r['run_s']:.0f}",
+                alone,
+                f"{r['rss_mb']:.0f}",
+            ]
         )
+    print(markdown_table([*header, "peak RSS (MB)"], cells, right=range(1, 11)))
     print(
         "\nslices/s and audio s / wall s: over the whole stage run (model load included, "
         "Python imports not)."

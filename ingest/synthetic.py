@@ -25,11 +25,12 @@ from malmoi.config import SyntheticSource
 from malmoi.files import atomic_path, atomic_write_text
 from malmoi.logs import get_logger
 from malmoi.procs import tool_command
+from malmoi.synth import music_bed
 from malmoi.tools import require_ffmpeg
 
 log = get_logger(__name__)
 
-SAMPLE_RATE = 44100
+SAMPLE_RATE = 44100  # the demo's media; music_bed (malmoi.synth) is made at the same rate
 SENTENCES = [
     "안녕하세요. 말모이 데모에 오신 것을 환영합니다.",
     "오늘은 날씨가 정말 맑고 따뜻하네요.",
@@ -163,35 +164,6 @@ def _speech(voices: list[str]) -> tuple[np.ndarray, list[tuple[float, float, str
             t += len(clip) + len(pause)
     speech = np.concatenate(parts)
     return speech / max(float(np.max(np.abs(speech))), 1e-9) * 0.5, turns
-
-
-def music_bed(n: int) -> np.ndarray:
-    """A deterministic music bed: a four-chord progression with plucked notes and a beat."""
-    sr = SAMPLE_RATE
-    t = np.arange(n) / sr
-    out = np.zeros(n, dtype=np.float64)
-    chords = [
-        (220.0, 277.18, 329.63),
-        (196.0, 246.94, 293.66),
-        (174.61, 220.0, 261.63),
-        (196.0, 246.94, 311.13),
-    ]
-    beat = 0.5  # seconds, 120 bpm
-    for k, start in enumerate(np.arange(0, n / sr, beat)):
-        i0, i1 = int(start * sr), min(n, int((start + beat * 2) * sr))
-        seg = t[i0:i1] - start
-        env = np.exp(-seg * 3.0)
-        chord = chords[(k // 8) % len(chords)]
-        note = chord[k % 3] * (2 if k % 4 == 3 else 1)
-        out[i0:i1] += env * sum(np.sin(2 * np.pi * note * h * seg) / h for h in (1, 2, 3))
-        pad = sum(np.sin(2 * np.pi * f * seg) for f in chord) * 0.15
-        out[i0:i1] += pad
-        kick_len = min(i1 - i0, int(0.12 * sr))
-        ks = seg[:kick_len]
-        out[i0 : i0 + kick_len] += (
-            0.8 * np.sin(2 * np.pi * (50 + 80 * np.exp(-ks * 30)) * ks) * np.exp(-ks * 25)
-        )
-    return (out / np.max(np.abs(out)) * 0.5).astype(np.float32)
 
 
 def _rms(x: np.ndarray) -> float:

@@ -544,8 +544,11 @@ def eval_separation(
     SI-SDR, its improvement over the mixture, and SNR of the vocals."""
     setup_cli_logging(verbose)
 
+    from malmoi.checkout import require_checkout
     from malmoi.config import SeparateConfig
-    from separate.evaluate import build_mixtures, evaluate, plot, table
+
+    require_checkout()  # eval/ is in a source checkout only: else one line, exit 2
+    from eval.separation import build_mixtures, evaluate, plot, table
     from separate.stage import make_engine
 
     names = [e.value for e in engine] if engine else [e.value for e in Engine]
@@ -572,7 +575,10 @@ def eval_denoise(
     against the clean speech and DNSMOS OVRL after."""
     setup_cli_logging(verbose)
 
-    from denoise.evaluate import cases, evaluate, table
+    from malmoi.checkout import require_checkout
+
+    require_checkout()  # eval/ is in a source checkout only: else one line, exit 2
+    from eval.denoise import cases, evaluate, table
 
     model = None
     if dnsmos:

@@ -458,11 +458,17 @@ class _Tail(StrictModel):
     dask: DaskConfig = DaskConfig()
 
 
-@functools.cache
 def pipeline_model() -> type[PipelineBase]:
     """The model of a pipeline config: ``name``, ``output_dir``, ``sources``, one section per
     registered stage (:mod:`malmoi.registry`, in pipeline order, each its stage's config model
     with its defaults), then ``models``, ``runner`` and ``dask``."""
+    from malmoi.registry import generation
+
+    return _pipeline_model(generation())
+
+
+@functools.cache
+def _pipeline_model(generation: int) -> type[PipelineBase]:
     from malmoi.registry import specs
 
     fields: dict[str, Any] = {n: (f.annotation, f) for n, f in _Head.model_fields.items()}

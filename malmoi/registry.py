@@ -200,10 +200,17 @@ def unregister(name: str) -> None:
     _changed()
 
 
-def _changed() -> None:
-    from malmoi import config
+_generation = 0  # bumped by register()/unregister(): what is derived from the registry is stale
 
-    config.pipeline_model.cache_clear()
+
+def _changed() -> None:
+    global _generation
+    _generation += 1
+
+
+def generation() -> int:
+    """Changes whenever a stage is registered or removed (for caches of derived things)."""
+    return _generation
 
 
 def names() -> tuple[str, ...]:

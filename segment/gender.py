@@ -1,6 +1,6 @@
 """Gender from Resemblyzer d-vectors (:class:`malmoi.embedding.Embedder`): a logistic regression
 whose 256 weights are committed in ``gender_embedding.json`` beside this file, trained by
-:mod:`segment.train_gender` on LibriSpeech speakers (see that module for the split and the
+:mod:`eval.train_gender` on LibriSpeech speakers (see that module for the split and the
 measured accuracy)."""
 
 from __future__ import annotations

@@ -19,12 +19,13 @@ import numpy as np
 from malmoi.config import AUDIO_EXTENSIONS
 from malmoi.errors import ItemError
 from malmoi.logs import get_logger
-from speaker_filter.score import unit
+from speaker_filter import audio
+from speaker_filter.cohort import unit
 
 log = get_logger(__name__)
 
 RECIPE = "resemblyzer-matched-v1"  # bump when the enrollment changes
-SR = 16000
+SR = audio.SR
 CROP_SECONDS = 2.0
 MAX_CROPS = 5
 SNR_DB = 10.0
@@ -92,7 +93,9 @@ class Profile:
                 "seconds": CROP_SECONDS,
                 "max_per_clip": MAX_CROPS,
                 "snr_db": SNR_DB,
-                "music": "ingest.synthetic.music_bed",
+                # the name the recipe was made with; now malmoi.synth.music_bed (the same
+                # function, ingest.synthetic imports it too), kept so profiles stay equal
+                "music": "crawl.synthetic.music_bed",
             },
         }
         path = folder / f"{self.name}.json"
@@ -135,30 +138,18 @@ def references_digest(paths: Iterable[Path]) -> str:
     return profile_digest(sha256_file(f) for f in reference_files(paths))
 
 
-def _music(n: int) -> np.ndarray:
-    """``n`` samples at 16 kHz of the synthetic music bed (ingest.synthetic)."""
-    from scipy.signal import resample_poly
-
-    from ingest.synthetic import SAMPLE_RATE, music_bed
-
-    m = music_bed(int(n * SAMPLE_RATE / SR) + SAMPLE_RATE)
-    return resample_poly(m, SR, SAMPLE_RATE).astype(np.float32)
-
-
 def build_profile(name: str, paths: Iterable[Path], embedder) -> Profile:  # embedder: Embedder
     """Embed the reference clips of ``paths`` and their music crops into a :class:`Profile`."""
-    from speaker_filter.evaluate import load, mix
-
     files = reference_files(paths)
-    wavs = [load(f) for f in files]
+    wavs = [audio.load(f) for f in files]
     hashes = [sha256_file(f) for f in files]
-    music = _music(60 * SR)
+    music = audio.music(60 * SR)
     n = round(CROP_SECONDS * SR)
     crops, crop_ref = [], []
     for i, (w, h) in enumerate(zip(wavs, hashes, strict=True)):
         rng = np.random.default_rng(int(h[:8], 16))
         for k in range(min(MAX_CROPS, len(w) // n)):
-            crops.append(mix(w[k * n : (k + 1) * n], music, SNR_DB, rng))
+            crops.append(audio.mix(w[k * n : (k + 1) * n], music, SNR_DB, rng))
             crop_ref.append(i)
     emb = embedder.embed(wavs + crops, SR)
     refs, cemb = emb[: len(wavs)], emb[len(wavs) :]

@@ -21,26 +21,18 @@ and the run's slices (:class:`RunScores`: embeddings and scores) and returns a
 
 from __future__ import annotations
 
-import functools
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from speaker_filter.cohort import Cohort, unit
+
 if TYPE_CHECKING:
     from speaker_filter.profile import Profile
 
 TOP_K = 100
-
-
-@dataclass(frozen=True)
-class Cohort:
-    """Embeddings of impostor speakers (n, 256) and the speaker of each row."""
-
-    emb: np.ndarray
-    speakers: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -71,21 +63,6 @@ class Threshold:
 
     def describe(self) -> str:
         return f"{self.rule}: {self.reason}"
-
-
-@functools.cache
-def bundled_cohort() -> Cohort:
-    """The committed cohort (speaker_filter/cohort_embeddings.npy + .json)."""
-    from speaker_filter.make_cohort import COHORT_JSON, COHORT_NPY
-
-    emb = np.load(COHORT_NPY).astype(np.float64)
-    rows = json.loads(COHORT_JSON.read_text(encoding="utf-8"))["rows"]
-    return Cohort(unit(emb), np.array([r["speaker"] for r in rows]))
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
 def topk_stats(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

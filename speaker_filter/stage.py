@@ -42,6 +42,7 @@ from malmoi.manifest import (
     rejected_model,
 )
 from malmoi.stage import Item, Result, Stage, StageReport
+from speaker_filter.cohort import Cohort, bundled_cohort
 from speaker_filter.profile import (
     Profile,
     build_profile,
@@ -51,11 +52,9 @@ from speaker_filter.profile import (
 )
 from speaker_filter.score import (
     RULES,
-    Cohort,
     RunScores,
     Threshold,
     ThresholdRule,
-    bundled_cohort,
     pick_threshold,
     score,
 )

@@ -13,6 +13,9 @@ import pytest
 import soundfile as sf
 import yaml
 
+from eval.common import si_sdr, to_mono
+from eval.common import snr as snr_db
+from eval.separation import background_track, build_mixtures, speech_track
 from ingest.local import file_item
 from ingest.stage import IngestStage
 from malmoi.audio import read_audio
@@ -26,7 +29,6 @@ from malmoi.config import (
 from malmoi.manifest import read_manifest
 from malmoi.stage import items_from
 from segment.stage import SegmentStage
-from separate.evaluate import background_track, build_mixtures, si_sdr, speech_track, to_mono
 from separate.stage import SeparateStage
 from tests.conftest import run_malmoi
 from tests.media import ffmpeg, tone, write_wav
@@ -80,11 +82,6 @@ def float_vocals(ingested: Path, tmp_path_factory: pytest.TempPathFactory) -> np
     )
     assert report.failed == 0, report.failures
     return to_mono(sf.read(str(items_from(out, stem="vocals")[0].path), dtype="float32")[0])
-
-
-def snr_db(estimate: np.ndarray, reference: np.ndarray) -> float:
-    err = estimate.astype(np.float64) - reference
-    return float(10 * np.log10(np.sum(reference.astype(np.float64) ** 2) / np.sum(err**2)))
 
 
 @pytest.mark.parametrize("codec", ["wav", "flac", "mp3", "ogg", "m4a", "wma"])

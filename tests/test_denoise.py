@@ -187,8 +187,8 @@ def test_the_default_chain_beats_the_seeds_recipe(shared: Path, dnsmos_model: Pa
     a 6-kHz whine at 10 dB SNR, the auto notch removes the whine, and the default chain improves
     SI-SDR over the noisy input and over the seed's pydub recipe, and DNSMOS OVRL on the whole
     (on crackle alone OVRL can fall: see the README's table)."""
-    from denoise.evaluate import CONFIGS, cases, evaluate, summary
     from denoise.quality import Dnsmos
+    from eval.denoise import CONFIGS, cases, evaluate, summary
 
     configs = {
         k: CONFIGS[k]

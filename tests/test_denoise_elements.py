@@ -13,7 +13,8 @@ import soundfile as sf
 from scipy.stats import kurtosis
 
 from denoise.learned import RNNoise, spectral_gate
-from denoise.noises import (
+from denoise.pydub_engine import pydub_recipe
+from eval.noises import (
     broadband,
     crackle,
     hum,
@@ -23,7 +24,6 @@ from denoise.noises import (
     snr,
     whine,
 )
-from denoise.pydub_engine import pydub_recipe
 from malmoi.audio import read_audio
 from malmoi.config import GateConfig
 

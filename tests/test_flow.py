@@ -16,8 +16,8 @@ import requests
 import soundfile as sf
 import yaml
 
+from eval.common import si_sdr
 from malmoi.manifest import read_manifest
-from separate.evaluate import si_sdr
 from tests.conftest import REPO, child_env, run_malmoi
 from tests.media import mp4_with_audio
 

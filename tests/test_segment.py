@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from eval.separation import speech_track
 from malmoi.audio import read_audio
 from malmoi.config import SegmentConfig
 from malmoi.manifest import read_manifest
 from segment.stage import SegmentStage, read_segments
 from segment.sweep import sweep_min_duration
-from separate.evaluate import speech_track
 from tests.conftest import REPO, model_or_skip, run_malmoi
 from tests.media import write_wav
 
@@ -244,7 +244,7 @@ def test_gender_classifier_training_reaches_95_percent(shared: Path, tmp_path: P
         [
             sys.executable,
             "-m",
-            "segment.train_gender",
+            "eval.train_gender",
             "--shared",
             str(shared / "data/librispeech"),
             "--out",

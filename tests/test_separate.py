@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from eval.common import si_sdr, to_mono
+from eval.separation import Mixture, build_mixtures, score_file, speech_track
 from malmoi.manifest import read_manifest
 from separate.chunking import process_in_chunks
-from separate.evaluate import Mixture, build_mixtures, score_file, si_sdr, speech_track, to_mono
 from separate.repet import RepetEngine
 from separate.spleeter import SpleeterEngine
 from tests.conftest import run_malmoi

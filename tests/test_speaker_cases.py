@@ -24,15 +24,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from malmoi.config import ModelsConfig, SegmentConfig, SpeakerFilterConfig
-from malmoi.manifest import read_records
-from speaker_filter.episodes import (
+from eval.episodes import (
     Turn,
     make_episode,
     overlap_by_speaker,
     time_scores,
     write_truth,
 )
+from malmoi.config import ModelsConfig, SegmentConfig, SpeakerFilterConfig
+from malmoi.manifest import read_records
 
 TARGET, OTHER = "1688", "2609"  # both male
 DOMINANT, MINOR = "3005", ("1688", "2609")

@@ -1,5 +1,5 @@
 """Issue 11 evaluation: the speaker filter's ``auto`` threshold on the clean and hard cases of
-../shared (speaker_filter/evaluate.py builds them): through the real stage (its own profile with
+../shared (eval/speaker.py builds them): through the real stage (its own profile with
 music crops, the committed cohort) and on the research bench (method r), the issue's bars on the
 mean over the 6 targets; plus the research rules' building blocks."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from speaker_filter import evaluate as ev
+from eval import speaker as ev
 from speaker_filter.profile import Profile
 from speaker_filter.score import Cohort, RunScores, self_enrollment_rule, unit
 

@@ -27,7 +27,7 @@ Methods (score; automatic threshold):
 Methods h-q (two-sided, per-condition and fixed-negative-mixture thresholds, gated context) and
 the hard-turns case: see RESEARCH.md, round 2, and the functions below.
 
-Run: ``python -m speaker_filter.evaluate`` (embeddings are cached in .cache/)."""
+Run: ``python -m eval.speaker`` (embeddings are cached in .cache/)."""
 
 from __future__ import annotations
 
@@ -41,18 +41,14 @@ from pathlib import Path
 
 import numpy as np
 
+from eval.common import SR, load, markdown_table, mix
 from malmoi.logs import get_logger
-from speaker_filter.score import (
-    Cohort,
-    RunScores,
-    asnorm,
-    self_enrollment_rule,
-    unit,
-)
+from speaker_filter.cohort import Cohort, unit
+from speaker_filter.profile import Profile
+from speaker_filter.score import RunScores, asnorm, self_enrollment_rule
 
 log = get_logger(__name__)
 
-SR = 16000
 CROP_S = 2.0
 MAX_CROPS = 5
 COHORT_CROPS = 3
@@ -67,29 +63,6 @@ DEFAULT_SHARED = REPO.parent / "shared" / "data"
 
 
 # --------------------------------------------------------------------------- audio
-
-
-def load(path: Path) -> np.ndarray:
-    """Mono float32 samples of ``path`` at 16 kHz."""
-    import soundfile as sf
-
-    wav, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    wav = wav.mean(axis=1)
-    if sr != SR:
-        import librosa
-
-        wav = librosa.resample(wav, orig_sr=sr, target_sr=SR)
-    return wav.astype(np.float32)
-
-
-def mix(speech: np.ndarray, music: np.ndarray, snr_db: float, rng: np.random.Generator):
-    """``speech`` plus a random stretch of ``music`` scaled to ``snr_db`` below it."""
-    start = int(rng.integers(0, len(music) - len(speech) + 1))
-    m = music[start : start + len(speech)].astype(np.float64)
-    ps = float(np.mean(speech.astype(np.float64) ** 2))
-    pm = float(np.mean(m**2)) + 1e-12
-    gain = np.sqrt(ps / (pm * 10 ** (snr_db / 10)))
-    return (speech + gain * m).astype(np.float32)
 
 
 def consecutive_crops(wav: np.ndarray, n_max: int) -> list[np.ndarray]:
@@ -482,8 +455,6 @@ def turn_order(utts: np.ndarray, crop_utt: np.ndarray, crop_pos: np.ndarray, see
 def evaluate(data: Data, k: int = TOP_K) -> list[dict]:
     """One row per (method, case, target): precision, recall, threshold, AUC. Cases: clean,
     hard, and hard-turns (the hard crops, context taken across utterance boundaries)."""
-    from speaker_filter.profile import Profile
-
     rows = []
     ok = ~np.isnan(data.coh_emb).any(axis=1)  # crops that Resemblyzer's VAD found silent
     cohort, coh_spk, coh_kind = data.coh_emb[ok], data.coh_spk[ok], data.coh_kind[ok]
@@ -660,11 +631,9 @@ def evaluate(data: Data, k: int = TOP_K) -> list[dict]:
 
 def table(rows: list[dict]) -> str:
     """Markdown table: per method and case, mean and worst precision/recall over the targets."""
-    lines = [
-        "| method | case | precision mean | precision worst | recall mean | recall worst "
-        "| AUC mean | slices (target) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    header = ["method", "case", "precision mean", "precision worst", "recall mean"]
+    header += ["recall worst", "AUC mean", "slices (target)"]
+    out = []
     for case in ("clean", "hard", "hard-turns"):
         for m in METHODS:
             rs = [r for r in rows if r["method"] == m and r["case"] == case]
@@ -673,11 +642,15 @@ def table(rows: list[dict]) -> str:
             p = np.array([r["precision"] for r in rs])
             rc = np.array([r["recall"] for r in rs])
             a = np.array([r["auc"] for r in rs])
-            lines.append(
-                f"| {m} | {case} | {p.mean():.3f} | {p.min():.3f} | {rc.mean():.3f} "
-                f"| {rc.min():.3f} | {a.mean():.3f} | {rs[0]['n']} ({rs[0]['n_target']}) |"
+            out.append(
+                [
+                    m,
+                    case,
+                    *(f"{v:.3f}" for v in (p.mean(), p.min(), rc.mean(), rc.min(), a.mean())),
+                    f"{rs[0]['n']} ({rs[0]['n_target']})",
+                ]
             )
-    return "\n".join(lines)
+    return markdown_table(header, out)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -798,20 +771,17 @@ def stage_evaluate(shared: Path, work: Path) -> list[StageCase]:
 
 def stage_table(cases: list[StageCase]) -> str:
     """Markdown: per case, mean and worst precision/recall of the stage's runs, and per target."""
-    lines = [
-        "| case | precision mean | precision worst | recall mean | recall worst "
-        "| per target (P/R) |",
-        "|---|---|---|---|---|---|",
-    ]
+    header = ["case", "precision mean", "precision worst", "recall mean", "recall worst"]
+    out = []
     for case in ("clean", "hard"):
         cs = [c for c in cases if c.case == case]
         p = np.array([c.precision for c in cs])
         r = np.array([c.recall for c in cs])
         per = ", ".join(f"{c.target} {c.precision:.2f}/{c.recall:.2f}" for c in cs)
-        lines.append(
-            f"| {case} | {p.mean():.3f} | {p.min():.3f} | {r.mean():.3f} | {r.min():.3f} | {per} |"
+        out.append(
+            [case, f"{p.mean():.3f}", f"{p.min():.3f}", f"{r.mean():.3f}", f"{r.min():.3f}", per]
         )
-    return "\n".join(lines)
+    return markdown_table([*header, "per target (P/R)"], out)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Noise makers for the denoise evaluation: crackle, whine, hum, broadband and MUSAN noise,
-deterministic for a seed, and mixing at an exact SNR. Scores (SI-SDR, SNR) are the separation
-evaluation's, re-exported here: ``si_sdr(estimate, reference)``, ``snr(estimate, reference)``.
+deterministic for a seed; mixing at an exact SNR and the scores (SI-SDR, SNR) are
+:mod:`eval.common`'s, re-exported here: ``mix_at_snr``, ``si_sdr``, ``snr``.
 
 Every maker returns a float32 (n,) array at an RMS of ``LEVEL`` (its absolute level does not
 matter: ``mix_at_snr`` sets it)."""
@@ -12,8 +12,10 @@ from typing import Literal
 
 import numpy as np
 
+from eval.common import mix_at_snr, si_sdr, snr
+from eval.separation import NOISE
+from malmoi.audio import read_audio
 from malmoi.logs import get_logger
-from separate.evaluate import NOISE, si_sdr, snr
 
 log = get_logger(__name__)
 
@@ -42,23 +44,6 @@ def _at_level(x: np.ndarray) -> np.ndarray:
 def _below_nyquist(freq_hz: float, sample_rate: int, what: str) -> None:
     if not 0 < freq_hz < sample_rate / 2:
         raise ValueError(f"{what} at {freq_hz} Hz is not below Nyquist ({sample_rate / 2} Hz)")
-
-
-def mix_at_snr(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
-    """``clean`` plus ``noise`` scaled so that 10·log10(P_clean / P_noise) is ``snr_db``.
-
-    ``clean``: (n,) or (n, channels); ``noise``: (n,) (the same noise in every channel) or the
-    shape of ``clean``. Returns float32 shaped like ``clean``."""
-    clean64 = np.asarray(clean, dtype=np.float64)
-    noise64 = np.asarray(noise, dtype=np.float64)
-    if noise64.ndim == 1 and clean64.ndim == 2:
-        noise64 = noise64[:, None]
-    noise64 = np.broadcast_to(noise64, clean64.shape)
-    p_clean, p_noise = np.mean(clean64**2), np.mean(noise64**2)
-    if p_noise == 0 or p_clean == 0:
-        raise ValueError("mix_at_snr needs clean speech and noise that are not silent")
-    gain = np.sqrt(p_clean / (p_noise * 10 ** (snr_db / 10)))
-    return (clean64 + gain * noise64).astype(np.float32)
 
 
 def crackle(n: int, sample_rate: int, rate_per_s: float = 200, seed: int = 0) -> np.ndarray:
@@ -123,8 +108,6 @@ def broadband(
 def musan_noise(shared: Path, n: int, sample_rate: int) -> np.ndarray:
     """MUSAN noise: ``data/ina/musanmix.wav`` from 29.08 to 52.80 s (noise only) of ``shared``,
     at ``sample_rate``, looped or cut to ``n`` samples."""
-    from malmoi.audio import read_audio
-
     full = read_audio(shared / "data/ina/musanmix.wav", sample_rate)
     start, stop = NOISE
     part = full[int(start * sample_rate) : int(stop * sample_rate)]

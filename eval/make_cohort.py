@@ -3,13 +3,13 @@
 source file; plus how it was made).
 
 Reads the 120 LibriSpeech speakers of ``<shared>/librispeech/speakers`` (one utterance each,
-disjoint from the test speakers of ``speaker_filter/evaluate.py``): per speaker the full
+disjoint from the test speakers of ``eval/speaker.py``): per speaker the full
 utterance, 3 clean 2-s crops spread over it, and the same crops with music at 10 dB SNR from
 ``<shared>/music/audio_example.mp3`` — a different piece from the synthetic music bed the stage
 mixes into the references' enrollment crops (one piece in both is a bias measured in RESEARCH.md).
-Rows Resemblyzer's VAD finds silent are left out. This is the ``build()`` code of evaluate.py.
+Rows Resemblyzer's VAD finds silent are left out. This is the ``build()`` code of eval/speaker.py.
 
-Run: ``python -m speaker_filter.make_cohort [--shared ../shared/data]``."""
+Run from the repository root: ``python -m eval.make_cohort [--shared ../shared/data]``."""
 
 from __future__ import annotations
 
@@ -20,23 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from eval.common import SR, load, mix
+from eval.speaker import COHORT_CROPS, DEFAULT_SHARED, OTHER_MUSIC, SNR_DB, spread_crops
 from malmoi.logs import get_logger
-from speaker_filter.evaluate import (
-    COHORT_CROPS,
-    DEFAULT_SHARED,
-    OTHER_MUSIC,
-    SNR_DB,
-    SR,
-    load,
-    mix,
-    spread_crops,
-)
+from speaker_filter.cohort import COHORT_JSON, COHORT_NPY
 
 log = get_logger(__name__)
-
-HERE = Path(__file__).resolve().parent
-COHORT_NPY = HERE / "cohort_embeddings.npy"
-COHORT_JSON = HERE / "cohort_embeddings.json"
 
 
 def make(shared: Path, out_npy: Path = COHORT_NPY, out_json: Path = COHORT_JSON) -> int:
@@ -70,7 +59,7 @@ def make(shared: Path, out_npy: Path = COHORT_NPY, out_json: Path = COHORT_JSON)
         np.save(fh, emb[ok].astype(np.float16))
     kept = [m for m, good in zip(meta, ok.tolist(), strict=True) if good]
     info = {
-        "made_by": "python -m speaker_filter.make_cohort",
+        "made_by": "python -m eval.make_cohort",
         "resemblyzer": version("resemblyzer"),
         "sample_rate": SR,
         "crops": {

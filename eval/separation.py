@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from eval.common import markdown_table, si_sdr, snr, snr_gain, to_mono
 from malmoi.audio import read_audio
 from malmoi.logs import get_logger
 
@@ -25,26 +26,6 @@ log = get_logger(__name__)
 SR = 44100
 MUSIC = (0.0, 22.48)  # seconds of musanmix.wav that hold music only
 NOISE = (29.08, 52.80)  # and noise only
-
-
-def si_sdr(estimate: np.ndarray, reference: np.ndarray) -> float:
-    """Scale-invariant signal-to-distortion ratio in dB (mono signals of equal length)."""
-    est = estimate.astype(np.float64) - np.mean(estimate)
-    ref = reference.astype(np.float64) - np.mean(reference)
-    alpha = np.dot(est, ref) / max(np.dot(ref, ref), 1e-12)
-    target = alpha * ref
-    return float(10 * np.log10(np.sum(target**2) / max(np.sum((est - target) ** 2), 1e-12)))
-
-
-def snr(estimate: np.ndarray, reference: np.ndarray) -> float:
-    """Plain SNR of ``estimate`` against ``reference`` in dB."""
-    ref = reference.astype(np.float64)
-    err = estimate.astype(np.float64) - ref
-    return float(10 * np.log10(np.sum(ref**2) / max(np.sum(err**2), 1e-12)))
-
-
-def to_mono(x: np.ndarray) -> np.ndarray:
-    return x.mean(axis=1) if x.ndim == 2 else x
 
 
 @dataclass(frozen=True)
@@ -86,8 +67,7 @@ def background_track(shared: Path, kind: str, n: int) -> np.ndarray:
 
 def mix(speech: np.ndarray, background: np.ndarray, snr_db: float) -> np.ndarray:
     """Scale ``background`` so that speech power / background power is ``snr_db``."""
-    p_s, p_b = np.mean(speech.astype(np.float64) ** 2), np.mean(background.astype(np.float64) ** 2)
-    return (background * np.sqrt(p_s / (p_b * 10 ** (snr_db / 10)))).astype(np.float32)
+    return (background * snr_gain(speech, background, snr_db)).astype(np.float32)
 
 
 def build_mixtures(
@@ -161,17 +141,19 @@ def evaluate(engines: dict[str, object], mixtures: list[Mixture], out_dir: Path)
 
 def table(scores: list[Score]) -> str:
     """A Markdown table of the scores."""
-    lines = [
-        "| mixture | engine | SI-SDR vocals (dB) | SI-SDR mixture (dB) | improvement (dB) "
-        "| SNR (dB) |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+    header = ["mixture", "engine", "SI-SDR vocals (dB)", "SI-SDR mixture (dB)"]
+    header += ["improvement (dB)", "SNR (dB)"]
+    rows = [
+        [
+            s.mixture,
+            s.engine,
+            *(f"{v:.2f}" for v in (s.si_sdr, s.si_sdr_mixture)),
+            f"{s.improvement:+.2f}",
+            f"{s.snr:.2f}",
+        ]
+        for s in scores
     ]
-    for s in scores:
-        lines.append(
-            f"| {s.mixture} | {s.engine} | {s.si_sdr:.2f} | {s.si_sdr_mixture:.2f} | "
-            f"{s.improvement:+.2f} | {s.snr:.2f} |"
-        )
-    return "\n".join(lines)
+    return markdown_table(header, rows, right=range(2, 6))
 
 
 def plot(mixture: Mixture, engines: Sequence[str], out_dir: Path, dest: Path) -> None:

@@ -1,7 +1,7 @@
 """What each denoise element buys: LibriSpeech speech from ../shared with crackle, a whine, hum,
 broadband and MUSAN noise added at known SNRs, run through every element alone, the whole chain
 and the seed's pydub recipe, scored against the clean reference (SI-SDR) and blind (DNSMOS OVRL,
-WADA-SNR). ``malmoi eval denoise`` prints the README's table.
+WADA-SNR). ``malmoi eval denoise`` (:func:`eval.commands.denoise`) prints the README's table.
 
 Every configuration runs through :meth:`denoise.stage.DenoiseStage.chain`, the stage's own code.
 SI-SDR is scale-invariant, so the normalisation step does not change it; DNSMOS is measured on
@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from eval import noises
+from eval.common import markdown_table, mix_at_snr, si_sdr
 from malmoi.config import DenoiseConfig, NormalizeConfig
 from malmoi.logs import get_logger
 
@@ -86,8 +88,6 @@ def speech_clips(shared: Path, count: int = 4, seconds: float = 6.0) -> dict[str
 
 
 def noise_of(kind: str, n: int, shared: Path, seed: int) -> np.ndarray:
-    from denoise import noises
-
     if kind == "crackle":
         return noises.crackle(n, SAMPLE_RATE, seed=seed)
     if kind == "whine":
@@ -108,8 +108,6 @@ def cases(
     snrs: Sequence[float] = SNRS,
     seconds: float = 6.0,
 ) -> list[Case]:
-    from denoise.noises import mix_at_snr
-
     out = []
     for i, (name, clean) in enumerate(speech_clips(shared, clips, seconds).items()):
         for kind in noise_kinds:
@@ -127,7 +125,6 @@ def evaluate(
     """Score every configuration on every case."""
     from denoise.filters import find_notches
     from denoise.loudness import normalize
-    from denoise.noises import si_sdr
     from denoise.quality import wada_snr
     from denoise.stage import DenoiseStage
 
@@ -195,13 +192,11 @@ def table(scores: Sequence[Score]) -> str:
     """The README's Markdown table: ΔSI-SDR (dB) / DNSMOS OVRL per noise kind, all SNRs."""
     data = summary(scores)
     kinds = list(next(iter(data.values())))
-    lines = [
-        "| configuration | " + " | ".join(kinds) + " |",
-        "| --- | " + " | ".join("---:" for _ in kinds) + " |",
+    rows = [
+        [config] + [f"{row[k][0]:+.1f} / {row[k][1]:.2f}" for k in kinds]
+        for config, row in data.items()
     ]
-    for config, row in data.items():
-        cells = [f"{row[k][0]:+.1f} / {row[k][1]:.2f}" for k in kinds]
-        lines.append(f"| {config} | " + " | ".join(cells) + " |")
+    lines = [markdown_table(["configuration", *kinds], rows, right=range(1, len(kinds) + 1))]
     clean = np.mean([s.ovrl_clean for s in scores])
     noisy = np.mean([s.ovrl_in for s in scores])
     lines.append("")

@@ -20,8 +20,8 @@ the standardisation is folded into coef/intercept, so inference is just
 on the raw (L2-normalised, 256-d) Resemblyzer embedding. See predict_gender().
 
 Usage (from the repository root; writes the weights segment/gender.py loads):
-  .venv/bin/python -m segment.train_gender --shared ../shared/data/librispeech \
-                                           --out segment/gender_embedding.json
+  .venv/bin/python -m eval.train_gender --shared ../shared/data/librispeech \
+                                        --out segment/gender_embedding.json
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ N_FOLDS = 5
 TEST_SPEAKERS = {"3331": "F", "367": "F", "1998": "F", "3005": "M", "2609": "M", "1688": "M"}
 
 
+from eval.common import load  # noqa: E402
 from segment.gender import load_weights, predict  # noqa: E402
 
 
@@ -67,18 +68,6 @@ def read_speakers_txt(path: str) -> dict[str, tuple[str, str]]:
             if len(parts) >= 3 and parts[1] in ("F", "M"):
                 out[parts[0]] = (parts[1], parts[2])
     return out
-
-
-def load_audio(path: str) -> np.ndarray:
-    import soundfile as sf
-
-    wav, sr = sf.read(path, dtype="float32", always_2d=True)
-    wav = wav.mean(axis=1)
-    if sr != SR:  # not the case for LibriSpeech; kept for safety
-        import librosa
-
-        wav = librosa.resample(wav, orig_sr=sr, target_sr=SR)
-    return wav
 
 
 def crop_positions(n_samples: int) -> list[tuple[float, int, int]]:
@@ -129,7 +118,7 @@ def embed_files(files, gender_of, subset_name, embedder, rows, embs, log_every=3
     for j, f in enumerate(files):
         base = os.path.basename(f)
         spk = base.split("-")[0]
-        wav = load_audio(f)
+        wav = load(f)
         e, kept = embedder(wav)
         rows.append(
             dict(
@@ -443,7 +432,7 @@ def main(argv=None):
             torch_version=torch.__version__,
             sklearn_version=version("scikit-learn"),
             created=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d"),
-            script="segment/train_gender.py",
+            script="eval/train_gender.py",
         ),
     )
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
