@@ -462,17 +462,16 @@ def pipeline_model() -> type[PipelineBase]:
     """The model of a pipeline config: ``name``, ``output_dir``, ``sources``, one section per
     registered stage (:mod:`malmoi.registry`, in pipeline order, each its stage's config model
     with its defaults), then ``models``, ``runner`` and ``dask``."""
-    from malmoi.registry import generation
+    from malmoi.registry import specs
 
-    return _pipeline_model(generation())
+    return _pipeline_model(specs())  # the same stages, the same model (after a register too)
 
 
 @functools.cache
-def _pipeline_model(generation: int) -> type[PipelineBase]:
-    from malmoi.registry import specs
+def _pipeline_model(stages: tuple[Any, ...]) -> type[PipelineBase]:
 
     fields: dict[str, Any] = {n: (f.annotation, f) for n, f in _Head.model_fields.items()}
-    for spec in specs():
+    for spec in stages:
         fields[spec.name] = (spec.config, spec.config())
     fields |= {n: (f.annotation, f) for n, f in _Tail.model_fields.items()}
     model = create_model(  # type: ignore[call-overload]

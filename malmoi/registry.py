@@ -94,7 +94,7 @@ class Cli:
     help: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # hashed by identity: derived models are cached per spec
 class StageSpec:
     """One stage, declared once (see the module's docstring)."""
 
@@ -189,7 +189,6 @@ def register(spec_: StageSpec, before: str | None = None) -> None:
     global _specs
     _added.append((spec_, before))
     _specs = None
-    _changed()
 
 
 def unregister(name: str) -> None:
@@ -197,20 +196,6 @@ def unregister(name: str) -> None:
     global _specs
     _added[:] = [(s, b) for s, b in _added if s.name != name]
     _specs = None
-    _changed()
-
-
-_generation = 0  # bumped by register()/unregister(): what is derived from the registry is stale
-
-
-def _changed() -> None:
-    global _generation
-    _generation += 1
-
-
-def generation() -> int:
-    """Changes whenever a stage is registered or removed (for caches of derived things)."""
-    return _generation
 
 
 def names() -> tuple[str, ...]:
