@@ -4,7 +4,11 @@ filter's own (:mod:`speaker_filter.audio`), so the benches build crops exactly a
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -67,3 +71,15 @@ def markdown_table(
     rule = ["---:" if i in right else "---" for i in range(len(header))]
     lines = [header, rule, *rows]
     return "\n".join("| " + " | ".join(str(c) for c in line) + " |" for line in lines)
+
+
+def write_scores(out: Path, name: str, text: str, scores: Sequence[Any]) -> None:
+    """An evaluation's Markdown table (``<name>.md``) and every score (``<name>.csv``): the
+    scores are dataclasses with an ``improvement`` property."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.md").write_text(text + "\n", encoding="utf-8")
+    with (out / f"{name}.csv").open("w", newline="", encoding="utf-8") as fh:
+        rows = [asdict(s) | {"improvement": s.improvement} for s in scores]
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)

@@ -548,6 +548,7 @@ def eval_separation(
     from malmoi.config import SeparateConfig
 
     require_checkout()  # eval/ is in a source checkout only: else one line, exit 2
+    from eval.common import write_scores
     from eval.separation import build_mixtures, evaluate, plot, table
     from separate.stage import make_engine
 
@@ -556,7 +557,7 @@ def eval_separation(
     engines = {n: make_engine(SeparateConfig(engine=n)) for n in names}
     scores = evaluate(engines, mixes, out)
     text = table(scores)
-    _write_scores(out, "separation", text, scores)
+    write_scores(out, "separation", text, scores)
     plot(mixes[0], names, out, out / "separation.png")
     typer.echo(text)
     typer.echo(f"table: {out / 'separation.csv'}; plot: {out / 'separation.png'}")
@@ -578,6 +579,7 @@ def eval_denoise(
     from malmoi.checkout import require_checkout
 
     require_checkout()  # eval/ is in a source checkout only: else one line, exit 2
+    from eval.common import write_scores
     from eval.denoise import cases, evaluate, table
 
     model = None
@@ -587,23 +589,9 @@ def eval_denoise(
         model = Dnsmos.from_store(None)
     scores = evaluate(cases(shared, clips=clips, seconds=seconds), dnsmos=model)
     text = table(scores)
-    _write_scores(out, "denoise", text, scores)
+    write_scores(out, "denoise", text, scores)
     typer.echo(text)
     typer.echo(f"table: {out / 'denoise.csv'}")
-
-
-def _write_scores(out: Path, name: str, text: str, scores: list) -> None:
-    """An evaluation's Markdown table (``<name>.md``) and every score (``<name>.csv``)."""
-    import csv
-    from dataclasses import asdict
-
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.md").write_text(text + "\n", encoding="utf-8")
-    with (out / f"{name}.csv").open("w", newline="", encoding="utf-8") as fh:
-        rows = [asdict(s) | {"improvement": s.improvement} for s in scores]
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def _store(config: Path | None):  # -> ModelStore
