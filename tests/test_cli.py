@@ -16,7 +16,7 @@ def test_help_lists_the_commands() -> None:
 def test_cli_imports_no_heavy_library() -> None:
     """`malmoi --help` stays instant: TensorFlow, torch and Prefect load only in commands."""
     code = (
-        "import sys, malmoi.cli; "
+        "import sys, typer, malmoi.cli; typer.main.get_command(malmoi.cli.build_app()); "
         "print(sorted(m for m in ('tensorflow', 'torch', 'prefect', 'spleeter', "
         "'inaSpeechSegmenter', 'resemblyzer', 'pandas') if m in sys.modules))"
     )
@@ -29,3 +29,29 @@ def test_bad_option_value_is_a_clear_error(tmp_path) -> None:
     assert proc.returncode == 2
     text = " ".join(proc.stderr.replace("│", " ").split())
     assert "'five' is not one of 'keep', 'mono', 'stereo'" in text
+
+
+def test_a_list_option_takes_every_value_up_to_the_next_option() -> None:
+    import typer
+
+    from malmoi.cli import build_app
+    from malmoi.verbs import spread_list_options
+
+    commands = typer.main.get_command(build_app()).commands  # type: ignore[attr-defined]
+    sweep = commands["sweep"]
+    assert spread_list_options(sweep, ["seg", "--min-duration", "0.3", "0.5", "-1"]) == [
+        "seg",
+        *("--min-duration", "0.3", "--min-duration", "0.5", "--min-duration", "-1"),
+    ]
+    spk = commands["speaker-filter"]
+    given = ["a.wav", "--reference", "r1", "r2", "--out", "o", "--threshold", "2", "b.wav"]
+    assert spread_list_options(spk, given) == [
+        *("a.wav", "--reference", "r1", "--reference", "r2"),
+        *("--out", "o", "--threshold", "2", "b.wav"),
+    ]
+    assert spread_list_options(spk, ["--reference", "r1", "--", "x"]) == [
+        "--reference",
+        "r1",
+        "--",
+        "x",
+    ]
