@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import shutil
 import site
 import subprocess
@@ -213,3 +214,35 @@ def test_malmoi_eval_finds_the_checkout_from_any_folder(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert Path(proc.stdout.strip()) == REPO / "eval" / "__init__.py"
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_every_library_the_runtime_imports_is_declared() -> None:
+    """Each third-party module a runtime module imports comes from a distribution that
+    pyproject's dependencies name (rich, soxr and urllib3 were once imported undeclared)."""
+    from importlib.metadata import packages_distributions
+
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    declared = {
+        _canonical(re.split(r"[<>=!~;\[ ]", d, maxsplit=1)[0])
+        for d in meta["project"]["dependencies"]
+    }
+    ours = set(runtime_packages()) | set(FORBIDDEN)
+    imported = {
+        name.split(".")[0]
+        for module, path in runtime_modules().items()
+        for name in imported_names(module, path)
+    }
+    third_party = sorted(
+        m for m in imported if m and m not in sys.stdlib_module_names and m not in ours
+    )
+    dists = packages_distributions()
+    undeclared = [
+        f"{m} ({', '.join(dists.get(m, ['no distribution']))})"
+        for m in third_party
+        if not {_canonical(d) for d in dists.get(m, [])} & declared
+    ]
+    assert third_party and not undeclared, f"imported by the runtime, not declared: {undeclared}"
