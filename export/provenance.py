@@ -14,9 +14,10 @@ from malmoi.models import sha256_file
 def models_used(cfg: Any) -> list[dict[str, Any]]:
     """One entry per model file the build's stages use: name, file, sha256 (the pinned hash of
     the model store; for committed weights, the file's own)."""
-    from malmoi.models import REGISTRY
+    from malmoi.models import catalog
     from malmoi.registry import specs
 
+    known = catalog()
     names: list[str] = []
     committed: list[tuple[str, str, str]] = []
     for spec in specs():
@@ -25,10 +26,10 @@ def models_used(cfg: Any) -> list[dict[str, Any]]:
         names += [n for n in (spec.models(cfg) if spec.models else []) if n not in names]
         committed += spec.weights(cfg) if spec.weights else []
     out = [
-        {"name": n, "file": f.name, "sha256": f.sha256, "licence": REGISTRY[n].license}
+        {"name": n, "file": f.name, "sha256": f.sha256, "licence": known[n].license}
         for n in names
-        if n in REGISTRY
-        for f in REGISTRY[n].files
+        if n in known
+        for f in known[n].files
     ]
     if "resemblyzer:encoder" in names:  # its weights ship inside the resemblyzer wheel
         found = importlib.util.find_spec("resemblyzer")
@@ -40,7 +41,7 @@ def models_used(cfg: Any) -> list[dict[str, Any]]:
                         "name": "resemblyzer:encoder",
                         "file": weights.name,
                         "sha256": sha256_file(weights),
-                        "licence": REGISTRY["resemblyzer:encoder"].license,
+                        "licence": known["resemblyzer:encoder"].license,
                     }
                 )
     for what, package, file in committed:

@@ -489,11 +489,11 @@ def models_list(
     config: Annotated[Path | None, typer.Option(help="Take the store from this config.")] = None,
 ) -> None:
     """Show every known model, its state in the store, and where it is kept."""
-    from malmoi.models import REGISTRY
+    from malmoi.models import catalog
 
     store = _store(config)
     typer.echo(f"store: {store.root}")
-    for name, spec in REGISTRY.items():
+    for name, spec in catalog().items():
         typer.echo(f"{name:26} {store.status(name):10} {spec.description}")
 
 

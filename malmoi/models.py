@@ -206,6 +206,17 @@ REGISTRY: dict[str, ModelSpec] = {
 }
 
 
+def catalog() -> dict[str, ModelSpec]:
+    """Every model the store knows: :data:`REGISTRY` and the weights the registered stages
+    declare (``StageSpec.weights_in_store``)."""
+    from malmoi.registry import specs
+
+    out = dict(REGISTRY)
+    for stage in specs():
+        out.update(stage.weights_in_store)
+    return out
+
+
 class ModelUnavailable(RuntimeError):
     """A model cannot be found or verified; the message says what to do."""
 
@@ -244,12 +255,11 @@ class ModelStore:
 
     @staticmethod
     def spec(name: str) -> ModelSpec:
+        known = catalog()
         try:
-            return REGISTRY[name]
+            return known[name]
         except KeyError:
-            raise ModelUnavailable(
-                f"unknown model '{name}'; known: {', '.join(REGISTRY)}"
-            ) from None
+            raise ModelUnavailable(f"unknown model '{name}'; known: {', '.join(known)}") from None
 
     def dir(self, name: str) -> Path:
         return self.root / self.spec(name).subdir

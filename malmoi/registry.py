@@ -110,6 +110,8 @@ class StageSpec:
     models: Callable[[Config], Sequence[str]] | None = None  # malmoi.models names it loads
     weights: Callable[[Config], Sequence[tuple[str, str, str]]] | None = None  # committed
     # weights it reads: (what, package, file in the package)
+    weights_in_store: dict[str, Any] = field(default_factory=dict)  # name -> malmoi.models
+    # ModelSpec of weights the model store fetches for it that REGISTRY does not list
     dask: bool = True  # its items may be processed on Dask workers (runner: dask)
     cli: Cli | None = None  # its generated verb (None: the CLI writes its verb by hand)
     extra: dict[str, Any] = field(default_factory=dict)  # free for a stage's own wiring
