@@ -479,3 +479,102 @@ def test_prune_removes_what_inputs_no_longer_given_left_behind(
     progress = read_manifest(out, "progress.csv")
     assert "a" not in set(progress["id"])
     assert CopyStage(Params(), out).pending(fewer, prune=True) == 1  # only d's retry
+
+
+# --- the hooks a stage fills in instead of overriding the loop --------------------------------
+
+
+class TaggedRow(AudioRow):
+    note: str = ""  # a measurement of an earlier stage: travels forward by itself
+    length: int = 0
+
+
+class HookStage(CopyStage):
+    """Records what the loop tells it; its key depends on ``extra``; its after-run output on
+    ``setting``; it keeps only the longest item's row (a re-partition after the loop)."""
+
+    row_type: ClassVar[type[AudioRow]] = TaggedRow
+    settings_file: ClassVar[str] = "after.json"
+
+    def __init__(self, *args, extra: str = "", setting: int = 0, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.extra, self.setting, self.prepared = extra, setting, []
+
+    def prepare(self, items: list[Item]) -> None:
+        self.prepared.append([i.id for i in items])
+
+    def key_extra(self) -> list[str]:
+        return [self.extra] if self.extra else []
+
+    def settings(self) -> dict[str, int]:
+        return {"setting": self.setting}
+
+    def process(self, item: Item) -> Result[AudioRow]:
+        text = item.path.read_text()
+        rel = f"out/{item.id}.txt"
+        atomic_write_text(self.out_dir / rel, text)
+        row = self.make_row(
+            item,
+            id=item.id + ".t",
+            path=rel,
+            frames=len(text),
+            sample_rate=1,
+            channels=1,
+            length=len(text),
+        )
+        return Result(kept=[row])
+
+    def after_run(self, report) -> None:
+        from malmoi.manifest import Table, rejected_model
+
+        rows = [r.record() for r in Table(self.out_dir, TaggedRow).rows()]
+        rows += [r.record() for r in Table(self.out_dir, rejected_model(TaggedRow)).rows()]
+        top = max(rows, key=lambda r: r["length"])["id"]
+        kept = [r for r in rows if r["id"] == top]
+        rejected = [{**r, "reason": "not the longest"} for r in rows if r["id"] != top]
+        self.repartition(kept, rejected)
+        atomic_write_text(self.out_dir / "after.json", json.dumps({"settings": self.settings()}))
+
+
+def test_hooks_prepare_key_extra_settings_repartition_and_inherited_columns(
+    tmp_path: Path,
+) -> None:
+    from malmoi.manifest import read_records
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, text in {"a": "aaaa", "b": "bb", "c": "ccc"}.items():
+        (folder / f"{name}.in").write_text(text)
+    items = [
+        Item(i.id, i.path, i.source, i.fingerprint, row={"note": f"from {i.id}", "length": "99"})
+        for i in _items(folder)
+    ]
+    out = tmp_path / "out"
+    stage = HookStage(Params(), out)
+    stage.run(items)
+    assert stage.prepared == [["a", "b", "c"]]  # once, with every item to process
+    kept, rejected = read_records(out / "manifest.csv"), read_records(out / "rejected.csv")
+    assert [r["id"] for r in kept] == ["a.t"] and len(rejected) == 2
+    assert kept[0]["note"] == "from a"  # not set by the stage: the input row's, carried forward
+    assert kept[0]["length"] == "4"  # set by the stage: its own value wins
+    progress = {r["id"]: r for r in read_records(out / "progress.csv")}
+    assert json.loads(progress["a"]["outputs"]) == ["a.t"]
+    assert json.loads(progress["b"]["outputs"]) == [] and json.loads(progress["b"]["rejected"]) == [
+        "b.t"
+    ]
+
+    again = HookStage(Params(), out)
+    assert again.pending(items) == 0  # the re-partitioned folder reads as finished
+    assert again.run(items).skipped == 3 and again.prepared == []  # nothing to prepare
+    (folder / "b.in").write_text("bbbbbbb")  # one input changes: only it is prepared
+    changed = HookStage(Params(), out)
+    changed.run(_refresh(items))
+    assert changed.prepared == [["b"]]
+    assert [r["id"] for r in read_records(out / "manifest.csv")] == ["b.t"]
+
+    assert HookStage(Params(), out, setting=1).pending(_refresh(items)) == 1  # after-run stale
+    assert HookStage(Params(), out, extra="v2").pending(_refresh(items)) == 3  # every key moved
+
+
+def _refresh(items: list[Item]) -> list[Item]:
+    return [Item(i.id, i.path, i.source, str(i.path.stat().st_mtime_ns), row=i.row) for i in items]
