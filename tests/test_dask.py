@@ -176,7 +176,8 @@ def _config(tmp_path: Path, name: str, **extra: Any) -> Path:
         ],
         "ingest": {"sample_rate": 22050, "channels": "mono"},
         "separate": {"engine": "spleeter", "codec": "wav"},
-        "segment": {"gender_engine": "embedding", "min_duration": 1.0},
+        # ina's gender CNN: segment embeds nothing, so the speaker filter embeds every slice
+        "segment": {"gender_engine": "ina", "min_duration": 1.0},
         "speaker_filter": {"references": [str(out / "raw/synthetic/reference/voices/ko+m3")]},
         "denoise": {"scores": True},
         "export": {"sample_rate": 16000},
@@ -257,6 +258,18 @@ def test_dask_build_gets_the_same_manifests_and_audio_as_the_default_runner(
         assert (a / "export" / name).read_bytes() == (b / "export" / name).read_bytes()
     # (the workers of this cluster are the test's children: their task-run logs, one per item,
     # are in the test's output, not the build's; the last test of this file checks them)
+
+
+def test_on_dask_the_speaker_filter_embeds_its_slices_in_batches(builds: dict[str, Any]) -> None:
+    """The speaker filter's batched embedding (its ``prepare``) runs in the flow's process
+    before the items go to the workers, which read each embedding from its cache."""
+    slices = len(read_records(builds["root"] / "dask/speaker_filter/manifest.csv")) + len(
+        read_records(builds["root"] / "dask/speaker_filter/rejected.csv")
+    )
+    log = builds["procs"]["dask"].stderr
+    done = re.findall(r"speaker_filter: embedded (\d+) of (\d+) slices", log)
+    assert slices > 4 and done and done[-1] == (str(slices), str(slices)), log[-3000:]
+    assert len(list((builds["root"] / "dask/speaker_filter/embeddings").glob("*.npz"))) == slices
 
 
 def test_each_worker_sets_a_stage_up_once_not_per_item(
