@@ -266,7 +266,9 @@ def stage_verb(spec: StageSpec) -> Callable[..., None]:
         inspect.Parameter(
             "inputs",
             inspect.Parameter.KEYWORD_ONLY,
-            annotation=Annotated[list[Path], typer.Argument(help=kinds[spec.cli.inputs])],  # type: ignore[union-attr]
+            annotation=Annotated[
+                list[Path], typer.Argument(help=kinds[spec.cli.inputs], metavar="INPUT...")
+            ],  # type: ignore[union-attr]
         ),
         inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, annotation=Out),
         *[
