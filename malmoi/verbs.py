@@ -267,7 +267,7 @@ def stage_verb(spec: StageSpec) -> Callable[..., None]:
             "inputs",
             inspect.Parameter.KEYWORD_ONLY,
             annotation=Annotated[
-                list[Path], typer.Argument(help=kinds[spec.cli.inputs], metavar="INPUT...")
+                list[Path], typer.Argument(help=kinds[spec.cli.inputs], metavar="INPUT")
             ],  # type: ignore[union-attr]
         ),
         inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, annotation=Out),
