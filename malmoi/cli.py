@@ -319,9 +319,16 @@ def sweep(
     """Slice counts and total hours per min-duration, from the stored segment tables and
     energies: no model is run again. The stage's gender filter is applied (from the segment
     labels); with the embedding gender engine the counts are before it."""
-    from segment.sweep import gender_filtered, stage_params, sweep_min_duration
+    from pydantic import ValidationError
 
-    rows = sweep_min_duration(segments, min_duration)
+    from segment.sweep import folder_problem, gender_filtered, stage_params, sweep_min_duration
+
+    if problem := folder_problem(segments):
+        fail(problem)
+    try:
+        rows = sweep_min_duration(segments, min_duration)
+    except ValidationError as exc:
+        invalid(exc)
     typer.echo("| min_duration (s) | slices | hours | rejected as too short | other gender |")
     typer.echo("| ---: | ---: | ---: | ---: | ---: |")
     for r in rows:

@@ -55,3 +55,22 @@ def test_a_list_option_takes_every_value_up_to_the_next_option() -> None:
         "--",
         "x",
     ]
+
+
+def test_sweep_on_a_wrong_folder_is_one_line(tmp_path) -> None:
+    """`malmoi sweep` on a missing folder, an empty one or another stage's folder: one line."""
+    (tmp_path / "empty").mkdir()
+    other = tmp_path / "denoise"
+    other.mkdir()
+    (other / "config.yaml").write_text("segment: {}\n", encoding="utf-8")
+    (other / "progress.csv").write_text("id,status\nclip,ok\n", encoding="utf-8")
+    for folder, says in (
+        (tmp_path / "nothere", "no such folder"),
+        (tmp_path / "empty", "not a stage's output folder"),
+        (other, "no segment tables"),
+    ):
+        proc = run_malmoi("sweep", str(folder))
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.startswith(f"error: {folder}: {says}"), proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert "Traceback" not in proc.stderr
