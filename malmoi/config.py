@@ -245,7 +245,9 @@ class SpeakerFilterConfig(StrictModel):
             try:
                 return float(value)
             except ValueError:
-                raise ValueError(f"auto, cohort-bound or a number, not {value!r}") from None
+                raise ValueError(
+                    f"must be auto, cohort-bound or a number (the minimum score), not {value!r}"
+                ) from None
         return value
 
     @property
@@ -550,6 +552,9 @@ def _describe(err: Any) -> str:
         return f"missing required key '{key}'"
     if err["type"] == "union_tag_invalid":
         return f"'{key}': {err['msg']}"
+    if err["type"] == "value_error" and "error" in err.get("ctx", {}):
+        # our own validators' messages, without pydantic's "Value error, " and the whole input
+        return f"'{key}': {err['ctx']['error']}"
     return f"'{key}': {err['msg']} (got {err.get('input')!r})"
 
 

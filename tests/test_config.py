@@ -81,3 +81,18 @@ def test_validate_command_reports_every_problem(tmp_path: Path) -> None:
     assert "ok:" in proc.stdout
     assert "unknown key 'ingest.chanels'" in proc.stderr
     assert "'ingest.sample_rate': Input should be greater than or equal to 8000" in proc.stderr
+
+
+def test_a_threshold_typo_is_one_line_naming_the_key_and_what_is_allowed(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(_base(speaker_filter={"threshold": "autoo"})))
+    proc = run_malmoi("validate", str(bad))
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"{bad}: 'speaker_filter.threshold': must be auto, cohort-bound or a number "
+        "(the minimum score), not 'autoo'"
+    ]
+    # a model's own check names its rule once, without pydantic's prefix or the whole input
+    with pytest.raises(ConfigError) as exc:
+        parse_config(_base(export={"splits": {"train": 0.9, "validation": 0.2, "test": 0.1}}))
+    assert str(exc.value).endswith("'export.splits': train + validation + test must be 1 (got 1.2)")
