@@ -172,7 +172,7 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
             prof = load_profile(p.profile, resolve_profiles_dir(p))
         self.profile = prof
         Profile(RUN_PROFILE, prof.refs, prof.crops, prof.crop_ref, prof.clips, prof.recipe).save(
-            self.out_dir
+            self.out_dir, quiet=True
         )
         return prof
 
