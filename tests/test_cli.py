@@ -74,3 +74,17 @@ def test_sweep_on_a_wrong_folder_is_one_line(tmp_path) -> None:
         assert proc.stderr.startswith(f"error: {folder}: {says}"), proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+def test_version() -> None:
+    import importlib.metadata
+
+    import malmoi
+
+    try:
+        expected = importlib.metadata.version("malmoi")
+    except importlib.metadata.PackageNotFoundError:
+        expected = malmoi.__version__
+    proc = run_malmoi("--version")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"malmoi {expected}\n"
