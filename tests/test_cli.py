@@ -88,3 +88,18 @@ def test_version() -> None:
     proc = run_malmoi("--version")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"malmoi {expected}\n"
+
+
+def test_datasets_folder_is_ignored_by_git() -> None:
+    """`datasets/` (where exports go in the README's examples) is in .gitignore, as `runs/` is."""
+    import shutil
+
+    import pytest
+
+    from tests.conftest import REPO
+
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    for path in ("datasets/ko/wavs/a.wav", "runs/demo/manifest.csv"):
+        proc = subprocess.run(["git", "-C", str(REPO), "check-ignore", "-q", path], check=False)
+        assert proc.returncode == 0, f"{path} is not ignored"
