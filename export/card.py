@@ -152,12 +152,9 @@ def _scores(rows: Sequence[dict], column: str) -> np.ndarray:
 
 
 def _pyplot():  # -> matplotlib.pyplot
-    import matplotlib
+    from malmoi.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot()
 
 
 def _save(fig: Any, path: Path) -> None:

@@ -319,9 +319,16 @@ def sweep(
     """Slice counts and total hours per min-duration, from the stored segment tables and
     energies: no model is run again. The stage's gender filter is applied (from the segment
     labels); with the embedding gender engine the counts are before it."""
-    from segment.sweep import gender_filtered, stage_params, sweep_min_duration
+    from pydantic import ValidationError
 
-    rows = sweep_min_duration(segments, min_duration)
+    from segment.sweep import folder_problem, gender_filtered, stage_params, sweep_min_duration
+
+    if problem := folder_problem(segments):
+        fail(problem)
+    try:
+        rows = sweep_min_duration(segments, min_duration)
+    except ValidationError as exc:
+        invalid(exc)
     typer.echo("| min_duration (s) | slices | hours | rejected as too short | other gender |")
     typer.echo("| ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
@@ -606,6 +613,49 @@ def _store(config: Path | None):  # -> ModelStore
         fail(str(exc))
 
 
+def version() -> str:
+    """The installed package's version, else the source tree's (``malmoi.__version__``)."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("malmoi")
+    except importlib.metadata.PackageNotFoundError:
+        import malmoi
+
+        return malmoi.__version__
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"malmoi {version()}")
+        raise typer.Exit()
+
+
+def _app_options(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Options of malmoi itself, before the command (--version)."""
+
+
+def quiet_tensorflow(argv: list[str]) -> None:
+    """TensorFlow's and XLA's start-up noise (cuDNN/cuFFT/cuBLAS factory errors, deprecation
+    warnings) off stderr, unless the command asks for ``--verbose``/``-v`` or the user set
+    ``TF_CPP_MIN_LOG_LEVEL``. Set before TensorFlow loads; child processes (Dask workers)
+    inherit it."""
+    import logging
+    import os
+
+    if "--verbose" in argv or "-v" in argv:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
 def build_app() -> typer.Typer:
     """The ``malmoi`` app: the commands written here and a verb per stage of the registry that
     declares a CLI, in pipeline order (built anew after a stage is registered)."""
@@ -618,6 +668,7 @@ def build_app() -> typer.Typer:
         add_completion=False,
         pretty_exceptions_enable=False,
     )
+    app.callback()(_app_options)
 
     def add(target: typer.Typer, func: Callable[..., Any], name: str | None = None) -> None:
         target.command(name, cls=ListOptionsCommand)(func)
@@ -666,6 +717,7 @@ def main() -> None:
     from malmoi.procs import stop_on_sigterm, terminated
 
     stop_on_sigterm()
+    quiet_tensorflow(sys.argv[1:])
     try:
         build_app()(prog_name="malmoi")
     except SystemExit:

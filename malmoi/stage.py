@@ -126,7 +126,8 @@ class StageReport:
     those that failed in an earlier run and were not tried again (``failed_before``).
     ``items`` is the number of inputs seen; ``hours_in`` the audio of the inputs processed in
     this run, ``hours_out`` that of the rows kept in this run; ``rtf`` the time spent in
-    :meth:`Stage.process` on the processed inputs over their audio time (0 when none);
+    :meth:`Stage.prepare` and :meth:`Stage.process` on the processed inputs over their audio
+    time (0 when none; the speaker filter embeds in ``prepare``);
     ``rejected_by_reason`` counts this run's rejected rows by reason."""
 
     stage: str
@@ -391,7 +392,7 @@ class Stage(ABC, Generic[P, R]):
         known = [_input_seconds(item) for item in items]
         audio_total = None if None in known else sum(k for k in known if k is not None)
         audio_done = 0.0
-        busy = 0.0  # seconds spent in process() on the inputs processed
+        busy = 0.0  # seconds spent in prepare() and process() on the inputs processed
         seconds_in = seconds_out = 0.0
 
         def tell(item: Item | None, status: ItemStatus | None, seconds: float | None) -> None:
@@ -523,7 +524,9 @@ class Stage(ABC, Generic[P, R]):
             ]
             todo = [item for item, d in zip(items, decisions, strict=True) if d == "run"]
             if todo:
+                prepare_started = time.perf_counter()
                 self.prepare(todo)
+                busy += time.perf_counter() - prepare_started
             for item, key, decision, seconds in zip(items, keys, decisions, known, strict=True):
                 done = progress.get(item.id)
                 if decision == "failed":

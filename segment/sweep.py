@@ -26,6 +26,23 @@ from segment.stage import (
 )
 
 
+def folder_problem(folder: Path) -> str | None:
+    """Why ``folder`` is not a segment stage's output folder the sweep can read, or None."""
+    if not folder.is_dir():
+        return f"{folder}: no such folder; give a segment stage's output folder (runs/x/segment)"
+    if not (folder / "config.yaml").is_file() or not (folder / PROGRESS).is_file():
+        return (
+            f"{folder}: not a stage's output folder (no config.yaml and {PROGRESS}); give a "
+            "segment stage's output folder (runs/x/segment)"
+        )
+    if next(folder.glob("*/segments.csv"), None) is None:
+        return (
+            f"{folder}: no segment tables (<input>/segments.csv): not a segment stage's output "
+            "folder, or its run kept nothing"
+        )
+    return None
+
+
 def stage_params(folder: Path) -> SegmentConfig:
     """The parameters the segment stage in ``folder`` ran with (its ``config.yaml``)."""
     import yaml

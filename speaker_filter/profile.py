@@ -76,8 +76,9 @@ class Profile:
             "loo_min": float(loo.min()) if loo.size else float("nan"),
         }
 
-    def save(self, folder: Path) -> Path:
-        """Write ``<folder>/<name>.npz`` and ``.json``; return the json's path."""
+    def save(self, folder: Path, quiet: bool = False) -> Path:
+        """Write ``<folder>/<name>.npz`` and ``.json``; return the json's path. Logs where
+        unless ``quiet`` (the speaker filter's own copy in its stage folder)."""
         from malmoi.files import atomic_path, atomic_write_text
 
         folder.mkdir(parents=True, exist_ok=True)
@@ -100,7 +101,15 @@ class Profile:
         }
         path = folder / f"{self.name}.json"
         atomic_write_text(path, json.dumps(info, indent=1, ensure_ascii=False) + "\n")
-        log.info("speaker profile %s saved in %s (%d clips)", self.name, folder, len(self.refs))
+        if not quiet:
+            n = len(self.refs)
+            log.info(
+                "speaker profile '%s' saved in %s (%d clip%s)",
+                self.name,
+                folder,
+                n,
+                "" if n == 1 else "s",
+            )
         return path
 
 

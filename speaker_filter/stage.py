@@ -172,7 +172,7 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
             prof = load_profile(p.profile, resolve_profiles_dir(p))
         self.profile = prof
         Profile(RUN_PROFILE, prof.refs, prof.crops, prof.crop_ref, prof.clips, prof.recipe).save(
-            self.out_dir
+            self.out_dir, quiet=True
         )
         return prof
 
@@ -477,11 +477,9 @@ def plot_scores(
 ) -> None:
     """Histogram of the slices' values of the threshold's column, kept vs rejected, with the
     threshold (PNG)."""
-    import matplotlib
+    from malmoi.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     keep = np.isin(ids, kept_ids)
     fig, ax = plt.subplots(figsize=(7, 3.5))
     bins = np.histogram_bin_edges(scores, bins=40) if len(scores) else 10

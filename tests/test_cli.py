@@ -55,3 +55,51 @@ def test_a_list_option_takes_every_value_up_to_the_next_option() -> None:
         "--",
         "x",
     ]
+
+
+def test_sweep_on_a_wrong_folder_is_one_line(tmp_path) -> None:
+    """`malmoi sweep` on a missing folder, an empty one or another stage's folder: one line."""
+    (tmp_path / "empty").mkdir()
+    other = tmp_path / "denoise"
+    other.mkdir()
+    (other / "config.yaml").write_text("segment: {}\n", encoding="utf-8")
+    (other / "progress.csv").write_text("id,status\nclip,ok\n", encoding="utf-8")
+    for folder, says in (
+        (tmp_path / "nothere", "no such folder"),
+        (tmp_path / "empty", "not a stage's output folder"),
+        (other, "no segment tables"),
+    ):
+        proc = run_malmoi("sweep", str(folder))
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.startswith(f"error: {folder}: {says}"), proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
+def test_version() -> None:
+    import importlib.metadata
+
+    import malmoi
+
+    try:
+        expected = importlib.metadata.version("malmoi")
+    except importlib.metadata.PackageNotFoundError:
+        expected = malmoi.__version__
+    proc = run_malmoi("--version")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"malmoi {expected}\n"
+
+
+def test_datasets_folder_is_ignored_by_git() -> None:
+    """`datasets/` (where exports go in the README's examples) is in .gitignore, as `runs/` is."""
+    import shutil
+
+    import pytest
+
+    from tests.conftest import REPO
+
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    for path in ("datasets/ko/wavs/a.wav", "runs/demo/manifest.csv"):
+        proc = subprocess.run(["git", "-C", str(REPO), "check-ignore", "-q", path], check=False)
+        assert proc.returncode == 0, f"{path} is not ignored"

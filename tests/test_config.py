@@ -81,3 +81,30 @@ def test_validate_command_reports_every_problem(tmp_path: Path) -> None:
     assert "ok:" in proc.stdout
     assert "unknown key 'ingest.chanels'" in proc.stderr
     assert "'ingest.sample_rate': Input should be greater than or equal to 8000" in proc.stderr
+
+
+def test_a_threshold_typo_is_one_line_naming_the_key_and_what_is_allowed(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(_base(speaker_filter={"threshold": "autoo"})))
+    proc = run_malmoi("validate", str(bad))
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"{bad}: 'speaker_filter.threshold': must be auto, cohort-bound or a number "
+        "(the minimum score), not 'autoo'"
+    ]
+    # a model's own check names its rule once, without pydantic's prefix or the whole input
+    with pytest.raises(ConfigError) as exc:
+        parse_config(_base(export={"splits": {"train": 0.9, "validation": 0.2, "test": 0.1}}))
+    assert str(exc.value).endswith("'export.splits': train + validation + test must be 1 (got 1.2)")
+
+
+def test_the_engine_option_states_repets_speed() -> None:
+    """`separate.engine`: REPET's real-time factor is said where the engine is chosen (its
+    description, hence `malmoi separate --help`) and in the README's config reference."""
+    from malmoi.config import SeparateConfig
+
+    description = SeparateConfig.model_fields["engine"].description or ""
+    assert "repet" in description and "RTF about 0.6" in description
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    (row,) = [line for line in readme.splitlines() if line.startswith("| `separate.engine` |")]
+    assert "RTF about 0.6" in row

@@ -49,3 +49,16 @@ def test_slug_is_at_most_80_bytes_with_emoji_and_separators_replaced() -> None:
     assert slugify("😀🎙️") == "item"  # nothing readable left
     # a cut never splits a Hangul syllable (3 bytes each)
     assert slugify("가" * 100) == "가" * 26
+
+
+def test_the_readme_shows_ids_with_their_16_hex_digits() -> None:
+    """Every `<slug>-<hash>` id the README shows has the hash's HASH_HEX digits."""
+    import re
+
+    from malmoi.ids import HASH_HEX
+    from tests.conftest import REPO
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    hashes = re.findall(r"\w-([0-9a-f]{6,})(?![0-9a-f])", text)
+    assert hashes, "the README shows no id"
+    assert [h for h in hashes if len(h) != HASH_HEX] == []

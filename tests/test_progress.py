@@ -123,6 +123,22 @@ def test_report_counts_reasons_hours_and_rtf(inputs: Path, tmp_path: Path) -> No
     )
 
 
+class SlowPrepare(CopyStage):
+    """Does its work in prepare() (as the speaker filter embeds there); process() only copies."""
+
+    def prepare(self, items: list[Item]) -> None:
+        time.sleep(0.5)
+
+
+def test_rtf_counts_the_work_done_in_prepare(inputs: Path, tmp_path: Path) -> None:
+    items = _with_durations(_items(inputs), {"a": 36.0, "b": 72.0, "c": 360.0, "d": 720.0})
+    report = SlowPrepare(Params(min_len=3), tmp_path / "out").run(items)
+    assert report.processed == 2
+    # 0.5 s of prepare over the processed inputs' 108 s (the failed ones' audio not counted)
+    assert 0.5 <= report.rtf * 108 <= report.seconds, (report.rtf, report)
+    assert "RTF 0.000" not in report.summary()
+
+
 def _wavs(folder: Path) -> dict[str, float]:
     lengths = {"one": 1.5, "two": 2.25}
     for name, s in lengths.items():

@@ -300,3 +300,17 @@ def test_the_same_separation_twice_gives_byte_identical_files(tmp_path: Path) ->
         digests.append(hashlib.sha256((tmp_path / f"{run}_v.wav").read_bytes()).hexdigest())
         time.sleep(1.1)  # the PEAK chunk's timestamp has a resolution of a second
     assert digests[0] == digests[1]
+
+
+def test_tensorflow_start_up_noise_stays_off_stderr(spleeter_model: Path, tmp_path: Path) -> None:
+    """No cuDNN/cuFFT/cuBLAS factory errors nor TensorFlow deprecation warnings on stderr
+    without --verbose: only malmoi's own lines."""
+    write_wav(tmp_path / "short.wav", tone(2.0, sr=22050, channels=1, freq=300), sr=22050)
+    proc = run_malmoi("separate", str(tmp_path / "short.wav"), "--out", str(tmp_path / "sep"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    noise = [
+        line
+        for line in proc.stderr.splitlines()
+        if not line.startswith(("INFO ", "WARNING ", "ERROR "))
+    ]
+    assert noise == [], proc.stderr[-3000:]

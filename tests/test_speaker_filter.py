@@ -268,3 +268,29 @@ def test_a_list_option_takes_every_value_a_shell_glob_gives(shared: Path, tmp_pa
     # the command says the inputs are missing rather than guessing
     proc = run_malmoi("speaker-filter", "--reference", *refs, "--out", str(out))
     assert proc.returncode == 2 and "Missing argument" in proc.stderr
+
+
+def test_profile_messages_name_it_once_and_count_clips(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`speaker profile 't' saved in … (1 clip)`; the run's own copy in the stage folder is
+    saved without a `speaker profile profile saved` line."""
+    import logging
+
+    from speaker_filter.profile import Profile
+    from speaker_filter.stage import SpeakerFilterStage
+
+    refs = np.random.default_rng(0).normal(size=(1, 256)).astype("float32")
+    crops = np.zeros((0, 256), dtype="float32")
+    prof = Profile(
+        "t", refs, crops, np.zeros(0, dtype=np.int64), [{"path": "a.wav", "sha256": "ab"}]
+    )
+    profiles = tmp_path / "profiles"
+    with caplog.at_level(logging.INFO, logger="malmoi"):
+        prof.save(profiles)
+        params = SpeakerFilterConfig(profile="t", profiles_dir=profiles)
+        stage = SpeakerFilterStage(params, tmp_path / "out")
+        assert stage._profile() is not None
+    assert (tmp_path / "out" / "profile.json").exists()
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [f"speaker profile 't' saved in {profiles} (1 clip)"], lines
