@@ -41,7 +41,15 @@ def invalid(exc: Exception) -> typing.NoReturn:
     from pydantic import ValidationError
 
     if isinstance(exc, ValidationError):
-        problems = [f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors()]
+        problems = [
+            f"{'.'.join(map(str, e['loc'])) or 'config'}: "
+            + (
+                str(e.get("ctx", {}).get("error", e["msg"]))
+                if e["type"] == "value_error"
+                else e["msg"]
+            )
+            for e in exc.errors()
+        ]
         fail("; ".join(problems))
     fail(" ".join(str(exc).split()))
 
