@@ -242,7 +242,8 @@ def test_crawl_podcast_without_a_config(site: PodcastSite, tmp_path: Path) -> No
     assert sorted(rows["title"]) == ["특집 f1", "특집 f2", "특집 f3"]
     assert json.loads(rows.iloc[0]["subtitles"]) == []
     refused = run_malmoi("crawl", "podcast", "ftp://example.com/x.xml", "--out", str(out))
-    assert refused.returncode == 0  # a bad URL is a recorded failure, not a crash
+    assert refused.returncode == 1  # its only input failed (issue 20): recorded, not a crash
+    assert "Traceback" not in refused.stderr and "every input failed" in refused.stderr
     failures = read_manifest(out, "failures.csv")
     assert any("only http and https" in r for r in failures["reason"])
 
@@ -425,3 +426,15 @@ def test_relative_out_and_output_dir_from_another_cwd(site: PodcastSite, tmp_pat
     assert len(read_manifest(ingested)) == 1
     assert all(not Path(p).is_absolute() for p in _raw_paths(ingested))
     assert all((ingested / p).is_file() for p in _raw_paths(ingested))
+
+
+def test_a_crawl_whose_every_url_fails_exits_1(httpserver: HTTPServer, tmp_path: Path) -> None:
+    """Issue 20: a feed answering 404 exited 0."""
+    httpserver.expect_request("/gone.xml").respond_with_data("not found", status=404)
+    feed = httpserver.url_for("/gone.xml")
+    proc = run_malmoi("crawl", "podcast", feed, "--out", str(tmp_path / "c"), "--delay", "0")
+    assert proc.returncode == 1, proc.stdout + proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "crawl: every input failed (1)" in errors[0], proc.stderr
+    assert "404" in errors[0] and "failures.csv" in errors[0]
+    assert len(read_manifest(tmp_path / "c", "failures.csv")) == 1  # recorded as before
