@@ -254,7 +254,8 @@ def test_allowed_hosts_refuse_other_hosts(site: PodcastSite, tmp_path: Path) -> 
     cfg["crawl"]["allowed_hosts"] = ["example.org"]
     config.write_text(yaml.safe_dump(cfg, allow_unicode=True))
     proc = run_malmoi("crawl", str(config))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 1, proc.stderr[-3000:]  # every URL refused: nothing crawled
+    assert "crawl: every input failed (2)" in proc.stderr
     failures = read_manifest(tmp_path / "out" / "crawl", "failures.csv")
     assert len(failures) == 2 and all("allowed_hosts" in r for r in failures["reason"])
     assert site.server.log == []  # nothing was fetched
