@@ -247,7 +247,7 @@ class CrawlStage(Stage[CrawlConfig, CrawlRow]):
             raise ItemError(f"{episode.url}: the download is not audio: {exc}") from None
         digest = digest or hash_file(path).hexdigest()
         size = path.stat().st_size
-        rel = path.relative_to(self.out_dir).as_posix()
+        rel = self._relative(path)
         row = self.make_row(
             item,
             id=item.id,
@@ -269,9 +269,7 @@ class CrawlStage(Stage[CrawlConfig, CrawlRow]):
             content_type=content_type,
             container=info.format_name,
             codec=info.codec,
-            subtitles=json.dumps(
-                [s.relative_to(self.out_dir).as_posix() for s in subtitles], ensure_ascii=False
-            ),
+            subtitles=json.dumps([self._relative(s) for s in subtitles], ensure_ascii=False),
         )
         with self._hash_lock:  # identical content under another URL is stored once
             first = self._hashes.get(digest)
@@ -282,6 +280,11 @@ class CrawlStage(Stage[CrawlConfig, CrawlRow]):
             extra.unlink(missing_ok=True)
         dup = row.model_copy(update={"path": first[1], "subtitles": "[]"})
         return Result(rejected=[(dup, f"duplicate of {first[0]} (same sha256)")])
+
+    def _relative(self, path: Path) -> str:
+        """``path`` relative to the stage folder, as the tables keep it (compared resolved: a
+        relative folder, ``..`` or a symbolic link on one side only still match)."""
+        return path.resolve().relative_to(self.out_dir.resolve()).as_posix()
 
     @property
     def _archive(self) -> Path:

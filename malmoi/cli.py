@@ -35,6 +35,7 @@ from malmoi.verbs import (
     RetryFailed,
     Verbose,
     fail,
+    failed_all,
     invalid,
     nest,
     run_stage,
@@ -220,10 +221,22 @@ def crawl(
         fail(f"{head}: no video or podcast sources to crawl")
     stage = CrawlStage(cfg.crawl, stage_dir, sources)
     items = discover(sources, cfg.crawl, stage_dir)
+    counts = [0, 0, 0]  # processed, skipped, failed over every source
+    failures: list[tuple[str, str]] = []
     for label, group in items_by_source(items, sources):
         report = run_stage(stage, group, retry_failed, label=label)
         typer.echo(report.summary())
+        got = (report.processed, report.skipped, report.failed)
+        counts = [a + b for a, b in zip(counts, got, strict=True)]
+        failures += report.failures
     typer.echo(f"manifest: {stage_dir / 'manifest.csv'}")
+    from malmoi.pipeline import no_input
+
+    reason = no_input("crawl", *counts, gathers=True, where=str(stage_dir / "failures.csv"))
+    if reason is not None:
+        if failures:
+            reason += f" (first: {' '.join(': '.join(failures[0]).split())})"
+        fail(reason, 1)
 
 
 def export(
@@ -308,6 +321,8 @@ def export(
     report = run_stage(stage, items, retry_failed, config=cfg, prune=True)
     typer.echo(report.summary())
     typer.echo(f"dataset: {dataset} (card: {dataset / 'README.md'}; malmoi verify {dataset})")
+    if (reason := failed_all(report)) is not None:
+        fail(reason, 1)
 
 
 def sweep(
@@ -377,17 +392,21 @@ def build(
     verbose: Verbose = False,
 ) -> None:
     """Run the build-dataset Prefect flow for CONFIG (all stages, or those chosen)."""
-    from malmoi.config import ConfigError, load_config
+    from malmoi.config import ConfigError, check_on_disk, load_config
     from malmoi.pipeline import (
         StageOrderError,
         check_input,
         failed_before,
+        no_input,
+        no_input_standing,
         pending,
         select,
+        spec,
     )
 
     try:
         cfg = load_config(config)
+        check_on_disk(cfg, origin=str(config))
         stages = select(only or [], from_stage)
         names = [s.name for s in stages]
         for i, stage in enumerate(stages):  # fail fast, before Prefect starts
@@ -407,6 +426,9 @@ def build(
                 else ""
             )
             typer.echo(f"{stage.name}: nothing to do{note}")
+        for stage in stages:  # every input stands failed, or the sources give none: exit 1
+            if stage.used_by(cfg) and (reason := no_input_standing(cfg, stage)) is not None:
+                fail(f"build-dataset: {reason}", 1)
         typer.echo(
             "no flow run started: every stage is finished (--force STAGE recomputes one; "
             "--always-flow records a run in Prefect anyway)"
@@ -433,18 +455,29 @@ def build(
             f"{counts['failed']} failed, {counts['kept']} kept"
         )
     typer.echo(f"output: {cfg.output_dir}")
+    for name, counts in reports.items():  # every input failed, or the sources gave none: exit 1
+        reason = no_input(
+            name,
+            counts["processed"],
+            counts["skipped"],
+            counts["failed"],
+            gathers=spec(name).gather is not None,
+            where=str(counts.get("failures_file") or ""),
+        )
+        if reason is not None:
+            fail(f"build-dataset: {reason}", 1)
 
 
 def validate(
     configs: Annotated[list[Path], typer.Argument(help="Pipeline YAML files.")],
 ) -> None:
     """Check pipeline configs; print every problem with the key and what is allowed."""
-    from malmoi.config import ConfigError, load_config
+    from malmoi.config import ConfigError, check_on_disk, load_config
 
     bad = 0
     for path in configs:
         try:
-            load_config(path)
+            check_on_disk(load_config(path), origin=str(path))
             typer.echo(f"ok: {path}")
         except ConfigError as exc:
             bad += 1

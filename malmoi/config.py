@@ -543,6 +543,24 @@ def parse_config(data: dict[str, Any], origin: str = "<config>") -> PipelineBase
         raise ConfigError("\n".join(lines)) from None
 
 
+def check_on_disk(cfg: PipelineBase, origin: str = "<config>") -> None:
+    """Raise :class:`ConfigError` naming every local source path that does not exist (relative
+    paths from the working directory). Not part of :func:`parse_config`: a config may be written
+    before its media are there; ``malmoi validate`` and ``malmoi build`` check it."""
+    problems = []
+    for i, source in enumerate(cfg.sources):  # type: ignore[attr-defined]
+        if not isinstance(source, LocalSource):
+            continue
+        for j, path in enumerate(source.paths):
+            if not path.expanduser().exists():
+                where = "" if path.is_absolute() else f" (from the working directory {Path.cwd()})"
+                problems.append(
+                    f"{origin}: 'sources.{i}.paths.{j}': no such file or folder: {path}{where}"
+                )
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
 def _describe(err: Any) -> str:
     loc = tuple(err["loc"])
     key = ".".join(str(p) for p in loc) or "<top>"

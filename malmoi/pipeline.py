@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from malmoi.manifest import FAILURES, MANIFEST, read_records
+from malmoi.manifest import FAILURES, MANIFEST, PROGRESS, read_records
 from malmoi.registry import StageOrderError, StageSpec, input_of, names, spec, specs
 
 __all__ = [
@@ -17,6 +17,8 @@ __all__ = [
     "check_input",
     "failed_before",
     "input_of",
+    "no_input",
+    "no_input_standing",
     "pending",
     "select",
     "spec",
@@ -86,3 +88,25 @@ def pending(cfg: Any, stages: Sequence[StageSpec], retry_failed: bool = False) -
 def failed_before(cfg: Any, stage: StageSpec) -> int:
     """How many inputs stand failed in a stage's ``failures.csv``."""
     return len(read_records(cfg.stage_dir(stage.name) / FAILURES))
+
+
+def no_input(
+    stage: str, processed: int, skipped: int, failed: int, gathers: bool = False, where: str = ""
+) -> str | None:
+    """Why a stage's run fails the command (exit 1), or None: every input failed (none processed
+    nor skipped: a no-op rerun is fine), or, for a stage reading the sources (``gathers``), there
+    was no input at all. Some failures among successes are not: they are reported and listed."""
+    if failed and not processed and not skipped:
+        return f"{stage}: every input failed ({failed}){f'; see {where}' if where else ''}"
+    if gathers and not (processed or skipped or failed):
+        return f"{stage}: the sources yield no input (no files, no episodes)"
+    return None
+
+
+def no_input_standing(cfg: Any, stage: StageSpec) -> str | None:
+    """:func:`no_input` of a stage a build finds nothing to do for, from what its
+    ``progress.csv`` stands at (no listing again): no input recorded, or only failures."""
+    rows = read_records(cfg.stage_dir(stage.name) / PROGRESS)
+    ok = sum(r.get("status") == "ok" for r in rows)
+    where = str(cfg.stage_dir(stage.name) / FAILURES)
+    return no_input(stage.name, ok, 0, len(rows) - ok, stage.gather is not None, where)

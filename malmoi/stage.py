@@ -186,7 +186,9 @@ class Stage(ABC, Generic[P, R]):
     def __init__(self, params: P, out_dir: Path):
         self.params = params
         self.stopping = threading.Event()  # set when a run with workers is being stopped
-        self.out_dir = Path(out_dir)
+        # absolute once, here: files found or made under it (yt-dlp's are absolute) compare with
+        # it whatever the working directory was given as (issue 20)
+        self.out_dir = Path(out_dir).absolute()
         self._ready = False
         self.params_json = params_json(
             params.model_dump(mode="json", exclude=set(self.unkeyed_params))

@@ -229,19 +229,44 @@ def run_stage_verb(
         from malmoi.stage import items_from
 
         ingest_params = IngestConfig()
-        first = run_stage(
-            IngestStage(ingest_params, out / "ingest"),
-            discover(inputs, ingest_params.extensions),
-            retry_failed,
-        )
+        found = list(discover(inputs, ingest_params.extensions))
+        if not found:
+            no_files(spec, inputs, "audio/video")
+        first = run_stage(IngestStage(ingest_params, out / "ingest"), found, retry_failed)
+        if (reason := failed_all(first)) is not None:
+            typer.echo(first.summary())
+            fail(reason, 1)
         items = items_from(out / "ingest")
     else:
         items = list(discover(inputs, AUDIO_EXTENSIONS if cli.inputs == "audio" else MEDIA))
+        if not items:
+            no_files(spec, inputs, "audio" if cli.inputs == "audio" else "audio/video")
     report = run_stage(stage, items, retry_failed, **extra)
     if first is not None:
         typer.echo(first.summary())
     typer.echo(report.summary())
     typer.echo(cli.outputs(out) if cli.outputs else f"manifest: {out / 'manifest.csv'}")
+    if (reason := failed_all(report)) is not None:
+        fail(reason, 1)
+
+
+def no_files(spec: StageSpec, inputs: list[Path], kind: str) -> typing.NoReturn:
+    """Exit 1: the inputs given hold no file the verb reads (nothing is run or written)."""
+    fail(f"{spec.verb}: no {kind} files in {', '.join(str(p) for p in inputs)}", 1)
+
+
+def failed_all(report: Any) -> str | None:
+    """The one-line reason a run fails its command (exit 1) when every input failed, with the
+    first failure; None otherwise (see :func:`malmoi.pipeline.no_input`)."""
+    from malmoi.pipeline import no_input
+
+    reason = no_input(
+        report.stage, report.processed, report.skipped, report.failed, where=report.failures_file
+    )
+    if reason is not None and report.failures:
+        shown, why = report.failures[0]
+        reason += f" (first: {' '.join(f'{shown}: {why}'.split())})"
+    return reason
 
 
 def stage_verb(spec: StageSpec) -> Callable[..., None]:

@@ -103,3 +103,76 @@ def test_datasets_folder_is_ignored_by_git() -> None:
     for path in ("datasets/ko/wavs/a.wav", "runs/demo/manifest.csv"):
         proc = subprocess.run(["git", "-C", str(REPO), "check-ignore", "-q", path], check=False)
         assert proc.returncode == 0, f"{path} is not ignored"
+
+
+# --- fail loudly on nothing (issue 20) -------------------------------------------------------
+
+
+def _error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    return lines[0]
+
+
+def test_a_verb_given_only_missing_files_or_nothing_to_read_exits_1(tmp_path) -> None:
+    missing = run_malmoi("ingest", "nothere.mp3", "--out", "o", cwd=tmp_path)
+    assert missing.returncode == 1, missing.stdout + missing.stderr
+    line = _error_line(missing)
+    assert "ingest: every input failed (1)" in line and "nothere.mp3" in line
+    assert (tmp_path / "o" / "failures.csv").is_file()  # still recorded
+    (tmp_path / "empty").mkdir()
+    empty = run_malmoi("segment", "empty", "--out", "s", cwd=tmp_path)
+    assert empty.returncode == 1
+    assert "segment: no audio/video files in empty" in _error_line(empty)
+    assert not (tmp_path / "s").exists()  # nothing run, nothing written
+    # partial failures keep today's behaviour, and so does a no-op rerun: exit 0
+    from malmoi.manifest import read_manifest
+    from tests.media import tone, write_wav
+
+    write_wav(tmp_path / "a.wav", tone(1.0, sr=22050, channels=1), sr=22050)
+    partial = run_malmoi("ingest", "a.wav", "nothere.mp3", "--out", "o", cwd=tmp_path)
+    assert partial.returncode == 0, partial.stderr[-3000:]
+    assert len(read_manifest(tmp_path / "o")) == 1
+    assert len(read_manifest(tmp_path / "o", "failures.csv")) == 1
+    again = run_malmoi("ingest", "a.wav", "--out", "o", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "0 processed, 1 skipped" in again.stdout
+
+
+def _local_config(tmp_path, paths: list[str]):
+    import yaml
+
+    path = tmp_path / "local.yaml"
+    cfg = {
+        "name": "local",
+        "output_dir": "runs/local",
+        "sources": [{"kind": "local", "paths": paths}],
+    }
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return path
+
+
+def test_a_missing_source_path_is_a_validate_error_and_stops_build(tmp_path) -> None:
+    config = _local_config(tmp_path, ["data/raw"])
+    checked = run_malmoi("validate", str(config), cwd=tmp_path)
+    assert checked.returncode == 1
+    assert "'sources.0.paths.0': no such file or folder: data/raw" in checked.stderr
+    assert str(tmp_path) in checked.stderr  # relative: from the working directory
+    built = run_malmoi("build", str(config), cwd=tmp_path)
+    assert built.returncode == 2
+    assert "'sources.0.paths.0': no such file or folder: data/raw" in _error_line(built)
+    assert not (tmp_path / "runs").exists()  # stopped before any stage (and Prefect)
+    (tmp_path / "data" / "raw").mkdir(parents=True)
+    ok = run_malmoi("validate", str(config), cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_a_build_whose_sources_yield_no_input_exits_1(tmp_path) -> None:
+    (tmp_path / "data" / "raw").mkdir(parents=True)  # there, but with no media in it
+    config = _local_config(tmp_path, ["data/raw"])
+    built = run_malmoi("build", str(config), "--only", "ingest", cwd=tmp_path)
+    assert built.returncode == 1, built.stdout + built.stderr[-3000:]
+    assert "ingest: the sources yield no input" in _error_line(built)
+    flowed = run_malmoi("build", str(config), "--only", "ingest", "--always-flow", cwd=tmp_path)
+    assert flowed.returncode == 1, flowed.stdout + flowed.stderr[-3000:]  # after a flow run
+    assert "ingest: the sources yield no input" in _error_line(flowed)

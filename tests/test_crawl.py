@@ -242,7 +242,8 @@ def test_crawl_podcast_without_a_config(site: PodcastSite, tmp_path: Path) -> No
     assert sorted(rows["title"]) == ["특집 f1", "특집 f2", "특집 f3"]
     assert json.loads(rows.iloc[0]["subtitles"]) == []
     refused = run_malmoi("crawl", "podcast", "ftp://example.com/x.xml", "--out", str(out))
-    assert refused.returncode == 0  # a bad URL is a recorded failure, not a crash
+    assert refused.returncode == 1  # its only input failed (issue 20): recorded, not a crash
+    assert "Traceback" not in refused.stderr and "every input failed" in refused.stderr
     failures = read_manifest(out, "failures.csv")
     assert any("only http and https" in r for r in failures["reason"])
 
@@ -253,7 +254,8 @@ def test_allowed_hosts_refuse_other_hosts(site: PodcastSite, tmp_path: Path) -> 
     cfg["crawl"]["allowed_hosts"] = ["example.org"]
     config.write_text(yaml.safe_dump(cfg, allow_unicode=True))
     proc = run_malmoi("crawl", str(config))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 1, proc.stderr[-3000:]  # every URL refused: nothing crawled
+    assert "crawl: every input failed (2)" in proc.stderr
     failures = read_manifest(tmp_path / "out" / "crawl", "failures.csv")
     assert len(failures) == 2 and all("allowed_hosts" in r for r in failures["reason"])
     assert site.server.log == []  # nothing was fetched
@@ -289,9 +291,8 @@ VTT = (
 )
 
 
-def test_crawl_video_keeps_the_audio_and_the_korean_subtitles(
-    httpserver: HTTPServer, tmp_path: Path
-) -> None:
+def _serve_video(httpserver: HTTPServer, tmp_path: Path) -> str:
+    """A page on 127.0.0.1 with an mp4 and Korean subtitles; its URL."""
     clip = mp4_with_audio(tmp_path / "clip.mp4", seconds=3.0)
     files = {
         "/clip.mp4": (clip.read_bytes(), "video/mp4"),
@@ -312,8 +313,14 @@ def test_crawl_video_keeps_the_audio_and_the_korean_subtitles(
         return resp.make_conditional(request, accept_ranges=True, complete_length=len(body))
 
     httpserver.expect_request(re.compile(r"/.*")).respond_with_handler(handler)
+    return httpserver.url_for("/watch")
+
+
+def test_crawl_video_keeps_the_audio_and_the_korean_subtitles(
+    httpserver: HTTPServer, tmp_path: Path
+) -> None:
+    url = _serve_video(httpserver, tmp_path)
     out = tmp_path / "video"
-    url = httpserver.url_for("/watch")
     proc = run_malmoi("crawl", "video", url, "--subtitles", "ko", "--out", str(out), "--delay", "0")
     assert proc.returncode == 0, proc.stderr[-3000:]
     row = read_manifest(out).iloc[0]
@@ -363,3 +370,72 @@ def test_a_file_finished_before_a_kill_is_taken_up_with_its_content_type(
     after = read_manifest(out)
     assert sorted(after["id"]) == sorted(before["id"])
     assert set(after["content_type"]) == {"audio/mpeg"}
+
+
+def _raw_paths(folder: Path) -> list[str]:
+    """The ``path`` column of a stage's manifest.csv as written (read_manifest resolves it)."""
+    import csv
+
+    with (folder / "manifest.csv").open(encoding="utf-8", newline="") as fh:
+        return [row["path"] for row in csv.DictReader(fh)]
+
+
+def test_relative_out_and_output_dir_from_another_cwd(site: PodcastSite, tmp_path: Path) -> None:
+    """Issue 20: a relative ``--out`` or ``output_dir`` failed every video (``relative_to`` of
+    yt-dlp's absolute file against the relative folder). Run from a working directory that is
+    neither the checkout nor the config's folder; the tables' paths stay relative."""
+    work = tmp_path / "work"
+    work.mkdir()
+    video = _serve_video(site.server, tmp_path)
+    feed = site.server.url_for("/feed.xml")
+    proc = run_malmoi(
+        "crawl", "video", video, "--subtitles", "ko", "--out", "runs/yt/crawl", "--delay", "0",
+        cwd=work,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = work / "runs" / "yt" / "crawl"
+    assert read_manifest(out, "failures.csv").empty, read_manifest(out, "failures.csv").to_dict()
+    rows = read_manifest(out)
+    assert len(rows) == 1 and _raw_paths(out)[0].startswith("media/")
+    assert json.loads(rows.iloc[0]["subtitles"])[0].startswith("media/")
+    proc = run_malmoi("crawl", "podcast", feed, "--out", "runs/pod", "--delay", "0", cwd=work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(read_manifest(work / "runs" / "pod")) == 3
+    assert all(p.startswith("media/") for p in _raw_paths(work / "runs" / "pod"))
+    # a config elsewhere with a relative output_dir: resolved against the working directory
+    cfg = {
+        "name": "relcfg",
+        "output_dir": "runs/cfg",
+        "sources": [{"kind": "video", "urls": [video]}, {"kind": "podcast", "urls": [feed]}],
+        "crawl": {"delay_seconds": 0},
+    }
+    config = tmp_path / "configs" / "rel.yaml"
+    config.parent.mkdir()
+    config.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    proc = run_malmoi("crawl", str(config), cwd=work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    crawled = work / "runs" / "cfg" / "crawl"
+    assert read_manifest(crawled, "failures.csv").empty
+    assert len(read_manifest(crawled)) == 4
+    assert all(p.startswith("media/") for p in _raw_paths(crawled))
+    # a stage verb with a relative input and a relative --out
+    proc = run_malmoi(
+        "ingest", str(Path("runs/yt/crawl") / _raw_paths(out)[0]), "--out", "rel/ingest", cwd=work
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ingested = work / "rel" / "ingest"
+    assert len(read_manifest(ingested)) == 1
+    assert all(not Path(p).is_absolute() for p in _raw_paths(ingested))
+    assert all((ingested / p).is_file() for p in _raw_paths(ingested))
+
+
+def test_a_crawl_whose_every_url_fails_exits_1(httpserver: HTTPServer, tmp_path: Path) -> None:
+    """Issue 20: a feed answering 404 exited 0."""
+    httpserver.expect_request("/gone.xml").respond_with_data("not found", status=404)
+    feed = httpserver.url_for("/gone.xml")
+    proc = run_malmoi("crawl", "podcast", feed, "--out", str(tmp_path / "c"), "--delay", "0")
+    assert proc.returncode == 1, proc.stdout + proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "crawl: every input failed (1)" in errors[0], proc.stderr
+    assert "404" in errors[0] and "failures.csv" in errors[0]
+    assert len(read_manifest(tmp_path / "c", "failures.csv")) == 1  # recorded as before

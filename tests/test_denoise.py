@@ -83,7 +83,8 @@ def test_cutoff_at_nyquist_is_a_clear_failure(noisy_files: Path, tmp_path: Path)
         "denoise", str(noisy_files / "whine.wav"), "--out", str(out), "--lowpass", "11025",
         "--no-scores",
     )  # fmt: skip
-    assert proc.returncode == 0
+    assert proc.returncode == 1  # its only input failed (issue 20), with the reason
+    assert "every input failed (1)" in proc.stderr and "Nyquist" in proc.stderr
     reason = read_manifest(out, "failures.csv")["reason"].iloc[0]
     assert "Nyquist" in reason and "11025" in reason
 
