@@ -328,13 +328,16 @@ class DenoiseStage(Stage[DenoiseConfig, DenoiseRow]):
         from denoise.filters import find_notches
 
         p = self.params
-        found = find_notches(
-            source,
-            None if isinstance(source, Path) else sr,
-            q=p.notch.q,
-            max_notches=p.notch.max_auto,
-            min_prominence_db=p.notch.min_prominence_db,
-        )
+        with contextlib.ExitStack() as stack:
+            if isinstance(source, Path):  # a lossy stem (m4a, mp3…) is decoded first
+                source = self._readable(source, stack)
+            found = find_notches(
+                source,
+                None if isinstance(source, Path) else sr,
+                q=p.notch.q,
+                max_notches=p.notch.max_auto,
+                min_prominence_db=p.notch.min_prominence_db,
+            )
         self._found[key] = [f for f in found if 0 < f < sr / 2]
         if self._found[key]:
             log.info("%s: notches at %s Hz", key, ", ".join(f"{f:.1f}" for f in found))
