@@ -144,6 +144,7 @@ def discover(sources: Sequence[WebSource], cfg: CrawlConfig, out_dir: Path) -> l
                     episodes = video.discover(one, cfg, index)
             except Exception as exc:
                 reason = " ".join(str(exc).split()) or type(exc).__name__
+                reason = reason.removeprefix(f"{url}: ")  # "cannot list URL: URL: HTTP 404"
                 log.error("cannot list %s: %s", url, reason)
                 items.append(failed_listing_item(url, index, reason, out_dir))
                 continue

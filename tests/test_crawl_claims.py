@@ -100,6 +100,7 @@ def test_dead_feeds_are_failure_rows_and_the_other_urls_go_on(
     reasons = dict(zip(failures["input"], failures["reason"], strict=True))
     assert set(reasons) == {dead, nobody}
     assert f"cannot list {dead}" in reasons[dead] and "HTTP 404" in reasons[dead]
+    assert reasons[dead].count(dead) == 1, reasons[dead]  # the URL named once
     assert f"cannot list {nobody}" in reasons[nobody] and "connection" in reasons[nobody]
     # tried again on the next run (the feed may be back); the episode is not downloaded again
     httpserver.clear_log()
