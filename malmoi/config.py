@@ -546,13 +546,17 @@ def parse_config(data: dict[str, Any], origin: str = "<config>") -> PipelineBase
 def check_on_disk(cfg: PipelineBase, origin: str = "<config>") -> None:
     """Raise :class:`ConfigError` naming every local source path that does not exist (relative
     paths from the working directory). Not part of :func:`parse_config`: a config may be written
-    before its media are there; ``malmoi validate`` and ``malmoi build`` check it."""
+    before its media are there; ``malmoi validate`` and ``malmoi build`` check it. A path inside
+    the build's own ``output_dir`` is left alone: the build makes it (the synthetic source's
+    reference clips, say)."""
     problems = []
+    own = Path(cfg.output_dir).expanduser().absolute()  # type: ignore[attr-defined]
     for i, source in enumerate(cfg.sources):  # type: ignore[attr-defined]
         if not isinstance(source, LocalSource):
             continue
         for j, path in enumerate(source.paths):
-            if not path.expanduser().exists():
+            made_here = path.expanduser().absolute().is_relative_to(own)
+            if not made_here and not path.expanduser().exists():
                 where = "" if path.is_absolute() else f" (from the working directory {Path.cwd()})"
                 problems.append(
                     f"{origin}: 'sources.{i}.paths.{j}': no such file or folder: {path}{where}"

@@ -108,3 +108,22 @@ def test_the_engine_option_states_repets_speed() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     (row,) = [line for line in readme.splitlines() if line.startswith("| `separate.engine` |")]
     assert "RTF about 0.6" in row
+
+
+def test_a_missing_source_path_inside_the_builds_own_folder_is_left_to_the_build(tmp_path) -> None:
+    """A local source may name media an earlier source of the same build makes (the synthetic
+    source's reference clips): under ``output_dir`` a missing path is not an error; elsewhere
+    it is, naming the key."""
+    import pytest
+
+    from malmoi.config import check_on_disk
+
+    out = tmp_path / "out"
+    made = {"kind": "local", "paths": [str(out / "raw/synthetic/reference/voices/ko+f2")]}
+    absent = {"kind": "local", "paths": [str(tmp_path / "nothere")]}
+    base = {"name": "x", "output_dir": str(out)}
+    check_on_disk(parse_config({**base, "sources": [{"kind": "synthetic"}, made]}))
+    with pytest.raises(
+        ConfigError, match=r"'sources.1.paths.0': no such file or folder: .*nothere"
+    ):
+        check_on_disk(parse_config({**base, "sources": [made, absent]}))
