@@ -272,6 +272,7 @@ def failed_all(report: Any) -> str | None:
 def stage_verb(spec: StageSpec) -> Callable[..., None]:
     """The command ``malmoi <verb> INPUT... --out DIR [options]`` of a stage with a CLI."""
     options = _options(spec)
+    defaults = {w.key: _field(spec.config, w.key)[1] for *_, w in options if isinstance(w, Option)}
 
     def command(
         inputs: list[Path], out: Path, retry_failed: bool, verbose: bool, **given: Any
@@ -285,8 +286,8 @@ def stage_verb(spec: StageSpec) -> Callable[..., None]:
             if isinstance(what, Flag):
                 flags[what.name] = value
             else:
-                if value is None and isinstance(_field(spec.config, what.key)[1], list):
-                    value = _field(spec.config, what.key)[1]
+                if value is None and isinstance(defaults[what.key], list):
+                    value = defaults[what.key]  # a list option not given: the config's list
                 values[what.key] = value
         run_stage_verb(spec, stage_params(spec, values, flags), inputs, out, retry_failed, flags)
 
