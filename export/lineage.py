@@ -28,24 +28,55 @@ class Origin:
 
 class Lineage:
     """The manifests of the stage folders under ``root`` (a build's ``output_dir``): of every
-    stage before export in :mod:`malmoi.registry`."""
+    stage before export in :mod:`malmoi.registry`. :meth:`following` reads instead the folders
+    a stage folder's inputs came from, recorded run by run (stage commands chained by hand)."""
 
-    def __init__(self, root: Path | None):
+    def __init__(self, root: Path | None, folders: list[tuple[str, Path]] | None = None):
         from malmoi.registry import before
 
         self.root = root
         self.rows: dict[str, dict[str, Any]] = {}  # id -> the earliest stage's row
         self.crawl: dict[str, dict[str, Any]] = {}
+        self.crawl_dirs: dict[str, Path] = {}  # crawled id -> the crawl folder it lies in
         self.by_id: dict[str, list[dict[str, Any]]] = {}  # id -> its rows, latest stage first
-        if root is None:
-            return
-        for stage in [s.name for s in before("export")]:
-            for rec in read_records(root / stage / MANIFEST):
+        self.folders: list[tuple[str, Path]] = (
+            folders
+            if folders is not None
+            else [(s.name, root / s.name) for s in before("export")]
+            if root is not None
+            else []
+        )
+        for stage, folder in self.folders:
+            if stage == "export":
+                continue
+            for rec in read_records(folder / MANIFEST):
                 if stage == "crawl":
                     self.crawl[rec["id"]] = rec
+                    self.crawl_dirs[rec["id"]] = folder
                     continue
                 self.rows.setdefault(rec["id"], rec)
                 self.by_id.setdefault(rec["id"], []).insert(0, rec)
+
+    @classmethod
+    def following(cls, folder: Path) -> Lineage:
+        """The lineage of the slices in stage folder ``folder``: the folders its inputs came
+        from, as their ``stage.json`` records tell (:func:`malmoi.folders.chain`); for a folder
+        written before records, its sibling stage folders (a build's layout)."""
+        from malmoi.folders import chain, read_record
+
+        folder = Path(folder).absolute()
+        if not read_record(folder):
+            return cls(folder.parent)
+        return cls(None, chain(folder))
+
+    def config(self, stage: str) -> dict[str, Any]:
+        """The ``stage`` section of the config beside that stage's folder in this lineage."""
+        from malmoi.folders import config_of
+
+        for name, folder in self.folders:
+            if name == stage:
+                return config_of(folder, stage)
+        return {}
 
     def source_id(self, row: dict[str, Any]) -> str:
         """The root of ``row``'s lineage (an ingest id), following ``parent_id``."""
@@ -79,13 +110,13 @@ class Lineage:
         sid = self.source_id(row)
         crawled = self.crawl.get(sid)
         root = self.rows.get(sid, {})
-        if crawled is not None and self.root is not None:
+        if crawled is not None:
             return Origin(
                 sid,
                 str(crawled.get("source") or ""),
                 str(crawled.get("title") or ""),
                 str(crawled.get("licence") or ""),
-                self.root / "crawl" / str(crawled["path"]),
+                self.crawl_dirs[sid] / str(crawled["path"]),
             )
         source = str(root.get("source") or row.get("source") or "")
         is_url = "://" in source

@@ -146,8 +146,15 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
         speaker: str = "",
         provenance: Callable[[], dict[str, Any]] | None = None,
         dataset_name: str = "",
+        input_folder: Path | None = None,
     ):
+        """``lineage_root``: a build's ``output_dir``; ``input_folder``: the stage folder the
+        slices are read from, when they are not a build's (its recorded inputs are the lineage,
+        and the speaker filter's profile there names the speaker)."""
         super().__init__(params, out_dir)
+        self.input_folder = input_folder
+        if input_folder is not None and not (params.speaker or speaker):
+            speaker = profile_in(input_folder)
         self.dataset_name = dataset_name or Path(out_dir).name
         self.lineage_root = lineage_root
         self.lineage = Lineage(None)  # read in setup(): only a run with slices to export needs it
@@ -172,7 +179,11 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
         )
 
     def setup(self) -> None:
-        self.lineage = Lineage(self.lineage_root)
+        self.lineage = (
+            Lineage.following(self.input_folder)
+            if self.input_folder is not None
+            else Lineage(self.lineage_root)
+        )
         if self.params.text == "subtitles":
             from export.text import SubtitleText
 
@@ -358,6 +369,16 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
                 **(self.provenance() if self.provenance is not None else {}),
             },
         }
+
+
+def profile_in(folder: Path) -> str:
+    """The speaker profile the speaker filter in ``folder``'s lineage used or saved ("")."""
+    from malmoi.folders import chain, config_of
+
+    for stage, where in chain(folder):
+        if stage == "speaker_filter":
+            return str(config_of(where, stage).get("profile") or "")
+    return ""
 
 
 def dataset_entry(rec: dict[str, Any]) -> dict[str, Any]:

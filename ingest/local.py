@@ -7,7 +7,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from malmoi.ids import root_id
+from malmoi.logs import get_logger
 from malmoi.stage import Item
+
+log = get_logger(__name__)
 
 
 def file_item(path: Path) -> Item:
@@ -48,7 +51,21 @@ def discover(
 
 
 def _walk(folder: Path) -> Iterator[Path]:
+    """The files under ``folder``, leaving out hidden folders and stage folders (what a stage
+    wrote is read from its manifest, given as an input itself: never its decoded copies)."""
+    from malmoi.folders import is_stage_folder
+
     for root, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        kept = []
+        for d in dirs:
+            if d.startswith("."):
+                continue
+            if is_stage_folder(Path(root) / d):
+                log.warning(
+                    "%s: a stage folder, left out (give it as an input itself)", Path(root) / d
+                )
+                continue
+            kept.append(d)
+        dirs[:] = kept
         for name in files:
             yield Path(root) / name

@@ -311,7 +311,7 @@ def export(
                 fail(f"{what}: neither a config file nor a stage folder with manifest.csv")
             if out is None:
                 fail("export STAGE_DIR: give the dataset folder with --out DATASET")
-            stage = ExportStage(ExportConfig(**given), out, lineage_root=what.resolve().parent)
+            stage = ExportStage(ExportConfig(**given), out, input_folder=what.absolute())
             items = items_from(what)
             dataset = out
     except ValidationError as exc:

@@ -69,6 +69,7 @@ class Item:
     fingerprint: str = ""
     row: dict[str, Any] = field(default_factory=dict)
     label: str = ""  # how logs and failures.csv name the input (default: its path), e.g. a URL
+    folder: Path | None = None  # the stage folder whose manifest it was read from (its lineage)
 
     @property
     def shown(self) -> str:
@@ -381,6 +382,7 @@ class Stage(ABC, Generic[P, R]):
         window: int = 2,
     ) -> StageReport:
         self._write_config(config)
+        self._write_record(items)
         kept_t = Table(self.out_dir, self.row_type)
         rejected_t = Table(self.out_dir, rejected_model(self.row_type))
         failures_t = Table(self.out_dir, FailureRow)
@@ -586,6 +588,12 @@ class Stage(ABC, Generic[P, R]):
         started = time.perf_counter()
         return self.process(item), time.perf_counter() - started
 
+    def _write_record(self, items: list[Item]) -> None:
+        """``stage.json``: this stage wrote the folder, from the stage folders of ``items``."""
+        from malmoi.folders import write_record
+
+        write_record(self.out_dir, self.name, {i.folder for i in items if i.folder is not None})
+
     def _write_config(self, config: BaseModel | None) -> None:
         data = (
             config.model_dump(mode="json")
@@ -777,6 +785,7 @@ def items_from(stage_dir: Path, **where: str) -> list[Item]:
                 source=rec["source"],
                 fingerprint=rec["key"],
                 row=rec,
+                folder=Path(stage_dir).absolute(),
             )
         )
     return items

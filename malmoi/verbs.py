@@ -222,6 +222,11 @@ def run_stage_verb(
         except ValueError as exc:
             fail(str(exc))
     extra = cli.run(flags or {}) if cli.run is not None else {}
+    from malmoi.folders import split_inputs, stage_name
+
+    kept, raw, problems = split_inputs(inputs, dict(spec.where))
+    for problem in problems:
+        typer.echo(f"warning: {problem}", err=True)
     first = None
     if cli.inputs == "decoded":
         from ingest.stage import IngestStage
@@ -229,16 +234,22 @@ def run_stage_verb(
         from malmoi.stage import items_from
 
         ingest_params = IngestConfig()
-        found = list(discover(inputs, ingest_params.extensions))
-        if not found:
+        media = [i for i in kept if i.folder is not None and stage_name(i.folder) == "crawl"]
+        crawled = {i.id for i in media}
+        items = [i for i in kept if i.id not in crawled]  # decoded: a stage's kept outputs
+        found = list(discover(raw, ingest_params.extensions)) + media
+        if not found and not items:
             no_files(spec, inputs, "audio/video")
-        first = run_stage(IngestStage(ingest_params, out / "ingest"), found, retry_failed)
-        if (reason := failed_all(first)) is not None:
-            typer.echo(first.summary())
-            fail(reason, 1)
-        items = items_from(out / "ingest")
+        if found:
+            first = run_stage(IngestStage(ingest_params, out / "ingest"), found, retry_failed)
+            if (reason := failed_all(first)) is not None:
+                typer.echo(first.summary())
+                fail(reason, 1)
+            ids = {i.id for i in found}
+            items += [i for i in items_from(out / "ingest") if i.id in ids]
     else:
-        items = list(discover(inputs, AUDIO_EXTENSIONS if cli.inputs == "audio" else MEDIA))
+        exts = AUDIO_EXTENSIONS if cli.inputs == "audio" else MEDIA
+        items = kept + list(discover(raw, exts))
         if not items:
             no_files(spec, inputs, "audio" if cli.inputs == "audio" else "audio/video")
     report = run_stage(stage, items, retry_failed, **extra)
