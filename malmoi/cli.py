@@ -163,8 +163,11 @@ def crawl(
     OUT/media/<id>.<ext>, subtitles beside it, OUT/manifest.csv. Resumes; reruns skip what
     is done.
 
-    Forms: malmoi crawl CONFIG | malmoi crawl video URL... --out DIR |
-    malmoi crawl podcast URL... --out DIR
+    \b
+    Forms:
+      malmoi crawl CONFIG
+      malmoi crawl video URL... --out DIR
+      malmoi crawl podcast URL... --out DIR
     """
     setup_cli_logging(verbose)
     from pydantic import ValidationError
