@@ -163,8 +163,11 @@ def crawl(
     OUT/media/<id>.<ext>, subtitles beside it, OUT/manifest.csv. Resumes; reruns skip what
     is done.
 
-    Forms: malmoi crawl CONFIG | malmoi crawl video URL... --out DIR |
-    malmoi crawl podcast URL... --out DIR
+    \b
+    Forms:
+      malmoi crawl CONFIG
+      malmoi crawl video URL... --out DIR
+      malmoi crawl podcast URL... --out DIR
     """
     setup_cli_logging(verbose)
     from pydantic import ValidationError
@@ -450,9 +453,10 @@ def build(
     except Exception as exc:  # a broken stage: the flow run failed with this reason
         fail(f"build-dataset failed: {' '.join(str(exc).split()) or type(exc).__name__}", 1)
     for name, counts in reports.items():
-        typer.echo(
+        kept = counts["kept"] if counts.get("total_kept") is None else counts["total_kept"]
+        typer.echo(  # kept: the rows the stage holds, those of skipped inputs too
             f"{name}: {counts['processed']} processed, {counts['skipped']} skipped, "
-            f"{counts['failed']} failed, {counts['kept']} kept"
+            f"{counts['failed']} failed, {kept} kept"
         )
     typer.echo(f"output: {cfg.output_dir}")
     for name, counts in reports.items():  # every input failed, or the sources gave none: exit 1

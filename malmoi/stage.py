@@ -129,7 +129,10 @@ class StageReport:
     this run, ``hours_out`` that of the rows kept in this run; ``rtf`` the time spent in
     :meth:`Stage.prepare` and :meth:`Stage.process` on the processed inputs over their audio
     time (0 when none; the speaker filter embeds in ``prepare``);
-    ``rejected_by_reason`` counts this run's rejected rows by reason."""
+    ``rejected_by_reason`` counts this run's rejected rows by reason.
+    ``kept`` and ``rejected`` are the rows this run made; ``total_kept`` and ``total_rejected``
+    those the stage's folder holds after it (``manifest.csv``, ``rejected.csv``), skipped
+    inputs' rows included: what the summary reports (None: not counted)."""
 
     stage: str
     processed: int = 0
@@ -147,16 +150,21 @@ class StageReport:
     hours_out: float = 0.0
     rtf: float = 0.0
     pruned: int = 0  # inputs no longer given whose rows and files were removed (``prune``)
+    total_kept: int | None = None
+    total_rejected: int | None = None
 
     def summary(self) -> str:
         failed = f"{self.failed} failed"
         if self.failed_before:
             failed += f" ({self.failed_before} in an earlier run, not retried: --retry-failed)"
+        kept = self.kept if self.total_kept is None else self.total_kept
+        rejected = self.rejected if self.total_rejected is None else self.total_rejected
         text = (
             f"{self.stage}: {self.processed} processed, {self.skipped} skipped (done before), "
-            f"{failed}; {self.kept} rows kept, {self.rejected} rejected "
-            f"in {self.seconds:.1f} s"
+            f"{failed}; {kept} rows kept, {rejected} rejected in {self.seconds:.1f} s"
         )
+        if self.processed and (kept, rejected) != (self.kept, self.rejected):
+            text += f" (this run: {self.kept} kept, {self.rejected} rejected)"
         if self.processed:
             text += (
                 f"; {self.hours_in:.3f} h of audio in, {self.hours_out:.3f} h kept, "
@@ -365,6 +373,9 @@ class Stage(ABC, Generic[P, R]):
                 window,
             )
             self.after_run(report)
+            report.total_kept = len(read_records(self.out_dir / self.row_type.table))
+            rejected = rejected_model(self.row_type).table
+            report.total_rejected = len(read_records(self.out_dir / rejected))
         report.seconds = time.perf_counter() - started
         log.info("%s", report.summary())
         return report

@@ -65,6 +65,17 @@ class ListOptionsCommand(TyperCommand):
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         return super().parse_args(ctx, spread_list_options(self, args))
 
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        """Click's own layout (each option on its line, its help wrapped beside or under it),
+        not typer's rich table: at 80 columns that table cut long option names short
+        (``--min-dnsmos-o…``); click's never does. Usage errors keep typer's rich panel."""
+        mode = self.rich_markup_mode
+        self.rich_markup_mode = None
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self.rich_markup_mode = mode
+
 
 def spread_list_options(command: Any, args: list[str]) -> list[str]:
     """``args`` with each value after a list option's first one given its own option name."""

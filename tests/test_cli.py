@@ -1,5 +1,7 @@
 import subprocess
 import sys
+from collections.abc import Iterator
+from typing import Any
 
 from tests.conftest import run_malmoi
 
@@ -176,3 +178,34 @@ def test_a_build_whose_sources_yield_no_input_exits_1(tmp_path) -> None:
     flowed = run_malmoi("build", str(config), "--only", "ingest", "--always-flow", cwd=tmp_path)
     assert flowed.returncode == 1, flowed.stdout + flowed.stderr[-3000:]  # after a flow run
     assert "ingest: the sources yield no input" in _error_line(flowed)
+
+
+def test_help_at_80_columns_shows_every_option_name_in_full() -> None:
+    """Issue 20: typer's rich option table cut long names short at 80 columns
+    (``--min-dnsmos-o…`` in ``malmoi denoise --help``); every command's help names each of its
+    options, and their ``--no-…`` forms, whole."""
+    import re
+
+    import typer
+    from typer.testing import CliRunner
+
+    from malmoi.cli import build_app
+
+    app = build_app()
+
+    def commands(command: Any, path: list[str]) -> Iterator[tuple[list[str], Any]]:
+        yield path, command
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from commands(sub, [*path, name])
+
+    runner = CliRunner()
+    shown = 0
+    for path, command in commands(typer.main.get_command(app), []):
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "80"}, terminal_width=80)
+        assert result.exit_code == 0, (path, result.output)
+        names = [n for p in command.params for n in (*p.opts, *p.secondary_opts) if n[0] == "-"]
+        for name in names:
+            whole = rf"(?<![\w-]){re.escape(name)}(?![\w-])"
+            assert re.search(whole, result.output), f"malmoi {' '.join(path)} --help: {name}"
+            shown += 1
+    assert shown > 100  # every verb's options were seen

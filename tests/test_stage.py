@@ -99,6 +99,27 @@ def test_second_run_processes_nothing_and_loads_no_model(inputs: Path, tmp_path:
     assert len(read_manifest(tmp_path / "out")) == 2
 
 
+def test_a_rerun_reports_the_rows_the_folder_holds(inputs: Path, tmp_path: Path) -> None:
+    """Issue 20: a rerun whose inputs were all done before said "0 rows kept" while the
+    manifest held every row; the summary's rows are the folder's, this run's said apart."""
+    (inputs / "d.in").unlink()
+    out = tmp_path / "out"
+    first = CopyStage(Params(min_len=3), out).run(_items(inputs))
+    assert "1 failed; 1 rows kept, 1 rejected in " in first.summary()
+    assert "this run" not in first.summary()
+    again = CopyStage(Params(min_len=3), out).run(_items(inputs))
+    assert (again.processed, again.skipped, again.kept) == (0, 2, 0)  # this run made none
+    summary = again.summary()
+    assert summary.startswith("copy: 0 processed, 2 skipped (done before), 1 failed (1 in ")
+    assert "; 1 rows kept, 1 rejected in " in summary and "this run" not in summary
+    held = (len(read_manifest(out)), len(read_manifest(out, "rejected.csv")))
+    assert (again.total_kept, again.total_rejected) == held == (1, 1)
+    (inputs / "e.in").write_text("eeee")
+    more = CopyStage(Params(min_len=3), out).run(_items(inputs))
+    assert "; 2 rows kept, 1 rejected in " in more.summary()
+    assert " s (this run: 1 kept, 0 rejected); " in more.summary()
+
+
 def test_a_rerun_keeps_reporting_what_failed_before(inputs: Path, tmp_path: Path) -> None:
     """An input that failed in an earlier run and is not retried still counts as failed,
     with the path of failures.csv — never as "skipped (done before)", never "0 failed"."""
