@@ -456,3 +456,75 @@ def _pause_prominence_db(
             sides = [np.median(x, axis=1) for x in (left, right) if x.shape[1]]
             prominences[i].append(top - np.max(sides, axis=0))
     return [float(np.median(np.concatenate(p))) if p else -math.inf for p in prominences]
+
+
+# --- choosing a low-pass cutoff ----------------------------------------------------------------
+
+LOWPASS_BAND_HZ = 500.0  # the spectrum is judged in bands this wide
+LOWPASS_FRAME_S = 0.04  # frames of about 40 ms, half overlap
+VOICE_BAND_HZ = (300.0, 3000.0)  # frames are ranked by their power here, where speech leads
+QUIET_FRACTION = 0.2  # the noise: the median of the quietest fifth of frames
+LOUD_FRACTION = 0.3  # the speech: the median of the loudest 30% of frames, less the noise
+STEADY_DB = 17.0  # noise that leads holds its level: the bands' 90th percentile within this of 10th
+NEGLIGIBLE_DB = 60.0  # noise this far below the speech (all bands) is not worth a filter
+
+
+def find_lowpass(
+    path_or_audio: Path | str | np.ndarray,
+    sample_rate: int | None = None,
+    *,
+    min_snr_db: float = 0.0,
+    min_hz: float = 4000.0,
+) -> float | None:
+    """The low-pass cutoff (Hz) a track needs, or None when its high band is clean. Reads a
+    file (streamed, channels mixed to mono) or an array with its ``sample_rate``.
+
+    The rule: in ~40-ms frames, each 500-Hz band's power is the median of its bins (a whine
+    is one bin: the notch's business, not the low-pass's). The **noise** in a band is its mean
+    over the quietest fifth of frames (the pauses: hiss, crackle), the **speech** its mean over
+    the loudest 30% less that noise. The cutoff is the lowest band edge at or above ``min_hz``
+    from which up the speech stands less than ``min_snr_db`` above the noise (sums over every
+    band above the edge), unless that noise is 60 dB or more below the speech of all bands
+    (nothing worth filtering). Clean speech, and speech whose noise is below the high band
+    (hum), gets None: full bandwidth."""
+    sr, _, _ = _mono_blocks(path_or_audio, sample_rate)
+    nperseg = 1 << math.ceil(math.log2(LOWPASS_FRAME_S * sr))
+    freqs = np.fft.rfftfreq(nperseg, 1 / sr)
+    edges = np.arange(0.0, sr / 2, LOWPASS_BAND_HZ)
+    bands = [np.flatnonzero((freqs >= lo) & (freqs < lo + LOWPASS_BAND_HZ)) for lo in edges]
+    keep = [i for i, b in enumerate(bands) if len(b) >= 3]
+    edges = edges[keep]
+    bands = [bands[i] for i in keep]
+    _, spectra = _short_frames(path_or_audio, sample_rate, nperseg)
+    per_frame = [
+        np.stack([np.median(spec[:, b], axis=1) for b in bands], axis=1) for spec in spectra
+    ]
+    if not per_frame or sum(len(x) for x in per_frame) < 10:
+        log.debug("find_lowpass: too short to tell")
+        return None
+    power = np.concatenate(per_frame)  # (frames, bands)
+    voice = (edges + LOWPASS_BAND_HZ > VOICE_BAND_HZ[0]) & (edges < VOICE_BAND_HZ[1])
+    order = np.argsort(power[:, voice].sum(axis=1))
+    n = len(order)
+    noise = np.median(power[order[: max(1, round(QUIET_FRACTION * n))]], axis=0)
+    loud = np.median(power[order[n - max(1, round(LOUD_FRACTION * n)) :]], axis=0)
+    speech = np.maximum(loud - noise, 0.0)
+    low, high = np.percentile(power, [10, 90], axis=0)
+    total_speech = float(speech.sum())
+    if total_speech <= 0:
+        return None
+    for i, lo in enumerate(edges):
+        if lo < min_hz:
+            continue
+        s_above, n_above = float(speech[i:].sum()), float(noise[i:].sum())
+        if n_above < total_speech * 10 ** (-NEGLIGIBLE_DB / 10):
+            return None  # from here up there is no noise worth a filter
+        steady = float(high[i:].sum()) < float(low[i:].sum()) * 10 ** (STEADY_DB / 10)
+        if steady and s_above < n_above * 10 ** (min_snr_db / 10):
+            log.debug(
+                "find_lowpass: %g Hz and up, speech %.1f dB above the noise",
+                lo,
+                10 * math.log10(max(s_above, 1e-300) / n_above),
+            )
+            return float(lo)
+    return None

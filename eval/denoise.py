@@ -37,12 +37,17 @@ SNRS = (5.0, 10.0, 20.0)
 # name -> the DenoiseConfig fields that differ from "nothing but normalisation"
 CONFIGS: dict[str, dict[str, Any]] = {
     "noisy input": {"chain": ["normalize"]},
-    "lowpass 5 kHz ×2": {"chain": ["lowpass", "normalize"]},
+    "lowpass 5 kHz ×2": {"chain": ["lowpass", "normalize"], "lowpass": {"cutoff_hz": 5000}},
+    "lowpass (auto)": {"chain": ["lowpass", "normalize"]},
     "notch (auto)": {"chain": ["notch", "normalize"]},
     "highpass 70 Hz": {"chain": ["highpass", "normalize"]},
     "rnnoise": {"chain": ["rnnoise", "normalize"]},
     "gate": {"chain": ["gate", "normalize"]},
     "chain: notch → lowpass": {"chain": ["notch", "lowpass", "normalize"]},
+    "chain, lowpass 5 kHz (old default)": {
+        "chain": ["notch", "lowpass", "normalize"],
+        "lowpass": {"cutoff_hz": 5000},
+    },
     "chain + rnnoise": {"chain": ["notch", "lowpass", "rnnoise", "normalize"]},
     "chain + highpass + rnnoise": {
         "chain": ["highpass", "notch", "lowpass", "rnnoise", "normalize"]
@@ -162,7 +167,7 @@ def evaluate(
     dnsmos: Any = None,
 ) -> list[Score]:
     """Score every configuration on every case."""
-    from denoise.filters import find_notches
+    from denoise.filters import find_lowpass, find_notches
     from denoise.loudness import normalize
     from denoise.quality import wada_snr
     from denoise.stage import DenoiseStage
@@ -185,8 +190,9 @@ def evaluate(
         si_in = si_sdr(case.noisy, case.clean)
         lsd_in = lsd_band(case.noisy, case.clean)
         auto = find_notches(case.noisy, SAMPLE_RATE)
+        found = find_lowpass(case.noisy, SAMPLE_RATE)  # what lowpass.cutoff_hz: auto applies
         for name, stage in stages.items():
-            out, _, _ = stage.chain(noisy, SAMPLE_RATE, auto)
+            out, _, _ = stage.chain(noisy, SAMPLE_RATE, auto, stage.cutoff(found))
             mono = out[:, 0]
             scores.append(
                 Score(

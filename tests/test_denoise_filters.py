@@ -29,7 +29,10 @@ LIBRI = "data/librispeech"
 
 
 def default_chain(sr: int) -> list[Filter]:
-    cfg = LowpassConfig()
+    """The low-pass of ``--lowpass 5000`` (the default before issue 20; auto picks the cutoff
+    now, with the same attenuation and passes)."""
+    cfg = LowpassConfig(cutoff_hz=5000)
+    assert isinstance(cfg.cutoff_hz, float)
     return [Filter("lowpass", lowpass_sos(cfg.cutoff_hz, cfg.attenuation_db, sr), cfg.passes)]
 
 
