@@ -480,13 +480,16 @@ def find_lowpass(
     file (streamed, channels mixed to mono) or an array with its ``sample_rate``.
 
     The rule: in ~40-ms frames, each 500-Hz band's power is the median of its bins (a whine
-    is one bin: the notch's business, not the low-pass's). The **noise** in a band is its mean
-    over the quietest fifth of frames (the pauses: hiss, crackle), the **speech** its mean over
-    the loudest 30% less that noise. The cutoff is the lowest band edge at or above ``min_hz``
-    from which up the speech stands less than ``min_snr_db`` above the noise (sums over every
-    band above the edge), unless that noise is 60 dB or more below the speech of all bands
-    (nothing worth filtering). Clean speech, and speech whose noise is below the high band
-    (hum), gets None: full bandwidth."""
+    is one bin: the notch's business, not the low-pass's). Frames are ranked by their power
+    from 300 Hz to 3 kHz, where speech leads. The **noise** in a band is its median over the
+    quietest fifth of frames (the pauses: hiss, crackle), the **speech** its median over the
+    loudest 30% less that noise (medians: impulsive crackle cancels out). The cutoff is the
+    lowest band edge at or above ``min_hz`` from which up (sums over every band above the edge)
+    the speech stands less than ``min_snr_db`` above the noise **and** the level is steady (the
+    90th percentile over frames within 17 dB of the 10th: hiss 2-9 dB, crackle about 15 dB;
+    speech, whose fricatives come and go, 19 dB and more even without pauses), unless that
+    noise is 60 dB or more below the speech of all bands (nothing worth filtering). Clean
+    speech, and speech whose noise is below the high band (hum), gets None: full bandwidth."""
     sr, _, _ = _mono_blocks(path_or_audio, sample_rate)
     nperseg = 1 << math.ceil(math.log2(LOWPASS_FRAME_S * sr))
     freqs = np.fft.rfftfreq(nperseg, 1 / sr)
