@@ -32,7 +32,12 @@ SPEC = StageSpec(
         inputs="media",
         options=(
             Option("engine", help="scipy: the chain; pydub: the seed's recipe."),
-            Option("lowpass.cutoff_hz", "lowpass", "Low-pass cutoff, Hz."),
+            Option(
+                "lowpass.cutoff_hz",
+                "lowpass",
+                "Low-pass cutoff, Hz, or auto: per input, only where hiss or crackle leads the "
+                "speech above some frequency.",
+            ),
             Option(
                 "lowpass.attenuation_db",
                 "attenuation",
@@ -59,7 +64,7 @@ SPEC = StageSpec(
             Flag("gate", bool, False, "Add spectral gating before normalising."),
         ),
         apply=_cli_config,
-        help="Filter (notches found per input, low-pass in passes, zero-phase), normalise "
+        help="Filter (notches and a low-pass cutoff found per input, zero-phase), normalise "
         "loudness and score quality before and after: OUT/<id>/<id>.denoised.wav, "
         "OUT/manifest.csv.",
     ),

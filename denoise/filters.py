@@ -12,7 +12,9 @@ design (so at most ``2 × passes`` dB after zero-phase application of all passes
 Long files go through :func:`filter_file` in blocks with overlap, with memory bounded by one
 block whatever the length; the result equals whole-file :func:`apply` to well under -80 dB.
 :func:`find_notches` finds the persistent narrow-band peaks (mains hum and its harmonics,
-whines) of a whole track.
+whines) of a whole track, those that are there in its pauses too; :func:`find_lowpass` chooses a
+low-pass cutoff from a track's noise floor and speech spectrum, or none when the high band is
+clean.
 """
 
 from __future__ import annotations
@@ -234,6 +236,10 @@ SURROUND_HZ = 30.0  # the surroundings of a peak: this far on each side (beyond 
 MAX_WIDTH_HZ = 8.0  # a peak wider than this 6 dB below its top is not narrow
 MIN_NOTCH_HZ = 40.0  # below: rumble, the high-pass's business
 READ_FRAMES = 1 << 20
+PAUSE_FRACTION = 0.2  # a track's pauses: its quietest fifth of short frames
+PAUSE_RESOLUTION_HZ = 5.5  # pause frames: the power of two giving at most this bin width
+PAUSE_PROMINENCE_DB = 6.0  # a peak must stand this far above its surroundings in the pauses
+PAUSE_REACH_HZ = 30.0  # the surroundings of a peak in the pauses' coarser spectrum
 
 
 def _frame_length(sample_rate: int) -> int:
@@ -326,8 +332,12 @@ def find_notches(
     above its surroundings (the higher of the median levels 3 bins to 30 Hz away on either
     side) and is narrow (under 8 Hz wide 6 dB below its top); of peaks closer than
     ``freq / q`` the stronger is kept. Frequencies are refined by parabolic interpolation of the
-    log spectrum. A track of fewer than 16 frames (6-9 s) gives [] (nothing can be called
-    persistent in it), and so does clean speech."""
+    log spectrum. A peak is kept only when it is also in the track's **pauses** (its quietest
+    fifth of 0.19-s frames, where it must stand 6 dB above the spectrum around it in at least
+    half of them):
+    hum and whines are there all the time, a voice's pitch and harmonics, however steady, are
+    not. A track of fewer than 16 frames (6-9 s) gives [] (nothing can be called persistent in
+    it), and so does clean speech."""
     sr, total, blocks = _mono_blocks(path_or_audio, sample_rate)
     nperseg = _frame_length(sr)
     if max_notches <= 0 or total < nperseg + (MIN_FRAMES - 1) * (nperseg // 2):
@@ -361,6 +371,15 @@ def find_notches(
         if right - left + 1 > max_width:
             continue
         found.append((float(top - surroundings[k]), (k + offset) * bin_hz))
+    if found:
+        in_pauses = _pause_prominence_db(path_or_audio, sample_rate, [f for _, f in found])
+        kept = [pf for pf, db in zip(found, in_pauses, strict=True) if db >= PAUSE_PROMINENCE_DB]
+        if len(kept) < len(found):
+            log.debug(
+                "find_notches: not in the pauses, left out: %s Hz",
+                ", ".join(f"{f:.1f}" for p, f in found if (p, f) not in kept),
+            )
+        found = kept
     chosen: list[float] = []
     for _, freq in sorted(found, reverse=True):
         if all(abs(freq - f) > max(f / q, 2 * bin_hz) for f in chosen):
@@ -368,3 +387,147 @@ def find_notches(
         if len(chosen) == max_notches:
             break
     return chosen
+
+
+# --- what is in the pauses ---------------------------------------------------------------------
+
+
+def _short_frames(path_or_audio: Path | str | np.ndarray, sample_rate: int | None, nperseg: int):
+    """(sample_rate, iterator of Hann-windowed power spectra of ``nperseg`` frames with half
+    overlap), read in blocks."""
+    sr, _, blocks = _mono_blocks(path_or_audio, sample_rate)
+    window = signal.get_window("hann", nperseg)
+    hop = nperseg // 2
+
+    def spectra():
+        buf = np.zeros(0)
+        for block in blocks:
+            buf = np.concatenate([buf, block])
+            count = max(0, (len(buf) - nperseg) // hop + 1)
+            if count:
+                idx = np.arange(nperseg)[None, :] + hop * np.arange(count)[:, None]
+                frames = buf[idx]
+                frames = frames - frames.mean(axis=1, keepdims=True)
+                yield np.abs(np.fft.rfft(frames * window, axis=1)) ** 2
+                buf = buf[hop * count :]
+
+    return sr, spectra()
+
+
+def _pause_prominence_db(
+    path_or_audio: Path | str | np.ndarray, sample_rate: int | None, freqs: Sequence[float]
+) -> list[float]:
+    """How far each of ``freqs`` stands above its surroundings in a track's **pauses** — its
+    quietest ``PAUSE_FRACTION`` of frames of about 0.19 s (bins of at most 5.5 Hz) — in dB: per
+    pause frame, the top within a bin of the frequency (a local maximum: not the skirt of a
+    line beside it) minus the higher of the medians 3 bins to 30 Hz away on either side; then
+    the median over the pause frames (a peak in only some of them, a voice's pitch in a weak
+    syllable, does not count). Two passes: the frames' levels, then the pause frames."""
+    sr, _, _ = _mono_blocks(path_or_audio, sample_rate)
+    nperseg = 1 << math.ceil(math.log2(sr / PAUSE_RESOLUTION_HZ))
+    bin_hz = sr / nperseg
+    _, first = _short_frames(path_or_audio, sample_rate, nperseg)
+    levels = np.concatenate([spec.sum(axis=1) for spec in first] or [np.zeros(0)])
+    if not len(levels):
+        return [-math.inf] * len(freqs)
+    threshold = np.quantile(levels, PAUSE_FRACTION)
+    reach = max(2, round(PAUSE_REACH_HZ / bin_hz) - 2)
+    prominences: list[list[np.ndarray]] = [[] for _ in freqs]
+    _, second = _short_frames(path_or_audio, sample_rate, nperseg)
+    for spec in second:
+        quiet = spec[spec.sum(axis=1) <= threshold]
+        if not len(quiet):
+            continue
+        floor = max(float(spec.max()), 1e-300) * 1e-15
+        db = 10 * np.log10(quiet + floor)
+        for i, freq in enumerate(freqs):
+            k = round(freq / bin_hz)
+            if not 2 < k < db.shape[1] - 3:
+                continue
+            near = db[:, k - 1 : k + 2]
+            top = near.max(axis=1)
+            # the top must be a peak of its own, not the skirt of a stronger line beside it
+            at = k - 1 + near.argmax(axis=1)
+            rows = np.arange(len(db))
+            own = (top >= db[rows, at - 1]) & (top >= db[rows, at + 1])
+            top = np.where(own, top, -np.inf)
+            left = db[:, max(0, k - 2 - reach) : k - 2]
+            right = db[:, k + 3 : k + 3 + reach]
+            sides = [np.median(x, axis=1) for x in (left, right) if x.shape[1]]
+            prominences[i].append(top - np.max(sides, axis=0))
+    return [float(np.median(np.concatenate(p))) if p else -math.inf for p in prominences]
+
+
+# --- choosing a low-pass cutoff ----------------------------------------------------------------
+
+LOWPASS_BAND_HZ = 500.0  # the spectrum is judged in bands this wide
+LOWPASS_FRAME_S = 0.04  # frames of about 40 ms, half overlap
+VOICE_BAND_HZ = (300.0, 3000.0)  # frames are ranked by their power here, where speech leads
+QUIET_FRACTION = 0.2  # the noise: the median of the quietest fifth of frames
+LOUD_FRACTION = 0.3  # the speech: the median of the loudest 30% of frames, less the noise
+STEADY_DB = 17.0  # noise that leads holds its level: the bands' 90th percentile within this of 10th
+NEGLIGIBLE_DB = 60.0  # noise this far below the speech (all bands) is not worth a filter
+
+
+def find_lowpass(
+    path_or_audio: Path | str | np.ndarray,
+    sample_rate: int | None = None,
+    *,
+    min_snr_db: float = 0.0,
+    min_hz: float = 4000.0,
+) -> float | None:
+    """The low-pass cutoff (Hz) a track needs, or None when its high band is clean. Reads a
+    file (streamed, channels mixed to mono) or an array with its ``sample_rate``.
+
+    The rule: in ~40-ms frames, each 500-Hz band's power is the median of its bins (a whine
+    is one bin: the notch's business, not the low-pass's). Frames are ranked by their power
+    from 300 Hz to 3 kHz, where speech leads. The **noise** in a band is its median over the
+    quietest fifth of frames (the pauses: hiss, crackle), the **speech** its median over the
+    loudest 30% less that noise (medians: impulsive crackle cancels out). The cutoff is the
+    lowest band edge at or above ``min_hz`` from which up (sums over every band above the edge)
+    the speech stands less than ``min_snr_db`` above the noise **and** the level is steady (the
+    90th percentile over frames within 17 dB of the 10th: hiss 2-9 dB, crackle about 15 dB;
+    speech, whose fricatives come and go, 19 dB and more even without pauses), unless that
+    noise is 60 dB or more below the speech of all bands (nothing worth filtering). Clean
+    speech, and speech whose noise is below the high band (hum), gets None: full bandwidth."""
+    sr, _, _ = _mono_blocks(path_or_audio, sample_rate)
+    nperseg = 1 << math.ceil(math.log2(LOWPASS_FRAME_S * sr))
+    freqs = np.fft.rfftfreq(nperseg, 1 / sr)
+    edges = np.arange(0.0, sr / 2, LOWPASS_BAND_HZ)
+    bands = [np.flatnonzero((freqs >= lo) & (freqs < lo + LOWPASS_BAND_HZ)) for lo in edges]
+    keep = [i for i, b in enumerate(bands) if len(b) >= 3]
+    edges = edges[keep]
+    bands = [bands[i] for i in keep]
+    _, spectra = _short_frames(path_or_audio, sample_rate, nperseg)
+    per_frame = [
+        np.stack([np.median(spec[:, b], axis=1) for b in bands], axis=1) for spec in spectra
+    ]
+    if not per_frame or sum(len(x) for x in per_frame) < 10:
+        log.debug("find_lowpass: too short to tell")
+        return None
+    power = np.concatenate(per_frame)  # (frames, bands)
+    voice = (edges + LOWPASS_BAND_HZ > VOICE_BAND_HZ[0]) & (edges < VOICE_BAND_HZ[1])
+    order = np.argsort(power[:, voice].sum(axis=1))
+    n = len(order)
+    noise = np.median(power[order[: max(1, round(QUIET_FRACTION * n))]], axis=0)
+    loud = np.median(power[order[n - max(1, round(LOUD_FRACTION * n)) :]], axis=0)
+    speech = np.maximum(loud - noise, 0.0)
+    low, high = np.percentile(power, [10, 90], axis=0)
+    total_speech = float(speech.sum())
+    if total_speech <= 0:
+        return None
+    for i, lo in enumerate(edges):
+        if lo < min_hz:
+            continue
+        s_above, n_above = float(speech[i:].sum()), float(noise[i:].sum())
+        if n_above < total_speech * 10 ** (-NEGLIGIBLE_DB / 10):
+            return None  # from here up there is no noise worth a filter
+        steady = float(high[i:].sum()) < float(low[i:].sum()) * 10 ** (STEADY_DB / 10)
+        if steady and s_above < n_above * 10 ** (min_snr_db / 10):
+            log.debug(
+                "find_lowpass: %g Hz and up, speech %.1f dB above the noise",
+                lo,
+                10 * math.log10(max(s_above, 1e-300) / n_above),
+            )
+            return float(lo)
+    return None

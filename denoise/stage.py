@@ -37,6 +37,7 @@ from malmoi.stage import Item, Result, Stage
 
 log = get_logger(__name__)
 
+SEED_CUTOFF_HZ = 5000.0  # the seed's low-pass: the pydub recipe's cutoff unless one is set
 SCORE_NAMES = ("snr_db", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl")
 LONG_BLOCKS = 2  # inputs longer than this many blocks are streamed (bounded memory)
 EXCERPTS = 5  # 10-s excerpts scored on a long input
@@ -52,6 +53,11 @@ class DenoiseRow(AudioRow):
     chain: str = Field(description="the steps applied, in order")
     notches_hz: str = Field("[]", description="JSON list of the notch frequencies applied")
     auto_notches_hz: str = Field("[]", description="JSON list of those found automatically")
+    lowpass_hz: str = Field(
+        "",
+        description="the low-pass cutoff applied (Hz); 'none': auto found no noise above the "
+        "speech to cut; empty: no low-pass in the chain",
+    )
     gain_db: float = Field(0.0, description="gain of the normalisation")
     snr_db_before: float | None = Field(None, description="WADA-SNR estimate of the input")
     snr_db_after: float | None = None
@@ -85,6 +91,7 @@ class DenoiseStage(Stage[DenoiseConfig, DenoiseRow]):
         self.models = models
         self.track_of = track_of  # the source track a slice was cut from, for auto-notch
         self._found: dict[str, list[float]] = {}  # auto notches per source track
+        self._cutoffs: dict[str, float | None] = {}  # auto low-pass cutoffs per source track
         self._finding = threading.Lock()  # one search per track, whichever thread asks first
         # RNNoise keeps state per stream: one slice at a time through it
         self.workers = 1 if "rnnoise" in params.chain else params.workers
@@ -124,12 +131,15 @@ class DenoiseStage(Stage[DenoiseConfig, DenoiseRow]):
             if info.frames == 0:
                 raise ItemError("empty audio (0 samples)")
             if info.frames > LONG_BLOCKS * self.params.block_seconds * sr:
-                frames, applied, auto, gain, before, after = self._long(item, src, dest, stack)
+                frames, applied, auto, cutoff, gain, before, after = self._long(
+                    item, src, dest, stack
+                )
             else:
                 audio, _ = sf.read(str(src), dtype="float32", always_2d=True)
                 before = self._scores(audio, sr)
                 auto = self._auto_notches(item, audio, sr)
-                out, applied, gain = self.chain(audio, sr, auto)
+                cutoff = self.cutoff(self._auto_lowpass(item, audio, sr))
+                out, applied, gain = self.chain(audio, sr, auto, cutoff)
                 after = self._scores(out, sr)
                 frames = len(out)
                 with (
@@ -150,6 +160,7 @@ class DenoiseStage(Stage[DenoiseConfig, DenoiseRow]):
             chain=" → ".join(self.steps()),
             notches_hz=json.dumps([round(f, 2) for f in applied]),
             auto_notches_hz=json.dumps([round(f, 2) for f in auto]),
+            lowpass_hz=self._lowpass_text(cutoff),
             gain_db=round(gain, 3),
             **{f"{k}_before": v for k, v in before.items()},
             **{f"{k}_after": v for k, v in after.items()},
@@ -162,7 +173,7 @@ class DenoiseStage(Stage[DenoiseConfig, DenoiseRow]):
 
     def _long(
         self, item: Item, src: Path, dest: Path, stack: contextlib.ExitStack
-    ) -> tuple[int, list[float], list[float], float, dict, dict]:
+    ) -> tuple[int, list[float], list[float], float | None, float, dict, dict]:
         """The chain on a long input, streamed with memory bounded by one block: the filters
         in the chain's order, then the normalisation; scores on excerpts."""
         from denoise.filters import filter_file
@@ -178,8 +189,12 @@ class DenoiseStage(Stage[DenoiseConfig, DenoiseRow]):
         sr = int(info.samplerate)
         before = self._scores_file(src)
         auto = self._auto_notches(item, src, sr)
+        cutoff = self.cutoff(self._auto_lowpass(item, src, sr))
         filters = [
-            f for step in p.chain if step != "normalize" for f in self.filters(step, sr, auto)
+            f
+            for step in p.chain
+            if step != "normalize"
+            for f in self.filters(step, sr, auto, cutoff)
         ]
         applied = [f for f, _ in self.notches(sr, auto)] if "notch" in p.chain else []
         work = Path(stack.enter_context(temp_dir(self.out_dir)))
@@ -192,7 +207,7 @@ class DenoiseStage(Stage[DenoiseConfig, DenoiseRow]):
             dest.parent.mkdir(parents=True, exist_ok=True)
             filtered.replace(dest)
         after = self._scores_file(dest)
-        return int(sf.info(str(dest)).frames), applied, auto, gain, before, after
+        return int(sf.info(str(dest)).frames), applied, auto, cutoff, gain, before, after
 
     def _scores_file(self, path: Path) -> dict[str, float | None]:
         """Scores of a long file: the mean over up to ``EXCERPTS`` evenly spaced 10-s
@@ -218,16 +233,34 @@ class DenoiseStage(Stage[DenoiseConfig, DenoiseRow]):
             return [f"pydub low_pass_filter ×{self.params.lowpass.passes}", "pydub normalize"]
         return list(self.params.chain)
 
+    def cutoff(self, found: float | None) -> float | None:
+        """The low-pass cutoff (Hz) to apply: the configured one, or with ``cutoff_hz: auto``
+        the one ``found`` for the source (None: no low-pass); the pydub engine's recipe is
+        the seed's 5 kHz unless a number is set."""
+        cutoff = self.params.lowpass.cutoff_hz
+        if isinstance(cutoff, str):
+            return SEED_CUTOFF_HZ if self.params.engine == "pydub" else found
+        return float(cutoff)
+
+    def _lowpass_text(self, cutoff: float | None) -> str:
+        """The row's ``lowpass_hz``: the cutoff applied, 'none', or '' without a low-pass."""
+        if self.params.engine == "scipy" and "lowpass" not in self.params.chain:
+            return ""
+        return "none" if cutoff is None else f"{cutoff:g}"
+
     def chain(
-        self, audio: np.ndarray, sr: int, auto: list[float]
+        self, audio: np.ndarray, sr: int, auto: list[float], cutoff: float | None
     ) -> tuple[np.ndarray, list[float], float]:
-        """Apply the configured chain to a (frames, channels) array: the output, the notch
-        frequencies applied, and the normalisation gain in dB."""
+        """Apply the configured chain to a (frames, channels) array, with the notches
+        ``auto`` found and the low-pass ``cutoff`` (:meth:`cutoff`; None: no low-pass): the
+        output, the notch frequencies applied, and the normalisation gain in dB."""
         p = self.params
         if p.engine == "pydub":
             from denoise.pydub_engine import pydub_recipe
 
-            out = pydub_recipe(audio, sr, cutoff_hz=p.lowpass.cutoff_hz, passes=p.lowpass.passes)
+            out = pydub_recipe(
+                audio, sr, cutoff_hz=cutoff or SEED_CUTOFF_HZ, passes=p.lowpass.passes
+            )
             peak_in = float(np.max(np.abs(audio))) or 1.0
             gain = 20 * math.log10((float(np.max(np.abs(out))) or peak_in) / peak_in)
             return out.astype(np.float32), [], gain
@@ -238,7 +271,7 @@ class DenoiseStage(Stage[DenoiseConfig, DenoiseRow]):
         gain = 0.0
         for step in p.chain:
             if step in ("highpass", "lowpass", "notch"):
-                filters = self.filters(step, sr, auto)
+                filters = self.filters(step, sr, auto, cutoff)
                 if step == "notch":
                     applied = [f for f, _ in self.notches(sr, auto)]
                 if filters:
@@ -255,14 +288,19 @@ class DenoiseStage(Stage[DenoiseConfig, DenoiseRow]):
                 out, gain = normalize(out, sr, p.normalize)
         return out.astype(np.float32), applied, gain
 
-    def filters(self, step: str, sr: int, auto: list[float]) -> list[Any]:
-        """The SOS filters of one filtering step at rate ``sr`` (ValueError: cutoff ≥ Nyquist)."""
+    def filters(
+        self, step: str, sr: int, auto: list[float], cutoff: float | None = None
+    ) -> list[Any]:
+        """The SOS filters of one filtering step at rate ``sr`` (ValueError: cutoff ≥ Nyquist);
+        the low-pass at ``cutoff``, none when it is None."""
         from denoise.filters import Filter, highpass_sos, lowpass_sos, notch_filter
 
         p = self.params
         if step == "lowpass":
             lp = p.lowpass
-            return [Filter("lowpass", lowpass_sos(lp.cutoff_hz, lp.attenuation_db, sr), lp.passes)]
+            if cutoff is None:
+                return []
+            return [Filter("lowpass", lowpass_sos(cutoff, lp.attenuation_db, sr), lp.passes)]
         if step == "highpass":
             hp = p.highpass
             return [
@@ -322,6 +360,41 @@ class DenoiseStage(Stage[DenoiseConfig, DenoiseRow]):
         key, source = track if track else (item.id, own)
         with self._finding:
             return self._found[key] if key in self._found else self._find(key, source, sr)
+
+    def _auto_lowpass(self, item: Item, own: np.ndarray | Path, sr: int) -> float | None:
+        """With ``lowpass.cutoff_hz: auto``, the cutoff found in the slice's whole source track
+        (its pauses hold the noise), once per track; when its track is unknown, in ``own``.
+        None: no low-pass (clean high band, or not asked for)."""
+        p = self.params
+        if not (
+            p.engine == "scipy" and "lowpass" in p.chain and isinstance(p.lowpass.cutoff_hz, str)
+        ):
+            return None
+        track = self.track_of(item) if self.track_of else None
+        key, source = track if track else (item.id, own)
+        with self._finding:
+            if key not in self._cutoffs:
+                self._cutoffs[key] = self._find_cutoff(key, source, sr)
+            return self._cutoffs[key]
+
+    def _find_cutoff(self, key: str, source: np.ndarray | Path, sr: int) -> float | None:
+        """:func:`denoise.filters.find_lowpass` on ``source`` (a lossy stem decoded first)."""
+        from denoise.filters import find_lowpass
+
+        lp = self.params.lowpass
+        with contextlib.ExitStack() as stack:
+            if isinstance(source, Path):
+                source = self._readable(source, stack)
+            found = find_lowpass(
+                source,
+                None if isinstance(source, Path) else sr,
+                min_snr_db=lp.auto_snr_db,
+                min_hz=lp.auto_min_hz,
+            )
+        if found is not None and found >= sr / 2:
+            found = None
+        log.info("%s: low-pass %s", key, "none" if found is None else f"at {found:g} Hz")
+        return found
 
     def _find(self, key: str, source: np.ndarray | Path, sr: int) -> list[float]:
         """Search ``source`` for persistent narrow peaks; remember them under ``key``."""

@@ -1,7 +1,9 @@
 """What each denoise element buys: LibriSpeech speech from ../shared with crackle, a whine, hum,
 broadband and MUSAN noise added at known SNRs, run through every element alone, the whole chain
 and the seed's pydub recipe, scored against the clean reference (SI-SDR) and blind (DNSMOS OVRL,
-WADA-SNR). ``malmoi eval denoise`` (:func:`eval.commands.denoise`) prints the README's table.
+WADA-SNR), and what each costs in bandwidth: the log-spectral distance to the clean speech from
+4 to 8 kHz (:func:`lsd_band`), which neither SI-SDR nor DNSMOS (16 kHz) sees. ``malmoi eval
+denoise`` (:func:`eval.commands.denoise`) prints the README's table.
 
 Every configuration runs through :meth:`denoise.stage.DenoiseStage.chain`, the stage's own code.
 SI-SDR is scale-invariant, so the normalisation step does not change it; DNSMOS is measured on
@@ -26,18 +28,26 @@ from malmoi.logs import get_logger
 log = get_logger(__name__)
 
 SAMPLE_RATE = 22050  # LibriSpeech (16 kHz) upsampled: room for an 8 kHz tone and crackle
+LSD_BAND_HZ = (4000.0, 8000.0)  # the bandwidth measure's band: LibriSpeech has nothing above 8k
+LSD_FLOOR_DB = 80.0  # powers floored this far below the reference's strongest bin
+LSD_ACTIVE_DB = 40.0  # frames scored: the reference within this of its loudest frame
 NOISES = ("crackle", "whine", "hum", "broadband", "musan")
 SNRS = (5.0, 10.0, 20.0)
 
 # name -> the DenoiseConfig fields that differ from "nothing but normalisation"
 CONFIGS: dict[str, dict[str, Any]] = {
     "noisy input": {"chain": ["normalize"]},
-    "lowpass 5 kHz ×2": {"chain": ["lowpass", "normalize"]},
+    "lowpass 5 kHz ×2": {"chain": ["lowpass", "normalize"], "lowpass": {"cutoff_hz": 5000}},
+    "lowpass (auto)": {"chain": ["lowpass", "normalize"]},
     "notch (auto)": {"chain": ["notch", "normalize"]},
     "highpass 70 Hz": {"chain": ["highpass", "normalize"]},
     "rnnoise": {"chain": ["rnnoise", "normalize"]},
     "gate": {"chain": ["gate", "normalize"]},
     "chain: notch → lowpass": {"chain": ["notch", "lowpass", "normalize"]},
+    "chain, lowpass 5 kHz (old default)": {
+        "chain": ["notch", "lowpass", "normalize"],
+        "lowpass": {"cutoff_hz": 5000},
+    },
     "chain + rnnoise": {"chain": ["notch", "lowpass", "rnnoise", "normalize"]},
     "chain + highpass + rnnoise": {
         "chain": ["highpass", "notch", "lowpass", "rnnoise", "normalize"]
@@ -67,10 +77,44 @@ class Score:
     ovrl_out: float
     ovrl_clean: float
     wada_out: float
+    lsd_in: float = math.nan  # log-spectral distance 4-8 kHz to the clean speech (dB)
+    lsd_out: float = math.nan
 
     @property
     def improvement(self) -> float:
         return self.si_sdr_out - self.si_sdr_in
+
+
+def lsd_band(
+    estimate: np.ndarray,
+    reference: np.ndarray,
+    sample_rate: int = SAMPLE_RATE,
+    band_hz: tuple[float, float] = LSD_BAND_HZ,
+) -> float:
+    """Log-spectral distance (dB) of ``estimate`` to ``reference`` (mono, equal length) in
+    ``band_hz`` (4-8 kHz: the speech a 5 kHz low-pass removes, below the 16-kHz recordings'
+    Nyquist): the RMS over the band's STFT bins of the difference of their power in dB,
+    averaged over the frames where the reference is active (within 40 dB of its loudest
+    frame). ``estimate`` is first scaled by least squares onto ``reference`` (its level does not
+    count); powers are floored 80 dB below the reference's strongest bin, so a band removed
+    entirely costs what the reference has there. 0 for a copy."""
+    from scipy import signal
+
+    est = np.asarray(estimate, dtype=np.float64)
+    ref = np.asarray(reference, dtype=np.float64)
+    alpha = np.dot(est, ref) / max(np.dot(est, est), 1e-20)
+    nperseg = 1 << math.ceil(math.log2(0.04 * sample_rate))  # about 40 ms
+    freqs, _, e_spec = signal.stft(alpha * est, sample_rate, nperseg=nperseg)
+    _, _, r_spec = signal.stft(ref, sample_rate, nperseg=nperseg)
+    e_pow, r_pow = np.abs(e_spec) ** 2, np.abs(r_spec) ** 2
+    floor = max(float(r_pow.max()), 1e-30) * 10 ** (-LSD_FLOOR_DB / 10)
+    frame_db = 10 * np.log10(r_pow.sum(axis=0) + floor)
+    active = frame_db >= frame_db.max() - LSD_ACTIVE_DB
+    band = (freqs >= band_hz[0]) & (freqs <= band_hz[1])
+    diff = 10 * np.log10(e_pow[band][:, active] + floor) - 10 * np.log10(
+        r_pow[band][:, active] + floor
+    )
+    return float(np.mean(np.sqrt(np.mean(diff**2, axis=0))))
 
 
 def speech_clips(shared: Path, count: int = 4, seconds: float = 6.0) -> dict[str, np.ndarray]:
@@ -123,7 +167,7 @@ def evaluate(
     dnsmos: Any = None,
 ) -> list[Score]:
     """Score every configuration on every case."""
-    from denoise.filters import find_notches
+    from denoise.filters import find_lowpass, find_notches
     from denoise.loudness import normalize
     from denoise.quality import wada_snr
     from denoise.stage import DenoiseStage
@@ -144,9 +188,11 @@ def evaluate(
         noisy = case.noisy[:, None]
         ovrl_in = _ovrl(dnsmos, normalize(noisy, SAMPLE_RATE, level)[0])
         si_in = si_sdr(case.noisy, case.clean)
+        lsd_in = lsd_band(case.noisy, case.clean)
         auto = find_notches(case.noisy, SAMPLE_RATE)
+        found = find_lowpass(case.noisy, SAMPLE_RATE)  # what lowpass.cutoff_hz: auto applies
         for name, stage in stages.items():
-            out, _, _ = stage.chain(noisy, SAMPLE_RATE, auto)
+            out, _, _ = stage.chain(noisy, SAMPLE_RATE, auto, stage.cutoff(found))
             mono = out[:, 0]
             scores.append(
                 Score(
@@ -160,6 +206,8 @@ def evaluate(
                     ovrl_out=_ovrl(dnsmos, normalize(out, SAMPLE_RATE, level)[0]),
                     ovrl_clean=clean_ovrl[case.clip],
                     wada_out=float(wada_snr(mono)),
+                    lsd_in=lsd_in,
+                    lsd_out=lsd_band(mono, case.clean),
                 )
             )
     return scores
@@ -171,10 +219,11 @@ def _ovrl(dnsmos: Any, audio: np.ndarray) -> float:
     return float(dnsmos.score(audio, SAMPLE_RATE)["ovrl"])
 
 
-def summary(scores: Sequence[Score]) -> dict[str, dict[str, tuple[float, float]]]:
-    """Per configuration and noise kind: mean SI-SDR improvement (dB) and mean DNSMOS OVRL
-    after, over clips and SNRs; plus "all" over every noise kind."""
-    table: dict[str, dict[str, tuple[float, float]]] = {}
+def summary(scores: Sequence[Score]) -> dict[str, dict[str, tuple[float, float, float]]]:
+    """Per configuration and noise kind: mean SI-SDR improvement (dB), mean DNSMOS OVRL after
+    and mean log-spectral distance from 4 to 8 kHz to the clean speech (dB), over clips and SNRs;
+    plus "all" over every noise kind."""
+    table: dict[str, dict[str, tuple[float, float, float]]] = {}
     for config in dict.fromkeys(s.config for s in scores):
         mine = [s for s in scores if s.config == config]
         row = {}
@@ -183,27 +232,44 @@ def summary(scores: Sequence[Score]) -> dict[str, dict[str, tuple[float, float]]
             row[kind] = (
                 float(np.mean([s.improvement for s in sel])),
                 float(np.mean([s.ovrl_out for s in sel])),
+                float(np.mean([s.lsd_out for s in sel])),
             )
         table[config] = row
     return table
 
 
+CLEAN_BAND_NOISE = "hum"  # leaves 4-8 kHz as clean as the speech: what is lost there is loss
+
+
 def table(scores: Sequence[Score]) -> str:
-    """The README's Markdown table: ΔSI-SDR (dB) / DNSMOS OVRL per noise kind, all SNRs."""
+    """The README's Markdown table: ΔSI-SDR (dB) / DNSMOS OVRL per noise kind, all SNRs, and
+    the bandwidth cost: the log-spectral distance from 4 to 8 kHz to the clean speech (dB,
+    lower is closer) with hum (whose 4-8 kHz is clean: any distance is speech lost) and over
+    every noise kind."""
     data = summary(scores)
     kinds = list(next(iter(data.values())))
+    lsd_kinds = [k for k in (CLEAN_BAND_NOISE, "all") if k in kinds]
     rows = [
-        [config] + [f"{row[k][0]:+.1f} / {row[k][1]:.2f}" for k in kinds]
+        [config]
+        + [f"{row[k][0]:+.1f} / {row[k][1]:.2f}" for k in kinds]
+        + [f"{row[k][2]:.1f}" for k in lsd_kinds]
         for config, row in data.items()
     ]
-    lines = [markdown_table(["configuration", *kinds], rows, right=range(1, len(kinds) + 1))]
+    header = ["configuration", *kinds, *(f"LSD 4-8k {k}" for k in lsd_kinds)]
+    lines = [markdown_table(header, rows, right=range(1, len(header)))]
     clean = np.mean([s.ovrl_clean for s in scores])
     noisy = np.mean([s.ovrl_in for s in scores])
+    lsd_noisy = {k: np.mean([s.lsd_in for s in scores if k in ("all", s.noise)]) for k in kinds}
     lines.append("")
     lines.append(
         f"Cells: SI-SDR improvement over the noisy input (dB) / DNSMOS OVRL after; "
         f"{len({s.clip for s in scores})} LibriSpeech clips × SNRs "
         f"{', '.join(f'{x:g}' for x in sorted({s.snr_db for s in scores}))} dB. "
-        f"OVRL of the clean speech {clean:.2f}, of the noisy inputs {noisy:.2f}."
+        f"OVRL of the clean speech {clean:.2f}, of the noisy inputs {noisy:.2f}. "
+        "LSD 4-8k: log-spectral distance from 4 to 8 kHz to the clean speech (dB, lower is "
+        "closer, 0 a copy: the bandwidth an element keeps or costs), with hum (whose 4-8 kHz "
+        "is clean) and over every noise kind; the noisy inputs': "
+        + ", ".join(f"{k} {v:.1f}" for k, v in lsd_noisy.items())
+        + "."
     )
     return "\n".join(lines)

@@ -259,13 +259,40 @@ class SpeakerFilterConfig(StrictModel):
 
 
 class LowpassConfig(StrictModel):
-    """Zero-phase low-pass: the seed's remedy for crackle ("치지직")."""
+    """Zero-phase low-pass against hiss and crackle ("치지직"), where there is some."""
 
-    cutoff_hz: float = Field(5000.0, gt=0, description="pass-band edge (Hz); below Nyquist")
+    cutoff_hz: float | Literal["auto"] = Field(
+        "auto",
+        description="pass-band edge (Hz, below Nyquist); auto: chosen per source from its "
+        "noise and speech above auto_min_hz, or no low-pass when the high band is clean",
+    )
     attenuation_db: float = Field(
         36.0, gt=0, description="stop-band attenuation reached one octave above the cutoff"
     )
     passes: int = Field(2, ge=1, le=8, description="times the filter is applied (zero-phase)")
+    auto_snr_db: float = Field(
+        0.0,
+        description="auto: cut where, from the cutoff up, the speech stands less than this "
+        "above the noise (dB)",
+    )
+    auto_min_hz: float = Field(4000.0, gt=0, description="auto: the lowest cutoff chosen (Hz)")
+
+    @field_validator("cutoff_hz", mode="before")
+    @classmethod
+    def _cutoff(cls, value: Any) -> Any:
+        if isinstance(value, str) and value != "auto":
+            try:
+                return float(value)
+            except ValueError:
+                raise ValueError(f"must be auto or a number (Hz), not {value!r}") from None
+        return value
+
+    @field_validator("cutoff_hz")
+    @classmethod
+    def _positive(cls, value: float | str) -> float | str:
+        if not isinstance(value, str) and value <= 0:
+            raise ValueError(f"must be above 0 Hz, not {value:g}")
+        return value
 
 
 class HighpassConfig(StrictModel):

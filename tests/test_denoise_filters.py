@@ -4,6 +4,7 @@ speech, block filtering equal to whole-file filtering, loudness normalisation.""
 from __future__ import annotations
 
 import math
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,10 @@ LIBRI = "data/librispeech"
 
 
 def default_chain(sr: int) -> list[Filter]:
-    cfg = LowpassConfig()
+    """The low-pass of ``--lowpass 5000`` (the default before issue 20; auto picks the cutoff
+    now, with the same attenuation and passes)."""
+    cfg = LowpassConfig(cutoff_hz=5000)
+    assert isinstance(cfg.cutoff_hz, float)
     return [Filter("lowpass", lowpass_sos(cfg.cutoff_hz, cfg.attenuation_db, sr), cfg.passes)]
 
 
@@ -184,6 +188,40 @@ def test_find_notches_on_clean_speech(shared: Path) -> None:
     for name in ("1688/1688-142285-0000.flac", "3005/3005-163389-0000.flac"):
         x, sr = sf.read(str(utterances / name))
         assert find_notches(x, sr) == [], name
+
+
+KOREAN = (
+    "가나다라마바사 아자차카타파하. 말모이는 크롤링한 한국어 오디오를 음성 데이터셋으로 바꿉니다. "
+    "잡음 제거는 대역폭을 지켜야 합니다. 고주파 성분은 음성 합성에 필요합니다."
+)
+# espeak-ng voices and speeds whose steady pitch the percentile spectrum alone took for hum
+# (107.4, 103.5, 104.5, 110.1 and 370.3 Hz before pauses were looked at: issue 20)
+STEADY_VOICES = [("ko", 120), ("ko+klatt", 110), ("ko+klatt", 120), ("ko+m3", 130), ("ko+f4", 130)]
+
+
+def test_auto_notch_keeps_only_peaks_that_persist_through_the_pauses(tmp_path: Path) -> None:
+    """A synthetic voice's pitch is steady enough to stand out of the track's spectrum, but it
+    is not in the pauses: clean speech gets no notch. Hum (60/120/180 Hz, each at -25 dB of the
+    speech) and a 6-kHz whine (-30 dB) are there all the time, pauses included: found."""
+    for voice, speed in STEADY_VOICES:
+        wav = tmp_path / f"{voice}-{speed}.wav"
+        subprocess.run(
+            ["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(wav), KOREAN], check=True
+        )
+        x, sr = sf.read(str(wav))
+        assert find_notches(x, sr) == [], (voice, speed)
+        t = np.arange(len(x)) / sr
+        rms = np.sqrt(np.mean(x**2))
+        hum = rms * 10 ** (-25 / 20) * sum(np.sin(2 * np.pi * 60 * k * t + k) for k in (1, 2, 3))
+        whine = rms * 10 ** (-30 / 20) * math.sqrt(2) * np.sin(2 * np.pi * 6000 * t)
+        found = find_notches(x + hum + whine, sr)
+        for truth in (60, 120, 6000):
+            assert any(abs(f - truth) <= 0.01 * truth for f in found), (voice, speed, found)
+        assert all(any(abs(f - m) <= 0.01 * m for m in (60, 120, 180, 6000)) for f in found), (
+            voice,
+            speed,
+            found,
+        )
 
 
 # 6. blocks equal the whole file --------------------------------------------------------------
