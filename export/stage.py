@@ -16,8 +16,10 @@ Writes, into its folder (the dataset):
   counts, provenance) and the card (``README.md``, ``plots/``).
 
 Slices outside the configured limits (duration, SNR, DNSMOS, similarity) go to ``rejected.csv``
-with the reason. The split settings and the speaker name are not part of the items' keys: a new
-seed rewrites the metadata without writing any audio again.
+with the reason; so do later copies of audio already in the dataset (``duplicate of <id>``,
+:mod:`export.dedup`), found before the splits are drawn. The split settings, the speaker name
+and the duplicate check's settings are not part of the items' keys: a new seed or threshold
+rewrites the metadata without writing any audio again.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import soundfile as sf
 from pydantic import Field
 
 from export.card import package_versions, write_card
+from export.dedup import deduplicate
 from export.layout import (
     COLUMNS,
     INFO,
@@ -136,7 +139,9 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
     version: ClassVar[str] = "1"
     row_type: ClassVar[type[ExportRow]] = ExportRow
     settings_file: ClassVar[str] = INFO  # dataset.json: a new seed, split or speaker rewrites it
-    unkeyed_params: ClassVar[frozenset[str]] = frozenset({"splits", "seed", "speaker"})
+    unkeyed_params: ClassVar[frozenset[str]] = frozenset(
+        {"splits", "seed", "speaker", "dedup", "dedup_max_ber", "dedup_min_overlap"}
+    )
 
     def __init__(
         self,
@@ -265,11 +270,18 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
     def settings(self) -> dict[str, Any]:
         """What the metadata depend on beyond the items' keys."""
         p = self.params
-        return {"splits": p.splits.model_dump(), "seed": p.seed, "speaker": self.speaker}
+        return {
+            "splits": p.splits.model_dump(),
+            "seed": p.seed,
+            "speaker": self.speaker,
+            "dedup": p.dedup,
+            "dedup_max_ber": p.dedup_max_ber,
+            "dedup_min_overlap": p.dedup_min_overlap,
+        }
 
     def after_run(self, report: StageReport) -> None:
         table = Table(self.out_dir, ExportRow)
-        rows = [dict(r.record()) for r in table.rows()]
+        rows = deduplicate(self, [dict(r.record()) for r in table.rows()])  # before the splits
         splits = assign_splits(
             {str(rec["source_id"]) for rec in rows},
             self.params.seed,
