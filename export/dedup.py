@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from malmoi.audio import pcm_sha256
+from malmoi.errors import StageStopped
 from malmoi.files import atomic_path, atomic_write_text
 from malmoi.logs import get_logger
 
@@ -75,8 +76,9 @@ FPCALC_TIMEOUT = 600.0
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
-class FpcalcMissing(RuntimeError):
-    """Chromaprint's ``fpcalc`` is not installed."""
+class FpcalcMissing(StageStopped):
+    """Chromaprint's ``fpcalc`` is not installed (the machine's fault: a one-line error that
+    stops the stage, as a full disk does)."""
 
 
 def require_fpcalc() -> None:

@@ -13,7 +13,8 @@ Writes, into its folder (the dataset):
 - after the loop (:meth:`ExportStage.after_run`): each source's split, drawn from (seed, source
   id) so that adding sources never moves one; ``manifest.jsonl`` (NVIDIA NeMo), ``metadata.csv``
   (Hugging Face audiofolder), ``metadata.txt`` (LJSpeech), ``dataset.json`` (limits, splits,
-  counts, provenance) and the card (``README.md``, ``plots/``).
+  counts, provenance) and the card (``README.md``, ``plots/``);
+- ``.dedup/``: the duplicate check's fingerprints, hashes and the WAVs of rejected duplicates.
 
 Slices outside the configured limits (duration, SNR, DNSMOS, similarity) go to ``rejected.csv``
 with the reason; so do later copies of audio already in the dataset (``duplicate of <id>``,
@@ -39,7 +40,7 @@ import soundfile as sf
 from pydantic import Field
 
 from export.card import package_versions, write_card
-from export.dedup import deduplicate
+from export.dedup import deduplicate, require_fpcalc
 from export.layout import (
     COLUMNS,
     INFO,
@@ -177,6 +178,8 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
         )
 
     def setup(self) -> None:
+        if self.params.dedup:  # before any slice is written, not only after the loop
+            require_fpcalc()
         self.lineage = Lineage(self.lineage_root)
         if self.params.text == "subtitles":
             from export.text import SubtitleText

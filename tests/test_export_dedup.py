@@ -15,7 +15,6 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from export.dedup import REASON
 from export.stage import ExportStage
 from export.verify import verify
 from ingest.local import file_item
@@ -38,6 +37,7 @@ OTHER = [
 ]
 GAP = 0.6  # seconds of silence between sentences
 SR = 22050
+REASON = "duplicate of "  # the reason export gives
 
 
 def episode(folder: Path, name: str, texts: list[str], voice: str = "ko") -> tuple[Path, list]:
@@ -228,3 +228,11 @@ def test_distinct_sentences_of_the_same_voice_are_not_duplicates(tmp_path: Path)
     table = pd.read_csv(rejected, dtype=str)
     assert sorted(table["id"].str.split("-").str[0]) == ["t0", "t1"], table
     assert all(r.startswith(REASON + "s") for r in table["reason"]), table
+
+
+def test_without_fpcalc_the_error_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import export.dedup as dedup
+
+    monkeypatch.setattr(dedup.shutil, "which", lambda name: None)
+    with pytest.raises(dedup.FpcalcMissing, match="apt-get install libchromaprint-tools"):
+        dedup.require_fpcalc()
