@@ -469,8 +469,11 @@ def deduplicate(stage: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if not rel.is_file() and aside.is_file():
                 move(aside, rel)
             kept.append(r)
-    stage.repartition(kept, others + dups)
-    store.save(str(r["key"]) for r in pool)
+    # the tables are rewritten only when the partition changes: a no-op rerun leaves them be
+    if {r["id"]: r["reason"] for r in dups} != {r["id"]: r["reason"] for r in before}:
+        stage.repartition(kept, others + dups)
+    if params.dedup:  # with dedup off the store is left for when it is on again
+        store.save(str(r["key"]) for r in pool)
     if store.wavs.is_dir():  # WAVs of duplicates no longer in the folder's tables
         names = {Path(r["path"]).name for r in dups}
         for path in store.wavs.iterdir():
