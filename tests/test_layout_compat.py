@@ -280,7 +280,17 @@ def test_a_folder_built_before_the_refactor_is_finished_and_recomputes_identical
     assert not not_done, f"stages without 'nothing to do' on the rerun: {not_done}\n{_tail(again)}"
     assert any(ln.startswith("no flow run started") for ln in lines), _tail(again)
     after = _tables(out, used)
-    changed = [name for name in old_tables if after[name] != old_tables[name]]
+    changed = [
+        name
+        for name in old_tables
+        if after[name] != old_tables[name]
+        # a table with columns added since (ADDED_COLUMNS) gets them, empty, when its stage
+        # runs: its rows must still be the same
+        and (
+            name not in ADDED_COLUMNS
+            or _first_row_difference(name, old_tables[name], after[name]) is not None
+        )
+    ]
     assert not changed, f"the no-op rerun changed these tables: {changed}"
     touched = sorted(p for p, t in _audio_mtimes(out).items() if old_mtimes.get(p) != t)
     assert not touched, f"the no-op rerun wrote or added audio files: {touched[:10]}"
