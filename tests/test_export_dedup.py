@@ -172,6 +172,19 @@ def test_copies_of_an_episode_are_exported_once_before_the_splits(
     assert all((out / "wavs" / f"{i}.wav").is_file() for i in reasons)
     rows_on, _ = export(root, out)
     assert {r["id"] for r in rows_on} == kept_ids
+    # a new threshold re-partitions from the stored fingerprints: none is computed again, no
+    # WAV written again; the exact copy stays out whatever the threshold (its samples' hash)
+    stored = {p: p.stat().st_mtime_ns for p in (out / ".dedup").rglob("*.npy")}
+    wavs = {p: p.stat().st_mtime_ns for p in (out / "wavs").glob("*.wav")}
+    assert stored
+    rows_strict, rejected_strict = export(root, out, dedup_max_ber=0.001)
+    assert {p: p.stat().st_mtime_ns for p in (out / ".dedup").rglob("*.npy")} == stored
+    assert all(p.stat().st_mtime_ns == t for p, t in wavs.items() if p.exists())
+    strict = dict(zip(rejected_strict["id"], rejected_strict["reason"], strict=True))
+    assert sorted(i for i in strict if i.startswith("b_copy")) == sorted(
+        i for i in reasons if i.startswith("b_copy")
+    )
+    assert len(rows_strict) > len(rows_on)  # re-encodings are above a 0.001 bit error rate
 
 
 def test_distinct_sentences_of_the_same_voice_are_not_duplicates(tmp_path: Path) -> None:
