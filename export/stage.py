@@ -13,11 +13,14 @@ Writes, into its folder (the dataset):
 - after the loop (:meth:`ExportStage.after_run`): each source's split, drawn from (seed, source
   id) so that adding sources never moves one; ``manifest.jsonl`` (NVIDIA NeMo), ``metadata.csv``
   (Hugging Face audiofolder), ``metadata.txt`` (LJSpeech), ``dataset.json`` (limits, splits,
-  counts, provenance) and the card (``README.md``, ``plots/``).
+  counts, provenance) and the card (``README.md``, ``plots/``);
+- ``.dedup/``: the duplicate check's fingerprints, hashes and the WAVs of rejected duplicates.
 
 Slices outside the configured limits (duration, SNR, DNSMOS, similarity) go to ``rejected.csv``
-with the reason. The split settings and the speaker name are not part of the items' keys: a new
-seed rewrites the metadata without writing any audio again.
+with the reason; so do later copies of audio already in the dataset (``duplicate of <id>``,
+:mod:`export.dedup`), found before the splits are drawn. The split settings, the speaker name
+and the duplicate check's settings are not part of the items' keys: a new seed or threshold
+rewrites the metadata without writing any audio again.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import soundfile as sf
 from pydantic import Field
 
 from export.card import package_versions, write_card
+from export.dedup import deduplicate, require_fpcalc
 from export.layout import (
     COLUMNS,
     INFO,
@@ -136,7 +140,9 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
     version: ClassVar[str] = "1"
     row_type: ClassVar[type[ExportRow]] = ExportRow
     settings_file: ClassVar[str] = INFO  # dataset.json: a new seed, split or speaker rewrites it
-    unkeyed_params: ClassVar[frozenset[str]] = frozenset({"splits", "seed", "speaker"})
+    unkeyed_params: ClassVar[frozenset[str]] = frozenset(
+        {"splits", "seed", "speaker", "dedup", "dedup_max_ber", "dedup_min_overlap"}
+    )
 
     def __init__(
         self,
@@ -179,15 +185,20 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
         )
 
     def setup(self) -> None:
-        self.lineage = (
-            Lineage.following(self.input_folder)
-            if self.input_folder is not None
-            else Lineage(self.lineage_root)
-        )
+        if self.params.dedup:  # before any slice is written, not only after the loop
+            require_fpcalc()
+        self.lineage = self.read_lineage()
         if self.params.text == "subtitles":
             from export.text import SubtitleText
 
             self.text_engine = SubtitleText(self.params.subtitle_languages)
+
+    def read_lineage(self) -> Lineage:
+        """The lineage of the slices: the recorded inputs of ``input_folder``, else the stage
+        folders under ``lineage_root``."""
+        if self.input_folder is not None:
+            return Lineage.following(self.input_folder)
+        return Lineage(self.lineage_root)
 
     # --- per slice ----------------------------------------------------------------------------
 
@@ -276,11 +287,18 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
     def settings(self) -> dict[str, Any]:
         """What the metadata depend on beyond the items' keys."""
         p = self.params
-        return {"splits": p.splits.model_dump(), "seed": p.seed, "speaker": self.speaker}
+        return {
+            "splits": p.splits.model_dump(),
+            "seed": p.seed,
+            "speaker": self.speaker,
+            "dedup": p.dedup,
+            "dedup_max_ber": p.dedup_max_ber,
+            "dedup_min_overlap": p.dedup_min_overlap,
+        }
 
     def after_run(self, report: StageReport) -> None:
         table = Table(self.out_dir, ExportRow)
-        rows = [dict(r.record()) for r in table.rows()]
+        rows = deduplicate(self, [dict(r.record()) for r in table.rows()])  # before the splits
         splits = assign_splits(
             {str(rec["source_id"]) for rec in rows},
             self.params.seed,

@@ -3,7 +3,9 @@
 Reads: media files (any container/codec ffmpeg knows, e.g. mp4, mkv, webm, mp3, m4a, wav, flac,
 ogg). Writes: ``<out>/audio/<id>.wav`` (16-bit PCM at ``sample_rate``) and one
 :class:`IngestRow` per input in ``<out>/manifest.csv``; unreadable inputs go to
-``failures.csv``. Inputs are never modified.
+``failures.csv``. Inputs are never modified. A row records the sha256 of its WAV's samples
+and, for a crawled episode, its publication day (``date``, from the crawl's row): export's
+duplicate check reads both.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from malmoi.audio import decode_to_wav, probe, wav_info
+from malmoi.audio import decode_to_wav, pcm_sha256, probe, wav_info
 from malmoi.config import IngestConfig
 from malmoi.errors import ItemError
 from malmoi.manifest import AudioRow
@@ -33,6 +35,16 @@ class IngestRow(AudioRow):
     source_sample_rate: int
     source_channels: int
     has_video: bool = Field(description="the input had a video track")
+    audio_sha256: str = Field(
+        "",
+        description="sha256 of the decoded WAV's samples (not of the file's bytes): two inputs "
+        "with the same audio have the same (export's duplicate check)",
+    )
+    date: str = Field(
+        "",
+        description="the crawled episode's publication day, YYYY-MM-DD ('' for local files): "
+        "export keeps the earliest of duplicate sources",
+    )
 
 
 class IngestStage(Stage[IngestConfig, IngestRow]):
@@ -81,5 +93,6 @@ class IngestStage(Stage[IngestConfig, IngestRow]):
             source_sample_rate=info.sample_rate,
             source_channels=info.channels,
             has_video=info.has_video,
+            audio_sha256=pcm_sha256(self.out_dir / rel),
         )
         return Result(kept=[row])

@@ -225,6 +225,21 @@ def read_audio(path: Path, sample_rate: int, mono: bool = True):  # -> numpy.nda
     return audio if mono else audio.reshape(-1, channels)
 
 
+def pcm_sha256(path: Path) -> str:
+    """sha256 of a WAV's int16 samples, not of the file's bytes: two files with the same
+    audio and other headers (another writer, a LIST chunk) hash alike."""
+    import hashlib
+
+    import soundfile as sf
+
+    digest = hashlib.sha256()
+    with sf.SoundFile(str(path)) as fh:
+        digest.update(f"{fh.channels}:".encode())
+        for block in fh.blocks(blocksize=1 << 16, dtype="int16", always_2d=True):
+            digest.update(block.tobytes())
+    return digest.hexdigest()
+
+
 # --- reading any stem losslessly, and resampling ---------------------------------------------
 
 # libsndfile subtypes a WAV can hold that decode exactly (no codec delay or padding)

@@ -470,6 +470,27 @@ def build(
         )
         if reason is not None:
             fail(f"build-dataset: {reason}", 1)
+    if "export" in reports:  # the build ends with its dataset checked as `malmoi verify` does
+        verify_build(cfg.stage_dir("export"))
+
+
+def verify_build(dataset: Path) -> None:
+    """Print the card's path and ``malmoi verify``'s result for a build's dataset; exit 1 when
+    it does not verify."""
+    from export.verify import NotADataset, check
+
+    typer.echo(f"card: {dataset / 'README.md'}")
+    try:
+        report = check(dataset)
+    except NotADataset as exc:
+        fail(f"build-dataset: {exc}", 1)
+    if report.slices == 0 and all(p.reason.startswith("no slices") for p in report.problems):
+        # no speech kept is what the build made, not a broken dataset (as before: exit 0)
+        typer.echo(f"verify: {dataset}: empty — no slices were kept, nothing to check")
+        return
+    show_verify(report, prefix="verify: ")
+    if not report.ok:
+        fail(f"build-dataset: the dataset does not verify (malmoi verify {dataset})", 1)
 
 
 def validate(
@@ -504,12 +525,18 @@ def verify(
         report = check(dataset)
     except NotADataset as exc:
         fail(str(exc))
+    show_verify(report)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def show_verify(report: Any, prefix: str = "") -> None:
+    """Print ``malmoi verify``'s result (an :class:`export.verify.Report`): the problems on
+    stderr, one a line, then the one-line summary after ``prefix`` (stdout when sound, stderr
+    otherwise)."""
     for problem in report.problems:
         typer.echo(str(problem), err=True)
-    if report.problems:
-        typer.echo(report.summary(), err=True)
-        raise typer.Exit(1)
-    typer.echo(report.summary())
+    typer.echo(prefix + report.summary(), err=not report.ok)
 
 
 def serve(

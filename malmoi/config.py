@@ -433,6 +433,24 @@ class ExportConfig(StrictModel):
     min_similarity: float | None = Field(
         None, description="lower speaker-filter score (AS-norm) left out"
     )
+    dedup: bool = Field(
+        True,
+        description="reject later copies of the same audio (exact, or re-encoded, re-uploaded, "
+        "rebroadcast: Chromaprint) as 'duplicate of <id>' before the splits are drawn",
+    )
+    dedup_max_ber: float = Field(
+        0.2,
+        gt=0,
+        lt=0.5,
+        description="near duplicates: highest Chromaprint bit error rate (smoothed over 1 s) "
+        "of aligned audio; changing it recomputes no fingerprint",
+    )
+    dedup_min_overlap: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="near duplicates: share of a slice the aligned kept slices must cover",
+    )
 
 
 class ModelsConfig(StrictModel):

@@ -105,7 +105,7 @@ def dnsmos_model() -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def _tools() -> None:
-    missing = [t for t in ("ffmpeg", "ffprobe", "espeak-ng") if shutil.which(t) is None]
+    missing = [t for t in ("ffmpeg", "ffprobe", "espeak-ng", "fpcalc") if shutil.which(t) is None]
     if missing:
         pytest.exit(f"missing system tools: {missing}; run scripts/bootstrap", returncode=3)
 

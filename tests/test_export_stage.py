@@ -129,7 +129,7 @@ def test_a_broken_subtitle_file_costs_the_text_not_the_audio(
     media = write(tmp_path / "episode.wav", 3.0, 16000, 1, 0.5)
     (tmp_path / "episode.ko.vtt").write_text("not a subtitle file\n", encoding="utf-8")
     good = tmp_path / "other.wav"
-    write(good, 3.0, 16000, 1, 0.5)
+    write(good, 3.0, 16000, 1, 0.4)  # not the same audio: that would be a duplicate
     (tmp_path / "other.ko.vtt").write_text(
         "WEBVTT\n\n00:00:00.500 --> 00:00:01.500\n안녕하세요\n", encoding="utf-8"
     )

@@ -51,6 +51,13 @@ def test_build_runs_ingest_through_the_flow_and_resumes(tmp_path: Path) -> None:
     assert "segment: 1 processed, 0 skipped, 0 failed" in proc.stdout
     assert "for flow 'build-dataset'" in proc.stderr
     assert "broken.mkv: not a readable media file" in proc.stderr  # stage logs reach Prefect
+    # the build ends with its dataset's card and the verify result: a tone has no speech,
+    # so the dataset is empty, which is said, not failed
+    dataset = tmp_path / "out/export"
+    assert proc.stdout.splitlines()[-2:] == [
+        f"card: {dataset / 'README.md'}",
+        f"verify: {dataset}: empty — no slices were kept, nothing to check",
+    ], proc.stdout
     out = tmp_path / "out/ingest"
     assert len(read_manifest(out)) == 1 and len(read_manifest(out, "failures.csv")) == 1
     assert yaml.safe_load((out / "config.yaml").read_text())["name"] == "flowtest"
@@ -176,6 +183,10 @@ def test_demo_config_builds_from_generated_media(spleeter_model: Path, tmp_path:
         dataset / "README.md"
     ).read_text(encoding="utf-8")
     assert run_malmoi("verify", str(dataset)).returncode == 0
+    # the build's output ends with the card's path and the same check's result
+    card, verified = proc.stdout.splitlines()[-2:]
+    assert card == f"card: {Path('runs/demo/export/README.md')}", proc.stdout
+    assert verified.startswith(f"verify: {Path('runs/demo/export')}: ok — {len(rows)} slices")
     # a rerun finds every stage finished, the speaker filter's partition included
     again = run_malmoi(
         "build", str(REPO / "configs/demo.yaml"), cwd=tmp_path, env={"PREFECT_HOME": str(home)}

@@ -79,9 +79,7 @@ def test_the_chain_of_recorded_inputs_is_the_lineage(tmp_path: Path) -> None:
 
 def test_a_verb_given_only_outputs_a_stage_did_not_keep_exits_1(tmp_path: Path) -> None:
     folder = _separate_folder(tmp_path)
-    proc = run_malmoi(
-        "denoise", str(folder / "clip-00" / "stray.wav"), "--out", "d", cwd=tmp_path
-    )
+    proc = run_malmoi("denoise", str(folder / "clip-00" / "stray.wav"), "--out", "d", cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr
     assert "stray.wav: is not a kept output of the separate stage" in proc.stderr
     assert not (tmp_path / "d" / "manifest.csv").exists()
