@@ -36,6 +36,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 import prefect
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
+    create_markdown_artifact,
     create_progress_artifact,
     create_table_artifact,
     update_progress_artifact,
@@ -44,7 +45,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture
 from prefect.settings import PREFECT_API_URL, temporary_settings
-from prefect.states import Completed, State
+from prefect.states import Completed, Failed, State
 from prefect.task_runners import TaskRunner
 
 from malmoi.config import DaskConfig, PipelineConfig, load_config
@@ -338,6 +339,41 @@ def run_stage(
     return Completed(message=report.summary(), data=asdict(report))
 
 
+@task(name="verify", cache_policy=NO_CACHE)
+def verify_dataset(cfg: PipelineConfig) -> dict[str, Any]:
+    """Check the build's dataset as ``malmoi verify`` does (every WAV decoded, metadata, splits,
+    duplicates): its problems are logged one a line and kept in a markdown artifact. Returns
+    the card's path, ``ok``, ``empty`` (no slice was kept: said, not failed) and the summary."""
+    from export.verify import NotADataset, check
+
+    logger = get_run_logger()
+    dataset = cfg.stage_dir("export")
+    try:
+        report = check(dataset)
+        problems, summary, ok = [str(p) for p in report.problems], report.summary(), report.ok
+        empty = report.slices == 0 and all(
+            p.reason.startswith("no slices") for p in report.problems
+        )
+    except NotADataset as exc:
+        problems, summary, ok, empty = [str(exc)], str(exc), False, False
+    if empty:
+        summary = f"{dataset}: empty — no slices were kept, nothing to check"
+    for problem in problems if not empty else []:
+        logger.error("%s", problem)
+    logger.info("verify: %s", summary)
+    create_markdown_artifact(
+        markdown="\n".join([f"**{summary}**", "", *(f"- {p}" for p in problems if not empty)]),
+        key=artifact_key(cfg, "verify"),
+        description=f"malmoi verify of {cfg.name}'s dataset",
+    )
+    return {
+        "card": str(dataset / "README.md"),
+        "ok": ok or empty,
+        "empty": empty,
+        "summary": summary,
+    }
+
+
 @flow(name=FLOW_NAME, log_prints=False)
 def build_dataset(
     config_path: str,
@@ -388,6 +424,16 @@ def build_dataset(
         f"{n}: {r['processed']} processed, {r['skipped']} skipped, {r['failed']} failed"
         for n, r in reports.items()
     )
+    if "export" in reports:  # the build ends with its dataset checked as `malmoi verify` does
+        verified = verify_dataset(cfg)
+        reports["export"]["verify"] = verified
+        if not verified["ok"]:
+            dataset = cfg.stage_dir("export")
+            return Failed(
+                message=f"the dataset does not verify: {verified['summary']} "
+                f"(malmoi verify {dataset} lists the problems)"
+            )
+        summary += f"; verify: {verified['summary']}"
     return Completed(message=summary, data=reports)
 
 

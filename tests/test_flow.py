@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import requests
@@ -19,7 +20,7 @@ import yaml
 from eval.common import si_sdr
 from malmoi.manifest import read_manifest
 from tests.conftest import REPO, child_env, run_malmoi
-from tests.media import mp4_with_audio
+from tests.media import mp4_with_audio, write_wav
 
 PREFECT = str(Path(sys.executable).parent / "prefect")
 
@@ -194,6 +195,16 @@ def test_demo_config_builds_from_generated_media(spleeter_model: Path, tmp_path:
     assert again.returncode == 0, again.stderr[-3000:]
     assert "speaker_filter: nothing to do" in again.stdout, again.stdout
     assert "export: nothing to do" in again.stdout, again.stdout
+    # a dataset that does not verify (a WAV no row names) fails the flow run, and build exits 1
+    write_wav(dataset / "wavs" / "stray.wav", np.zeros(2205), 22050)
+    broken = run_malmoi(
+        "build", str(REPO / "configs/demo.yaml"), "--only", "export", "--force", "export",
+        cwd=tmp_path, env={"PREFECT_HOME": str(home)},
+    )  # fmt: skip
+    assert broken.returncode == 1, broken.stdout[-2000:]
+    # the flow run itself failed (as the Prefect UI shows it), with the reason
+    assert "build-dataset failed: the dataset does not verify" in broken.stderr, broken.stderr
+    assert "stray.wav" in broken.stdout + broken.stderr
 
 
 def _free_port() -> int:
