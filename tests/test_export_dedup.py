@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ from malmoi.config import ExportConfig, IngestConfig
 from malmoi.manifest import Table
 from malmoi.stage import items_from
 from segment.stage import SliceRow
-from tests.media import encode, korean_speech
+from tests.media import encode, ffmpeg, korean_speech
 
 SENTENCES = [
     "오늘은 날씨가 맑고 바람이 조금 불겠습니다.",
@@ -207,36 +206,16 @@ def test_distinct_sentences_of_the_same_voice_are_not_duplicates(tmp_path: Path)
     for i in (0, 1):
         wav, sr = sf.read(str(folder / f"s{i}.wav"))
         sf.write(str(tmp_path / f"t{i}.wav"), wav[int(0.1 * sr) :], sr)
-        subprocess.run(
-            [
-                "ffmpeg",
-                "-nostdin",
-                "-loglevel",
-                "error",
-                "-y",
-                "-i",
-                str(tmp_path / f"t{i}.wav"),
-                "-c:a",
-                "libopus",
-                "-b:a",
-                "32k",
-                str(tmp_path / f"t{i}.opus"),
-            ],
-            check=True,
+        ffmpeg(
+            "-i",
+            str(tmp_path / f"t{i}.wav"),
+            "-c:a",
+            "libopus",
+            "-b:a",
+            "32k",
+            str(tmp_path / f"t{i}.opus"),
         )
-        subprocess.run(
-            [
-                "ffmpeg",
-                "-nostdin",
-                "-loglevel",
-                "error",
-                "-y",
-                "-i",
-                str(tmp_path / f"t{i}.opus"),
-                str(folder / f"t{i}.wav"),
-            ],
-            check=True,
-        )
+        ffmpeg("-i", str(tmp_path / f"t{i}.opus"), str(folder / f"t{i}.wav"))
     report = ExportStage(ExportConfig(text="none"), out).run(list(discover([folder], ["wav"])))
     table = pd.read_csv(rejected, dtype=str)
     assert sorted(table["id"].str.split("-").str[0]) == ["t0", "t1"], table
