@@ -11,7 +11,6 @@ commands.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -19,13 +18,10 @@ from typing import Any
 
 import yaml
 
-from malmoi.files import atomic_write_text
 from malmoi.logs import get_logger
-from malmoi.manifest import MANIFEST
+from malmoi.manifest import MANIFEST, RECORD, read_record
 
 log = get_logger(__name__)
-
-RECORD = "stage.json"
 
 
 def is_stage_folder(path: Path) -> bool:
@@ -45,15 +41,6 @@ def stage_folder_of(path: Path) -> Path | None:
     return None
 
 
-def read_record(folder: Path) -> dict[str, Any]:
-    """``folder``'s ``stage.json`` (``{}`` when it has none or it does not parse)."""
-    try:
-        data = json.loads((folder / RECORD).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def stage_name(folder: Path) -> str | None:
     """The stage that wrote ``folder``: from its record; for a folder written before records,
     from its ``config.yaml`` (a single stage's section) or its name (a build's layout)."""
@@ -70,20 +57,6 @@ def stage_name(folder: Path) -> str | None:
     if isinstance(config, dict) and len(config) == 1 and next(iter(config)) in known:
         return str(next(iter(config)))
     return folder.name if folder.name in known else None
-
-
-def write_record(folder: Path, stage: str, inputs: Iterable[Path]) -> None:
-    """Record that ``stage`` wrote ``folder`` from the stage folders ``inputs`` (added to those
-    recorded by earlier runs into the same folder that still exist)."""
-    folder = Path(folder).absolute()
-    known = [folder / p for p in read_record(folder).get("inputs", []) if isinstance(p, str)]
-    found = {os.path.normpath(p) for p in [*known, *map(Path, inputs)] if Path(p).is_dir()}
-    found.discard(os.path.normpath(folder))
-    rel = sorted(os.path.relpath(p, folder) for p in found)
-    text = json.dumps({"stage": stage, "inputs": rel}, ensure_ascii=False, indent=1) + "\n"
-    if (folder / RECORD).is_file() and (folder / RECORD).read_text(encoding="utf-8") == text:
-        return
-    atomic_write_text(folder / RECORD, text)
 
 
 def chain(folder: Path) -> list[tuple[str, Path]]:

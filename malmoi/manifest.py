@@ -35,6 +35,7 @@ MANIFEST = "manifest.csv"
 REJECTED = "rejected.csv"
 FAILURES = "failures.csv"
 PROGRESS = "progress.csv"
+RECORD = "stage.json"  # the stage that wrote a folder and the stage folders its inputs came from
 
 
 # --- row models ------------------------------------------------------------------------------
@@ -315,3 +316,26 @@ def params_json(params: BaseModel | dict[str, Any]) -> str:
     """Canonical JSON of a stage's parameters (sorted keys) for rows and keys."""
     data = params.model_dump(mode="json") if isinstance(params, BaseModel) else params
     return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def read_record(folder: Path) -> dict[str, Any]:
+    """``folder``'s ``stage.json`` (``{}`` when it has none or it does not parse)."""
+    try:
+        data = json.loads((folder / RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_record(folder: Path, stage: str, inputs: Iterable[Path]) -> None:
+    """Record that ``stage`` wrote ``folder`` from the stage folders ``inputs`` (added to those
+    recorded by earlier runs into the same folder that still exist)."""
+    folder = Path(folder).absolute()
+    known = [folder / p for p in read_record(folder).get("inputs", []) if isinstance(p, str)]
+    found = {os.path.normpath(p) for p in [*known, *map(Path, inputs)] if Path(p).is_dir()}
+    found.discard(os.path.normpath(folder))
+    rel = sorted(os.path.relpath(p, folder) for p in found)
+    text = json.dumps({"stage": stage, "inputs": rel}, ensure_ascii=False, indent=1) + "\n"
+    if (folder / RECORD).is_file() and (folder / RECORD).read_text(encoding="utf-8") == text:
+        return
+    atomic_write_text(folder / RECORD, text)

@@ -49,6 +49,7 @@ from malmoi.manifest import (
     params_json,
     read_records,
     rejected_model,
+    write_record,
 )
 
 log = get_logger(__name__)
@@ -601,8 +602,6 @@ class Stage(ABC, Generic[P, R]):
 
     def _write_record(self, items: list[Item]) -> None:
         """``stage.json``: this stage wrote the folder, from the stage folders of ``items``."""
-        from malmoi.folders import write_record
-
         write_record(self.out_dir, self.name, {i.folder for i in items if i.folder is not None})
 
     def _write_config(self, config: BaseModel | None) -> None:
