@@ -69,15 +69,6 @@ class Lineage:
             return cls(folder.parent)
         return cls(None, chain(folder))
 
-    def config(self, stage: str) -> dict[str, Any]:
-        """The ``stage`` section of the config beside that stage's folder in this lineage."""
-        from malmoi.folders import config_of
-
-        for name, folder in self.folders:
-            if name == stage:
-                return config_of(folder, stage)
-        return {}
-
     def source_id(self, row: dict[str, Any]) -> str:
         """The root of ``row``'s lineage (an ingest id), following ``parent_id``."""
         current, seen = row, set()

@@ -18,10 +18,7 @@ from typing import Any
 
 import yaml
 
-from malmoi.logs import get_logger
 from malmoi.manifest import MANIFEST, RECORD, read_record
-
-log = get_logger(__name__)
 
 
 def is_stage_folder(path: Path) -> bool:
@@ -49,10 +46,7 @@ def stage_name(folder: Path) -> str | None:
     name = read_record(folder).get("stage")
     if isinstance(name, str) and name:
         return name
-    try:
-        config = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        config = None
+    config = _config(folder)
     known = names()
     if isinstance(config, dict) and len(config) == 1 and next(iter(config)) in known:
         return str(next(iter(config)))
@@ -81,12 +75,17 @@ def chain(folder: Path) -> list[tuple[str, Path]]:
     )
 
 
+def _config(folder: Path) -> Any:
+    """The config written beside ``folder``'s manifest (None when absent or unreadable)."""
+    try:
+        return yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+
+
 def config_of(folder: Path, stage: str) -> dict[str, Any]:
     """The ``stage`` section of the config written beside ``folder``'s manifest (``{}``)."""
-    try:
-        config = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return {}
+    config = _config(folder)
     section = config.get(stage) if isinstance(config, dict) else None
     return section if isinstance(section, dict) else {}
 
