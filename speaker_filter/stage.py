@@ -23,8 +23,6 @@ are clustered and the largest cluster's embeddings become the profile.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -34,7 +32,7 @@ from pydantic import Field
 
 from malmoi.config import SpeakerFilterConfig, resolve_profiles_dir
 from malmoi.errors import ItemError
-from malmoi.files import atomic_path, atomic_write_text
+from malmoi.files import atomic_path, atomic_write_text, link_file
 from malmoi.logs import get_logger
 from malmoi.manifest import (
     AudioRow,
@@ -278,7 +276,7 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
         emb = self.embedding(item)
         info = sf.info(str(item.path))
         rel = self._rel(item)
-        _link(item.path, self.out_dir / rel)
+        link_file(item.path, self.out_dir / rel)
         sim = sc = None
         if not np.isnan(emb).any() and self._profile() is not None:
             s1, s2 = score(self._profile().enroll, emb[None, :], self._cohort())  # type: ignore[union-attr]
@@ -372,7 +370,7 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
         for rec in kept + rejected:
             src = self._sources.get(rec["path"])
             if src is not None and not (self.out_dir / rec["path"]).exists():
-                _link(src, self.out_dir / rec["path"])
+                link_file(src, self.out_dir / rec["path"])
         self.repartition(kept, rejected)
         report.kept, report.rejected = len(kept), len(rejected)  # the whole folder's, now
         report.hours_out = (
@@ -502,17 +500,3 @@ def plot_scores(
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-
-
-def _link(src: Path, dest: Path) -> None:
-    """``dest`` as a hard link to ``src`` (a copy across file systems)."""
-    if dest.exists():
-        if os.path.samefile(src, dest):
-            return
-        dest.unlink()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dest)
-    except OSError:
-        with atomic_path(dest) as tmp:
-            shutil.copyfile(src, tmp)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.lineage import Lineage
+from malmoi.lineage import Lineage
 from ingest.local import discover
 from malmoi.folders import chain, split_inputs, stage_name
 from tests.conftest import run_malmoi

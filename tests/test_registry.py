@@ -136,7 +136,7 @@ def test_a_plugged_in_stage_runs_in_the_build_and_export_reads_through_it(
         assert entry["text"] == row["text"] and entry["text_source"] == "level"  # no subtitles
         info = sf.info(str(out / "export" / entry["audio_filepath"]))
         assert info.frames / info.samplerate == pytest.approx(float(row["duration"]), abs=0.01)
-    from export.lineage import Lineage
+    from malmoi.lineage import Lineage
 
     lineage = Lineage(out)
     assert [lineage.value({"id": "x", "parent_id": r["id"]}, "level_dbfs") for r in level_rows] == [

@@ -1,4 +1,4 @@
-"""Transcripts from subtitles (export/text.py) and the demo's subtitle file."""
+"""Transcripts from subtitles (transcribe/subtitles.py) and the demo's subtitle file."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from export.text import (
+from transcribe.subtitles import (
     Cue,
     SubtitleText,
     TextEngine,
