@@ -648,6 +648,35 @@ def eval_denoise(
     typer.echo(f"table: {out / 'denoise.csv'}")
 
 
+def text_normalize(
+    acronyms: Annotated[
+        bool, typer.Option(help="Spell Latin acronyms in Hangul (KBS → 케이비에스).")
+    ] = False,
+) -> None:
+    """Read lines on stdin, write their Korean spoken forms on stdout (3개 → 세 개), one line
+    each as it comes."""
+    from transcribe.normalize import spoken
+
+    for line in sys.stdin:
+        typer.echo(spoken(line, acronyms=acronyms))
+        sys.stdout.flush()
+
+
+def text_cer(
+    ref: Annotated[str, typer.Argument(help="The reference text.")],
+    hyp: Annotated[str, typer.Argument(help="The hypothesis (e.g. an ASR transcript).")],
+    details: Annotated[bool, typer.Option(help="Also show both normalised strings.")] = False,
+) -> None:
+    """Print the Korean character error rate of HYP against REF (spoken forms, no spaces or
+    punctuation)."""
+    from transcribe.cer import cer, normalize_for_cer
+
+    if details:
+        typer.echo(f"ref: {normalize_for_cer(ref)}")
+        typer.echo(f"hyp: {normalize_for_cer(hyp)}")
+    typer.echo(f"{cer(ref, hyp):.4f}")
+
+
 def _store(config: Path | None):  # -> ModelStore
     from malmoi.config import ConfigError, load_config
     from malmoi.models import ModelStore
@@ -741,6 +770,12 @@ def build_app() -> typer.Typer:
     add(eval_app, eval_separation, "separation")
     add(eval_app, eval_denoise, "denoise")
     app.add_typer(eval_app, name="eval")
+    text_app = typer.Typer(
+        help="Korean text: spoken forms and character error rates.", no_args_is_help=True
+    )
+    add(text_app, text_normalize, "normalize")
+    add(text_app, text_cer, "cer")
+    app.add_typer(text_app, name="text")
     return app
 
 

@@ -1,0 +1,1 @@
+"""Transcribe stage: Korean text for every slice by ASR."""
