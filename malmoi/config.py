@@ -503,6 +503,12 @@ class TranscribeConfig(StrictModel):
         description="a slice detected in a language outside `languages` with at least this "
         "probability is rejected",
     )
+    min_speech_share: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="no speech: Silero VAD finds speech in less than this share of the slice",
+    )
     max_no_speech_prob: float = Field(
         0.6, ge=0, le=1, description="no speech: Whisper's no-speech probability above this…"
     )

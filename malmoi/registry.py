@@ -33,6 +33,7 @@ STAGES: list[str] = [
     "segment",
     "speaker_filter",
     "denoise",
+    "transcribe",
     "export",
 ]
 

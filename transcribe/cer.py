@@ -51,3 +51,9 @@ def wer(ref: str, hyp: str) -> float:
     """Word error rate of ``hyp`` against ``ref`` (English): word edits / reference words
     (an empty reference: 0.0 if ``hyp`` has no words either, else 1.0)."""
     return _rate(words_for_wer(ref), words_for_wer(hyp))
+
+
+def spoken_length(text: str) -> int:
+    """Characters of ``text`` as spoken (:func:`normalize_for_cer`): a speaking rate's count
+    (Hangul syllables; ``3개`` counts as ``세 개``)."""
+    return len(normalize_for_cer(text))

@@ -4,8 +4,10 @@ Every rule reads the measurements stored in a row (:class:`transcribe.stage.Tran
 changed setting re-partitions the stored rows without running the model again. In order, a slice
 is rejected as:
 
-1. **no speech** — Whisper's own rule: its no-speech probability above ``max_no_speech_prob`` and
-   its average log-probability below ``no_speech_logprob``;
+1. **no speech** — Silero VAD finds speech in less than ``min_speech_share`` of the slice (music,
+   noise, silence: Whisper base still "hears" ``you`` in 4 s of digital silence), or Whisper's
+   own rule: its no-speech probability above ``max_no_speech_prob`` and its average
+   log-probability below ``no_speech_logprob``;
 2. **another language** — detected outside ``languages`` with probability ≥ ``min_language_prob``;
 3. **a repetition loop** — the text's gzip compression ratio above ``max_compression_ratio``
    (``1,500,000,000,…`` from base on a robotic voice), or **runaway output** — more characters
@@ -53,6 +55,12 @@ def slice_reason(row: dict[str, Any], p: Any) -> str | None:
     """Why a slice is rejected by the rules that read only its own row (1–4), None: it passes.
     ``p``: a :class:`malmoi.config.TranscribeConfig`."""
     text = str(row.get("asr_text") or "")
+    speech, duration = _f(row.get("speech_seconds")), _f(row.get("duration"))
+    if speech is not None and duration and speech < p.min_speech_share * duration:
+        return (
+            f"{NO_SPEECH} (VAD: {speech:.2f} s of {duration:.2f} s is speech, under "
+            f"{p.min_speech_share:.0%})"
+        )
     no_speech, logprob = _f(row.get("no_speech_prob")), _f(row.get("avg_logprob"))
     if (
         no_speech is not None
@@ -122,8 +130,10 @@ def partition(
     for row, why in first:
         row = {k: v for k, v in row.items() if k != "reason"}
         text, source, mismatch = choose_text(row, p)
-        row.update(text=text, text_source=source)
         why = why or rate_reason(row, fences) or mismatch
+        if why and why.startswith(NO_SPEECH):  # no text is invented for it
+            text, source = "", ""
+        row.update(text=text, text_source=source)
         if why:
             rejected.append({**row, "reason": why})
         else:

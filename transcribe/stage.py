@@ -26,7 +26,8 @@ from pydantic import Field
 
 from malmoi.audio import probe, read_audio, sndfile_pcm
 from malmoi.config import ModelsConfig, TranscribeConfig
-from malmoi.errors import ItemError, MediaError
+from malmoi.errors import ItemError
+from malmoi.tools import MediaError
 from malmoi.files import atomic_write_text, link_file
 from malmoi.logs import get_logger
 from malmoi.manifest import AudioRow, Table, rejected_model
@@ -39,6 +40,7 @@ WAITING = "not judged yet (the run's rules are applied once every slice is trans
 RULE_PARAMS = frozenset(
     {
         "enabled",
+        "min_speech_share",
         "languages",
         "min_language_prob",
         "max_no_speech_prob",
@@ -67,6 +69,7 @@ class TranscribeRow(AudioRow):
     avg_logprob: float | None = Field(None, description="Whisper: mean token log-probability")
     no_speech_prob: float | None = Field(None, description="Whisper: no-speech probability")
     compression_ratio: float | None = Field(None, description="gzip ratio of the ASR text")
+    speech_seconds: float | None = Field(None, description="speech Silero VAD finds in it")
     chars_per_second: float | None = Field(
         None, description="characters of the ASR text (spoken form, no spaces) per second"
     )
@@ -143,6 +146,7 @@ class TranscribeStage(Stage[TranscribeConfig, TranscribeRow]):
             avg_logprob=transcript.avg_logprob,
             no_speech_prob=transcript.no_speech_prob,
             compression_ratio=transcript.compression_ratio,
+            speech_seconds=transcript.speech_seconds,
             chars_per_second=round(spoken_length(text) / duration, 3) if duration > 0 else None,
             words=json.dumps(transcript.words, ensure_ascii=False),
             heard=self._heard_kind(item),

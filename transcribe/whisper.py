@@ -9,8 +9,8 @@ window after window) with the language detected on its first 30 s.
 
 What :meth:`WhisperEngine.transcribe` returns per input is a :class:`Transcript`: the text, the
 language detected and its probability, and Whisper's own confidence measures (average
-log-probability, no-speech probability, gzip compression ratio of the text), plus the words with
-their times when asked. No rule is applied here: the stage judges (``transcribe.rules``).
+log-probability, no-speech probability, gzip compression ratio of the text), the seconds of
+speech Silero VAD finds in it, plus the words with their times when asked. No rule is applied here: the stage judges (``transcribe.rules``).
 """
 
 from __future__ import annotations
@@ -43,6 +43,16 @@ class Transcript:
     no_speech_prob: float | None = None
     compression_ratio: float = 0.0
     words: list[dict[str, Any]] = field(default_factory=list)  # start, end, word, p
+    speech_seconds: float | None = None  # Silero VAD's speech in the input
+
+
+def speech_seconds(audio: np.ndarray) -> float:
+    """Seconds of speech Silero VAD (faster-whisper's ONNX copy, default settings) finds in
+    16-kHz ``audio``: music, noise and silence give none or little."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    found = get_speech_timestamps(audio, VadOptions())
+    return round(sum(s["end"] - s["start"] for s in found) / SAMPLE_RATE, 2)
 
 
 def compression_ratio(text: str) -> float:
@@ -131,7 +141,10 @@ class WhisperEngine:
         for i, audio in enumerate(audios):
             if out[i] is None:
                 out[i] = self._long(audio, language)
-        return [t for t in out if t is not None]
+        done = [t for t in out if t is not None]
+        for t, audio in zip(done, audios, strict=True):
+            t.speech_seconds = speech_seconds(audio)
+        return done
 
     # --- slices up to 30 s: one encoder pass per batch ------------------------------------------
 
