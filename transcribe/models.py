@@ -19,7 +19,9 @@ WHISPER_BASE = ModelSpec(
     license="MIT",
     files=(
         ModelFile(
-            "model.bin", "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57", 145217607
+            "model.bin",
+            "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57",
+            145217607,
         ),
         ModelFile(
             "config.json", "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a", 2309

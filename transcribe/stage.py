@@ -27,11 +27,11 @@ from pydantic import Field
 from malmoi.audio import probe, read_audio, sndfile_pcm
 from malmoi.config import ModelsConfig, TranscribeConfig
 from malmoi.errors import ItemError
-from malmoi.tools import MediaError
 from malmoi.files import atomic_write_text, link_file
 from malmoi.logs import get_logger
 from malmoi.manifest import AudioRow, Table, rejected_model
 from malmoi.stage import Item, Result, Stage, StageReport
+from malmoi.tools import MediaError
 from transcribe.rules import partition
 
 log = get_logger(__name__)
@@ -89,9 +89,7 @@ class TranscribeStage(Stage[TranscribeConfig, TranscribeRow]):
     settings_file: ClassVar[str] = "rules.json"
     unkeyed_params: ClassVar[frozenset[str]] = RULE_PARAMS | {"batch_size", "threads"}
 
-    def __init__(
-        self, params: TranscribeConfig, out_dir: Path, models: ModelsConfig | None = None
-    ):
+    def __init__(self, params: TranscribeConfig, out_dir: Path, models: ModelsConfig | None = None):
         super().__init__(params, out_dir)
         self.models = models
         self.engine: Any = None
@@ -255,7 +253,7 @@ class TranscribeStage(Stage[TranscribeConfig, TranscribeRow]):
             info = sf.info(str(path))
             return int(info.frames), int(info.samplerate), int(info.channels)
         p = probe(path)
-        return int(round((p.duration or 0.0) * p.sample_rate)), p.sample_rate, p.channels
+        return round((p.duration or 0.0) * p.sample_rate), p.sample_rate, p.channels
 
     @staticmethod
     def _rel(item: Item) -> str:
@@ -270,9 +268,7 @@ class TranscribeStage(Stage[TranscribeConfig, TranscribeRow]):
     def after_run(self, report: StageReport) -> None:
         kept_t = Table(self.out_dir, TranscribeRow)
         rej_t = Table(self.out_dir, rejected_model(TranscribeRow))
-        rows = [dict(r.record()) for r in kept_t.rows()] + [
-            dict(r.record()) for r in rej_t.rows()
-        ]
+        rows = [dict(r.record()) for r in kept_t.rows()] + [dict(r.record()) for r in rej_t.rows()]
         if not rows:
             return
         kept, rejected, fences = partition(rows, self.params)

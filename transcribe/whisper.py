@@ -10,7 +10,8 @@ window after window) with the language detected on its first 30 s.
 What :meth:`WhisperEngine.transcribe` returns per input is a :class:`Transcript`: the text, the
 language detected and its probability, and Whisper's own confidence measures (average
 log-probability, no-speech probability, gzip compression ratio of the text), the seconds of
-speech Silero VAD finds in it, plus the words with their times when asked. No rule is applied here: the stage judges (``transcribe.rules``).
+speech Silero VAD finds in it, plus the words with their times when asked. No rule is applied
+here: the stage judges (``transcribe.rules``).
 """
 
 from __future__ import annotations
@@ -294,7 +295,7 @@ class WhisperEngine:
             text=text,
             language=found,
             language_prob=round(float(prob), 4),
-            avg_logprob=round(sum(w * s.avg_logprob for w, s in zip(weights, segs)), 4)
+            avg_logprob=round(sum(w * s.avg_logprob for w, s in zip(weights, segs, strict=True)), 4)
             if segs
             else None,
             no_speech_prob=round(min(s.no_speech_prob for s in segs), 4) if segs else None,
