@@ -132,7 +132,10 @@ def crawl(
         str | None, typer.Option(help="Only items published on or after YYYY-MM-DD.")
     ] = None,
     subtitles: Annotated[
-        list[str] | None, typer.Option(help="video: subtitle language to save (repeat), e.g. ko.")
+        list[str] | None,
+        typer.Option(
+            help="video: subtitle languages to save (the uploader's); default ko; none: none."
+        ),
     ] = None,
     auto_subtitles: Annotated[bool, typer.Option(help="video: also automatic subtitles.")] = False,
     rate_limit: Annotated[
@@ -187,7 +190,9 @@ def crawl(
             }
             if head == "video":
                 options |= {
-                    "subtitles": subtitles or [],
+                    "subtitles": None
+                    if subtitles is None
+                    else [lang for lang in subtitles if lang.lower() != "none"],
                     "auto_subtitles": auto_subtitles,
                     "rate_limit": rate_limit,
                     "cookies": cookies,

@@ -127,3 +127,17 @@ def test_a_missing_source_path_inside_the_builds_own_folder_is_left_to_the_build
         ConfigError, match=r"'sources.1.paths.0': no such file or folder: .*nothere"
     ):
         check_on_disk(parse_config({**base, "sources": [made, absent]}))
+
+
+def test_a_video_source_saves_its_korean_subtitles_unless_told_otherwise() -> None:
+    from malmoi.config import VideoSource
+
+    assert VideoSource(kind="video", urls=["https://example.com/v"]).subtitles == ["ko"]
+    assert VideoSource(kind="video", urls=["https://x.org/v"], subtitles=[]).subtitles == []
+
+
+def test_transcribe_languages_take_a_comma_list() -> None:
+    from malmoi.config import TranscribeConfig
+
+    assert TranscribeConfig(languages="ko,en").languages == ["ko", "en"]
+    assert TranscribeConfig(languages=["ko,en", "ja"]).languages == ["ko", "en", "ja"]

@@ -321,7 +321,8 @@ def test_crawl_video_keeps_the_audio_and_the_korean_subtitles(
 ) -> None:
     url = _serve_video(httpserver, tmp_path)
     out = tmp_path / "video"
-    proc = run_malmoi("crawl", "video", url, "--subtitles", "ko", "--out", str(out), "--delay", "0")
+    # no --subtitles: the uploaded Korean subtitles are saved by default
+    proc = run_malmoi("crawl", "video", url, "--out", str(out), "--delay", "0")
     assert proc.returncode == 0, proc.stderr[-3000:]
     row = read_manifest(out).iloc[0]
     assert row["kind"] == "video" and row["source"] == url and row["title"].startswith("여성시대")
@@ -346,6 +347,12 @@ def test_crawl_video_keeps_the_audio_and_the_korean_subtitles(
     media_gets = [r.path for r, _ in httpserver.log[before:] if r.path != "/watch"]
     assert media_gets == []  # the listing reads the page again; nothing is downloaded
     assert "0 processed, 1 skipped" in again.stdout
+    bare = tmp_path / "bare"
+    proc = run_malmoi(
+        "crawl", "video", url, "--subtitles", "none", "--out", str(bare), "--delay", "0"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(read_manifest(bare).iloc[0]["subtitles"]) == []  # told: none
 
 
 def test_a_file_finished_before_a_kill_is_taken_up_with_its_content_type(

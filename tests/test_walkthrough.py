@@ -60,7 +60,7 @@ def test_the_walkthrough_block_is_what_this_test_runs() -> None:
     verbs = [shlex.split(c)[1] for c in cmds if c.startswith("malmoi ")]
     assert verbs == [
         "crawl", "ingest", "separate", "segment", "sweep", "speaker-filter", "denoise",
-        "export", "verify",
+        "transcribe", "export", "verify",
     ]  # fmt: skip
     assert all(c.startswith("malmoi ") or c == "source .venv/bin/activate" for c in cmds)
     data = yaml.safe_load(readme_block("walkthrough-config"))
@@ -96,6 +96,7 @@ def walked(
     spleeter_model: Path,
     dnsmos_model: Path,
     ina_store: Path,
+    whisper_model: Path,
 ) -> dict[str, object]:
     """Run the README's walk-through and build its config; return what they made."""
     from ingest.synthetic import generate
@@ -159,6 +160,7 @@ def _rows(dataset: Path) -> dict[str, dict[str, str]]:
 
 COMPARED = (
     "text",
+    "text_source",
     "speaker",
     "gender",
     "split",
@@ -202,9 +204,18 @@ def test_walkthrough_dataset_carries_the_lineage(walked: dict[str, object]) -> N
     assert {r["speaker"] for r in rows} == {"host"}
     assert {r["gender"] for r in rows} <= {"male", "female"} and all(r["gender"] for r in rows)
     assert all(r["source_offset"] not in ("", None) for r in rows)
-    # the clip's subtitles give its slices their text; the episode has none
-    assert all(r["text"] for r in clip)
-    assert not any(r["text"] for r in episode)
+    # every slice has text: the clip's from its subtitles, the episode's (no subtitles) by ASR
+    assert all(r["text"] and r["text_source"] == "subtitles" for r in clip)
+    assert all(r["text"] and r["text_source"] == "asr" for r in episode)
+    # transcribe heard every denoised slice, and stored what it heard
+    runs = work / "runs" / "radio"
+    denoised = {r["id"] for r in read_records(runs / "denoise" / "manifest.csv")}
+    heard = list(read_records(runs / "transcribe" / "manifest.csv"))
+    heard += list(read_records(runs / "transcribe" / "rejected.csv"))
+    assert {r["id"] for r in heard} == denoised
+    assert all(r["language"] and r["asr_model"] == "whisper:base" for r in heard)
+    clip_heard = [r for r in heard if r["id"].startswith("뉴스_클립-")]
+    assert clip_heard and all(r["subtitle_text"] and r["cer"] for r in clip_heard)
     # the old episode was never fetched (--date-after), the new one once
     assert "/media/ep0.m4a" not in walked["fetched"]
     verify = [o for c, o in walked["outputs"] if c.startswith("malmoi verify")]
