@@ -7,9 +7,9 @@ Writes, into its folder (the dataset):
 
 - ``wavs/<id>.wav``: mono 16-bit PCM at ``sample_rate`` (soxr very-high-quality resampling),
   scaled down when its peak would clip;
-- per slice: text (from the source's subtitles, :mod:`transcribe.subtitles`), speaker, gender, source
-  URL, title, licence and id, offset and end in the source, and the stored scores (WADA-SNR and
-  DNSMOS OVRL after denoise, the speaker filter's similarity);
+- per slice: text (the transcribe stage's, or the subtitles: :mod:`transcribe.subtitles`),
+  speaker, gender, source URL, title, licence and id, offset and end in the source, and the
+  stored scores (WADA-SNR and DNSMOS OVRL after denoise, the speaker filter's similarity);
 - after the loop (:meth:`ExportStage.after_run`): each source's split, drawn from (seed, source
   id) so that adding sources never moves one; ``manifest.jsonl`` (NVIDIA NeMo), ``metadata.csv``
   (Hugging Face audiofolder), ``metadata.txt`` (LJSpeech), ``dataset.json`` (limits, splits,
@@ -53,11 +53,11 @@ from export.layout import (
     WAVS,
     ljspeech_field,
 )
-from malmoi.lineage import Lineage, Origin
 from malmoi.audio import as_float
 from malmoi.config import ExportConfig
 from malmoi.errors import ItemError
 from malmoi.files import atomic_path, atomic_write_text
+from malmoi.lineage import Lineage, Origin
 from malmoi.logs import get_logger
 from malmoi.manifest import AudioRow, Table
 from malmoi.stage import Item, Result, Stage, StageReport

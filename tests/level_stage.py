@@ -52,6 +52,7 @@ class LevelStage(Stage[LevelConfig, LevelRow]):
             channels=audio.shape[1],
             level_dbfs=round(level, 2),
             text=f"레벨 {level:.0f} dBFS",
+            text_source="level",  # its own (make_row would carry transcribe's 'asr' forward)
         )
         if level < self.params.min_dbfs:
             return Result(rejected=[(row, f"level {level:.1f} dBFS under {self.params.min_dbfs}")])

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from malmoi.lineage import Lineage
 from ingest.local import discover
 from malmoi.folders import chain, split_inputs, stage_name
+from malmoi.lineage import Lineage
 from tests.conftest import run_malmoi
 from tests.media import write_wav
 

@@ -55,7 +55,10 @@ def test_a_registered_stage_has_its_place_config_section_and_verb(level, tmp_pat
         }
     )
     assert cfg.level.min_dbfs == -70.0  # the section, with its model's defaults
-    assert input_of(cfg, spec("level")) == "denoise"  # the last stage before it that runs
+    assert input_of(cfg, spec("level")) == "transcribe"  # the last stage before it that runs
+    no_asr = cfg.transcribe.model_copy(update={"enabled": False})
+    off = cfg.model_copy(update={"transcribe": no_asr})
+    assert input_of(off, spec("level")) == "denoise"  # transcribe off: the one before
     assert input_of(cfg, spec("export")) == "level"  # export reads the new stage now
     with pytest.raises(ConfigError, match=r"unknown key 'level.nope'; allowed: min_dbfs"):
         parse_config({**cfg.model_dump(mode="json"), "level": {"nope": 1}})

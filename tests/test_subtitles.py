@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from malmoi.errors import ItemError
 from transcribe.subtitles import (
     Cue,
     SubtitleText,
@@ -16,7 +17,6 @@ from transcribe.subtitles import (
     sidecar_subtitles,
     slice_text,
 )
-from malmoi.errors import ItemError
 
 # YouTube automatic captions as yt-dlp writes them: a header with Kind/Language, each phrase
 # first shown with inline word timestamps under a blank (" ") line, then rolled up: a 10 ms cue
