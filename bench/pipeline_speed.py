@@ -13,8 +13,9 @@ beside it says who speaks when and where the music is.
 The build is the real CLI (``python -m malmoi build CONFIG``) in a fresh process with a
 brand-new PREFECT_HOME, every stage configured: ingest, separate (Spleeter), segment (embedding
 gender, any), speaker_filter (3 clean utterances of one of the mixed speakers not in the mix),
-denoise, export. The process tree is sampled every 0.2 s (psutil: RSS summed over the tree, CPU
-times of the tree) and stage boundaries are read from the build's log as it streams: the first
+denoise, transcribe (whisper:base; the speech is English, so decoded as English), export. The
+process tree is sampled every 0.2 s (psutil: RSS summed over the tree, CPU times of the tree)
+and stage boundaries are read from the build's log as it streams: the first
 stage starts at the flow's "building NAME into DIR" line, each stage ends at its summary line
 ("separate: 1 processed, 0 skipped ..."), the next one starts there. Models are fetched before
 the clock starts (not timed). Prints a markdown table and writes it with a JSON to
@@ -58,7 +59,16 @@ INTERLUDE_EVERY = (120.0, 300.0)  # seconds of programme between two interludes
 SILENCE_SECONDS = (1.0, 5.0)
 SILENCE_SHARE = 0.4  # of the gaps between turns (the others are 0.3-0.8 s pauses)
 BED_EVERY = 3  # one turn in three has the music bed
-STAGES = ("crawl", "ingest", "separate", "segment", "speaker_filter", "denoise", "export")
+STAGES = (
+    "crawl",
+    "ingest",
+    "separate",
+    "segment",
+    "speaker_filter",
+    "denoise",
+    "transcribe",
+    "export",
+)
 SAMPLE_SECONDS = 0.2
 
 
@@ -292,7 +302,10 @@ def write_config(folder: Path, mp3: Path, shared: Path) -> Path:
             "normalize": {"mode": "loudness", "target_lufs": -23, "ceiling_db": -1},
             "scores": True,
         },
-        "export": {"text": "none"},
+        # the default transcribe (whisper:base, greedy, batches of 8), but the bench's speech
+        # is English LibriSpeech: decoded as English and kept as such (same work as Korean)
+        "transcribe": {"language": "en", "languages": ["en"]},
+        "export": {"text": "auto"},
     }
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -542,7 +555,7 @@ def fetch_models(model_dir: Path | None) -> None:
     env = {**os.environ}
     if model_dir is not None:
         env["MALMOI_MODEL_DIR"] = str(model_dir)
-    names = ["spleeter:2stems", "ina:speech-music-noise", "dnsmos:p835"]
+    names = ["spleeter:2stems", "ina:speech-music-noise", "dnsmos:p835", "whisper:base"]
     proc = subprocess.run(
         [sys.executable, "-m", "malmoi", "models", "fetch", *names],
         cwd=REPO,
