@@ -36,6 +36,9 @@ from transcribe.rules import partition
 
 log = get_logger(__name__)
 
+# ASR engines by ``transcribe.engine``: a class with ``from_params(params, models)`` and
+# ``transcribe(audios_16k, language) -> list[Transcript]`` (transcribe/whisper.py's shape)
+ENGINES = {"whisper": "transcribe.whisper:WhisperEngine"}
 WAITING = "not judged yet (the run's rules are applied once every slice is transcribed)"
 RULE_PARAMS = frozenset(
     {
@@ -94,6 +97,7 @@ class TranscribeStage(Stage[TranscribeConfig, TranscribeRow]):
         self.models = models
         self.engine: Any = None
         self._todo: list[Item] = []  # this run's items in order: process() batches ahead
+        self._position: dict[str, int] = {}
         self._ready_now: dict[str, Any] = {}  # id -> Transcript or the exception of its audio
         self._sources: dict[str, Path] = {}  # linked path -> input, of this run's slices
         self._lineages: dict[Path | None, Any] = {}
@@ -105,12 +109,14 @@ class TranscribeStage(Stage[TranscribeConfig, TranscribeRow]):
         return cls(cfg.transcribe, cfg.stage_dir(cls.name), models=cfg.models)
 
     def setup(self) -> None:
-        from transcribe.whisper import WhisperEngine
+        from malmoi.registry import load
 
-        self.engine = WhisperEngine.from_params(self.params, self.models)
+        engine = load(ENGINES[self.params.engine])
+        self.engine = engine.from_params(self.params, self.models)
 
     def prepare(self, items: list[Item]) -> None:
         self._todo = list(items)
+        self._position = {it.id: i for i, it in enumerate(self._todo)}
         self._ready_now = {}
 
     # --- per item ---------------------------------------------------------------------------
@@ -160,11 +166,13 @@ class TranscribeStage(Stage[TranscribeConfig, TranscribeRow]):
         """Transcribe ``item`` and the next items of the run not done yet, up to the batch
         size, together; remember each one's transcript (or why its audio failed)."""
         batch = [item]
-        if item in self._todo:
-            at = self._todo.index(item)
-            batch += [
-                i for i in self._todo[at + 1 :] if i.id not in self._ready_now and i.id != item.id
-            ][: self.params.batch_size - 1]
+        at = self._position.get(item.id)
+        if at is not None:
+            for later in self._todo[at + 1 :]:
+                if len(batch) >= self.params.batch_size:
+                    break
+                if later.id not in self._ready_now:
+                    batch.append(later)
         audios: list[np.ndarray] = []
         ok: list[Item] = []
         for it in batch:

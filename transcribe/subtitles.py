@@ -1,10 +1,10 @@
-"""Slice transcripts: the text step of the export, pluggable.
+"""Subtitle text of a slice: what the transcribe stage checks against the audio, and what export
+uses when no transcribe stage ran.
 
 A text engine (:class:`TextEngine`) gives the text spoken in ``[start, stop]`` seconds of an
 original media file. :class:`SubtitleText` reads it from the WebVTT subtitles the crawl saved
-beside the media (``<stem>.<lang>.vtt``, as yt-dlp writes them, or ``<stem>.vtt``); an ASR
-engine could implement the same protocol later (transcribe the slice) and be used instead of,
-or after, the subtitles.
+beside the media (``<stem>.<lang>.vtt``, as yt-dlp writes them, or ``<stem>.vtt``). The ASR
+engines (``transcribe/whisper.py``) hear the slice itself instead.
 
 :func:`parse_vtt` reads WebVTT as YouTube serves it through yt-dlp, manual and automatic
 subtitles alike: tags, cue settings, NOTE/STYLE/REGION blocks, identifiers and entities are
