@@ -79,6 +79,7 @@ def test_build_runs_ingest_through_the_flow_and_resumes(tmp_path: Path) -> None:
         "separate: nothing to do",
         "segment: nothing to do",
         "denoise: nothing to do",
+        "transcribe: nothing to do",
         "export: nothing to do",
         "no flow run started: every stage is finished (--force STAGE recomputes one; "
         "--always-flow records a run in Prefect anyway)",
