@@ -18,7 +18,8 @@ Writes, into its folder (the dataset):
   id) so that adding sources never moves one; ``manifest.jsonl`` (NVIDIA NeMo), ``metadata.csv``
   (Hugging Face audiofolder), ``metadata.txt`` (LJSpeech; its normalized text is the Korean
   spoken form, :func:`export.layout.normalized_text`), ``dataset.json`` (limits, splits, counts,
-  provenance) and the card (``README.md``, ``plots/``);
+  provenance, and when the slices were transcribed what transcribe did to them,
+  :mod:`export.transcripts`) and the card (``README.md``, ``plots/``);
 - ``.dedup/``: the duplicate check's fingerprints, hashes and the WAVs of rejected duplicates.
 
 Slices outside the configured limits (duration, SNR, DNSMOS, similarity) go to ``rejected.csv``
@@ -58,6 +59,7 @@ from export.layout import (
     ljspeech_field,
     normalized_text,
 )
+from export.transcripts import transcribe_summary
 from malmoi.audio import as_float
 from malmoi.config import ExportConfig
 from malmoi.errors import ItemError
@@ -365,6 +367,10 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
             ),
         )
         info = self.dataset_info(entries)
+        lineage = self.lineage if self.lineage.folders else self.read_lineage()  # not set up
+        transcribed = transcribe_summary(lineage, rows, self.params.text)
+        if transcribed is not None:
+            info["transcribe"] = transcribed
         atomic_write_text(
             self.out_dir / INFO, json.dumps(info, ensure_ascii=False, indent=1) + "\n"
         )

@@ -155,3 +155,22 @@ def test_metadata_txt_holds_the_spoken_form_and_verify_checks_it(build) -> None:
         "metadata.txt: line 4 (wavs/s4.wav): normalized_text '3개 주세요' is not the spoken "
         "form of the text: '세 개 주세요'"
     ]
+
+
+def test_dataset_json_and_card_say_what_transcribe_did(build) -> None:
+    """The stage finds the transcribe folder in the lineage: the CERs of the exported slices
+    with subtitles (s1, s2) in dataset.json, the card's Text section; no rules.json here, so no
+    max_cer and no rule removed anything."""
+    out, items = build
+    dataset = exported(out, items, "auto", "dataset-card")
+    info = json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))
+    assert info["transcribe"] == {
+        "text": "auto",
+        "max_cer": None,
+        "cer": [0.1111, 1.0],
+        "languages": {"(none)": 3},
+        "removed": {},
+    }
+    card = (dataset / "README.md").read_text(encoding="utf-8")
+    assert "median 0.556, quartiles 0.333 – 0.778." in card  # 0.1111 and 1.0
+    assert "The transcribe rules removed no slice." in card
