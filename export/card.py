@@ -4,9 +4,12 @@ Reads the rows of ``manifest.jsonl`` (as dicts), the content of ``dataset.json``
 ``wavs/<id>.wav``; writes ``plots/durations.png`` (duration histogram by split),
 ``plots/scores.png`` (SNR, DNSMOS OVRL and speaker similarity distributions),
 ``plots/example_<k>.png`` (spectrograms of up to :data:`EXAMPLES` slices) and ``README.md``:
-totals, tables per split / gender / speaker / source, the limits applied, the plots, provenance
-(sources with URLs and licences, package versions, models with sha256, the resolved config) and
-how to load the folder with ``datasets``, pandas and NeMo. Every file is written atomically.
+totals, tables per split / gender / speaker / source; when the slices were transcribed (the
+``transcribe`` entry of ``dataset.json``, :mod:`export.transcripts`) the "Text" section: hours
+by source of the text, the CER of subtitles against ASR, the languages detected and what each
+transcribe rule removed; the limits applied, the plots, provenance (sources with URLs and
+licences, package versions, models with sha256, the resolved config) and how to load the
+folder with ``datasets``, pandas and NeMo. Every file is written atomically.
 """
 
 from __future__ import annotations

@@ -156,16 +156,20 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
         provenance: Callable[[], dict[str, Any]] | None = None,
         dataset_name: str = "",
         input_folder: Path | None = None,
+        unused_stages: frozenset[str] = frozenset(),
     ):
         """``lineage_root``: a build's ``output_dir``; ``input_folder``: the stage folder the
         slices are read from, when they are not a build's (its recorded inputs are the lineage,
-        and the speaker filter's profile there names the speaker)."""
+        and the speaker filter's profile there names the speaker); ``unused_stages``: stages
+        the build does not run, whose folders under ``lineage_root`` are left out of the
+        lineage (an earlier build's transcribe folder gives no text once transcribe is off)."""
         super().__init__(params, out_dir)
         self.input_folder = input_folder
         if input_folder is not None and not (params.speaker or speaker):
             speaker = profile_in(input_folder)
         self.dataset_name = dataset_name or Path(out_dir).name
         self.lineage_root = lineage_root
+        self.unused_stages = unused_stages
         self.lineage = Lineage(None)  # read in setup(): only a run with slices to export needs it
         self.speaker = params.speaker or speaker
         self.provenance = provenance  # called when the metadata are written (it hashes models)
@@ -185,6 +189,7 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
             speaker=cfg.speaker_filter.profile or cfg.name,
             provenance=lambda: {"models": models_used(cfg)},
             dataset_name=cfg.name,
+            unused_stages=frozenset() if cfg.transcribe.enabled else frozenset({"transcribe"}),
         )
 
     def setup(self) -> None:
@@ -199,9 +204,15 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
     def read_lineage(self) -> Lineage:
         """The lineage of the slices: the recorded inputs of ``input_folder``, else the stage
         folders under ``lineage_root``."""
+        from malmoi.registry import before
+
         if self.input_folder is not None:
             return Lineage.following(self.input_folder)
-        return Lineage(self.lineage_root)
+        if self.lineage_root is None:
+            return Lineage(None)
+        root = Path(self.lineage_root)
+        used = [s.name for s in before(self.name) if s.name not in self.unused_stages]
+        return Lineage(root, [(name, root / name) for name in used])
 
     # --- per slice ----------------------------------------------------------------------------
 

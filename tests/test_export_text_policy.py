@@ -113,11 +113,13 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Item]]:
     return out, items
 
 
-def exported(out: Path, items: list[Item], mode: str, name: str) -> Path:
+def exported(
+    out: Path, items: list[Item], mode: str, name: str, unused: frozenset[str] = frozenset()
+) -> Path:
     """The dataset folder ``name`` beside the stage folders, exported with ``text: mode``."""
     dataset = out.parent / name
     params = ExportConfig(sample_rate=16000, text=mode, dedup=False)
-    report = ExportStage(params, dataset, lineage_root=out).run(items)
+    report = ExportStage(params, dataset, lineage_root=out, unused_stages=unused).run(items)
     assert report.kept == len(items) and report.failed == 0
     return dataset
 
@@ -174,3 +176,24 @@ def test_dataset_json_and_card_say_what_transcribe_did(build) -> None:
     card = (dataset / "README.md").read_text(encoding="utf-8")
     assert "median 0.556, quartiles 0.333 – 0.778." in card  # 0.1111 and 1.0
     assert "The transcribe rules removed no slice." in card
+
+
+def test_a_transcribe_folder_the_build_does_not_use_gives_no_text(build) -> None:
+    """transcribe turned off after a build that ran it: its folder is stale, the subtitles
+    (then an earlier stage's text) are the text, and the card has no Text section."""
+    out, items = build
+    denoised = [  # the slices as the stage before transcribe wrote them
+        Item(i.id, i.path, i.source, i.fingerprint, {k: i.row[k] for k in ("id", "parent_id")})
+        for i in items
+    ]
+    dataset = exported(out, denoised, "auto", "dataset-off", frozenset({"transcribe"}))
+    rows = [json.loads(line) for line in (dataset / "manifest.jsonl").open(encoding="utf-8")]
+    assert {r["id"]: (r["text"], r["text_source"]) for r in rows} == {
+        "s1": ("파일의 자막 하나", "subtitles"),
+        "s2": ("파일의 자막 둘", "subtitles"),
+        "s3": NO_TEXT,
+        "s4": ("3개 주세요", "subtitles"),
+        "s5": ("앞 단계의 글", "level"),
+    }
+    assert "transcribe" not in json.loads((dataset / "dataset.json").read_text(encoding="utf-8"))
+    assert "## Text" not in (dataset / "README.md").read_text(encoding="utf-8")
