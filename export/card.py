@@ -4,9 +4,12 @@ Reads the rows of ``manifest.jsonl`` (as dicts), the content of ``dataset.json``
 ``wavs/<id>.wav``; writes ``plots/durations.png`` (duration histogram by split),
 ``plots/scores.png`` (SNR, DNSMOS OVRL and speaker similarity distributions),
 ``plots/example_<k>.png`` (spectrograms of up to :data:`EXAMPLES` slices) and ``README.md``:
-totals, tables per split / gender / speaker / source, the limits applied, the plots, provenance
-(sources with URLs and licences, package versions, models with sha256, the resolved config) and
-how to load the folder with ``datasets``, pandas and NeMo. Every file is written atomically.
+totals, tables per split / gender / speaker / source; when the slices were transcribed (the
+``transcribe`` entry of ``dataset.json``, :mod:`export.transcripts`) the "Text" section: hours
+by source of the text, the CER of subtitles against ASR, the languages detected and what each
+transcribe rule removed; the limits applied, the plots, provenance (sources with URLs and
+licences, package versions, models with sha256, the resolved config) and how to load the
+folder with ``datasets``, pandas and NeMo. Every file is written atomically.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from malmoi.logs import get_logger
 log = get_logger(__name__)
 
 EXAMPLES = 3  # example spectrograms on the card
+LANGUAGES = 5  # the languages detected the card lists (the rest summed as "other")
+_HEAD = ("slices", "hours", "h:mm:ss")  # the columns of a summary row (_summary_cells)
 EXAMPLE_MAX_SECONDS = 30.0  # an example spectrogram shows at most this much of its slice
 UNKNOWN = "(unknown)"
 # what provenance lists by default (the engines and the libraries the numbers depend on)
@@ -296,8 +301,11 @@ def _fence(text: str) -> str:
 
 
 def _summary_cells(members: Sequence[dict]) -> list[object]:
-    seconds = _seconds(members)
-    return [f"{len(members):,}", _hours(seconds), _hms(seconds)]
+    return [f"{len(members):,}", *_time_cells(_seconds(members))]
+
+
+def _time_cells(seconds: float) -> list[object]:
+    return [_hours(seconds), _hms(seconds)]
 
 
 _SOURCE_COLUMNS = (("url", "source_url"), ("title", "source_title"), ("licence", "licence"))
@@ -361,7 +369,7 @@ def render_card(
         "## Contents",
         "",
     ]
-    head = ["slices", "hours", "h:mm:ss"]
+    head = list(_HEAD)
 
     out += ["### Per split", ""]
     out += _table(
@@ -421,6 +429,9 @@ def render_card(
         line.replace("\0", _url(sources.get(sid, {}).get("url", "")), 1)
         for line, sid in zip(lines[2:], ids, strict=True)
     ]
+
+    if info.get("transcribe"):
+        out += _text_section(rows, info["transcribe"])
 
     out += ["", "## Limits applied", ""]
     out += _table(
@@ -500,6 +511,88 @@ def render_card(
     ]
     out += _how_to_load(name)
     return "\n".join(out) + "\n"
+
+
+def _text_section(rows: Sequence[dict], summary: dict) -> list[str]:
+    """The "Text" section of a transcribed dataset: hours by source of the text, the CER of
+    the subtitles against ASR, the languages detected and what each transcribe rule removed
+    (``summary``: dataset.json's ``transcribe``, :mod:`export.transcripts`)."""
+    max_cer = summary.get("max_cer")
+    within = "" if max_cer is None else f" (CER at most `max_cer` {max_cer:g})"
+    policy = {
+        "auto": "the transcribe stage's choice: the subtitle where it agrees with the ASR "
+        f"text{within}, else the ASR text",
+        "subtitles": "the subtitles only",
+        "asr": "the ASR text only",
+        "none": "left out",
+    }.get(str(summary.get("text")), str(summary.get("text")))
+    out = [
+        "",
+        "## Text",
+        "",
+        f"Each slice's text is {policy} (`text: {summary.get('text')}`).",
+        "",
+        "### Source of the text",
+        "",
+    ]
+    by_source = {"subtitles": [], "asr": [], "none": []} | group(
+        [r for r in rows if _has_text(r)], "text_source"
+    )
+    by_source["none"] = [r for r in rows if not _has_text(r)]
+    out += _table(
+        ["text from", *_HEAD], [[src, *_summary_cells(m)] for src, m in by_source.items()]
+    )
+
+    out += ["", "### Subtitles against ASR", ""]
+    cers = np.array([float(c) for c in summary.get("cer") or []])
+    if len(cers):
+        q1, median, q3 = np.percentile(cers, [25, 50, 75])
+        line = (
+            f"CER of the subtitle against the ASR text over the {_count(len(cers), 'slice')} "
+            f"with subtitles: median {median:.3f}, quartiles {q1:.3f} – {q3:.3f}"
+        )
+        if max_cer is not None:
+            agree = int(np.sum(cers <= max_cer))
+            share = f"{agree:,} of {len(cers):,} ({agree / len(cers):.0%})"
+            line += f"; {share} within `max_cer` {max_cer:g}"
+        out.append(line + ".")
+    else:
+        out.append("No slice of the dataset had subtitles.")
+
+    languages = summary.get("languages") or {}
+    out += [
+        "",
+        "### Languages detected",
+        "",
+        f"The language Whisper detected in the {_count(sum(languages.values()), 'slice')} "
+        "transcribe judged (kept and rejected), most frequent first:",
+        "",
+    ]
+    top = list(languages.items())[:LANGUAGES]
+    rest = sum(languages.values()) - sum(n for _, n in top)
+    out += _table(
+        ["language", "slices"],
+        [[lang, f"{n:,}"] for lang, n in top]
+        + (
+            [[f"other ({_count(len(languages) - len(top), 'language')})", f"{rest:,}"]]
+            if rest
+            else []
+        ),
+    )
+
+    out += ["", "### Removed by the transcribe rules", ""]
+    removed = summary.get("removed") or {}
+    if removed:
+        out += _table(
+            ["rule", *_HEAD],
+            [
+                [rule, f"{int(r['slices']):,}", *_time_cells(float(r["seconds"]))]
+                for rule, r in removed.items()
+            ],
+        )
+    else:
+        out.append("The transcribe rules removed no slice.")
+    return out
 
 
 def _count(n: int, noun: str) -> str:

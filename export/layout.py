@@ -1,10 +1,12 @@
 """The dataset folder's contract, shared by the stage that writes it, the card and
 ``malmoi verify``: file names, splits, the columns of ``manifest.jsonl`` in order (with their
-kinds), and the limits with the column each bounds."""
+kinds), the limits with the column each bounds, and the fields of ``metadata.txt``."""
 
 from __future__ import annotations
 
 import re
+
+from transcribe.normalize import spoken
 
 MANIFEST = "manifest.jsonl"
 METADATA_CSV = "metadata.csv"
@@ -58,3 +60,11 @@ def ljspeech_field(text: str) -> str:
     """``text`` as a field of metadata.txt: no '|' and no line break in it (see above). The
     exporter writes it and ``malmoi verify`` compares with it."""
     return _LJSPEECH_UNSAFE.sub(" ", text)
+
+
+def normalized_text(text: str) -> str:
+    """metadata.txt's third field: ``text`` in the Korean spoken form
+    (:func:`transcribe.normalize.spoken`: ``3개 주세요`` → ``세 개 주세요``), as
+    :func:`ljspeech_field` writes it. The exporter writes it and ``malmoi verify`` compares with
+    it."""
+    return ljspeech_field(spoken(text))

@@ -1,19 +1,25 @@
 """Export stage: the training-ready dataset, from the last stage's kept slices.
 
-Reads: the denoised slices (the last stage before it in ``build-dataset``; any stage folder from
-the CLI) and, for each slice's origin, the manifests of the stages before it
-(:mod:`malmoi.lineage`).
+Reads: the slices of the last stage before it in ``build-dataset`` (transcribe's, or denoise's
+when transcribe is off; any stage folder from the CLI) and, for each slice's origin and text,
+the manifests of the stages before it (:mod:`malmoi.lineage`).
 Writes, into its folder (the dataset):
 
 - ``wavs/<id>.wav``: mono 16-bit PCM at ``sample_rate`` (soxr very-high-quality resampling),
   scaled down when its peak would clip;
-- per slice: text (the transcribe stage's, or the subtitles: :mod:`transcribe.subtitles`),
-  speaker, gender, source URL, title, licence and id, offset and end in the source, and the
-  stored scores (WADA-SNR and DNSMOS OVRL after denoise, the speaker filter's similarity);
+- per slice: its text and where the text came from, by the ``text`` policy
+  (:meth:`ExportStage.text_of`): ``auto`` the transcribe stage's choice (the subtitle where it
+  agrees with the audio, else the ASR text), or for a slice transcribe did not see the
+  source's subtitles (:mod:`transcribe.subtitles`), then a text a stage before wrote;
+  ``subtitles`` or ``asr`` that text only; ``none`` no text. Then speaker, gender, source URL,
+  title, licence and id, offset and end in the source, and the stored scores (WADA-SNR and
+  DNSMOS OVRL after denoise, the speaker filter's similarity);
 - after the loop (:meth:`ExportStage.after_run`): each source's split, drawn from (seed, source
   id) so that adding sources never moves one; ``manifest.jsonl`` (NVIDIA NeMo), ``metadata.csv``
-  (Hugging Face audiofolder), ``metadata.txt`` (LJSpeech), ``dataset.json`` (limits, splits,
-  counts, provenance) and the card (``README.md``, ``plots/``);
+  (Hugging Face audiofolder), ``metadata.txt`` (LJSpeech; its normalized text is the Korean
+  spoken form, :func:`export.layout.normalized_text`), ``dataset.json`` (limits, splits, counts,
+  provenance, and when the slices were transcribed what transcribe did to them,
+  :mod:`export.transcripts`) and the card (``README.md``, ``plots/``);
 - ``.dedup/``: the duplicate check's fingerprints, hashes and the WAVs of rejected duplicates.
 
 Slices outside the configured limits (duration, SNR, DNSMOS, similarity) go to ``rejected.csv``
@@ -30,7 +36,6 @@ import hashlib
 import io
 import json
 import math
-import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -52,7 +57,9 @@ from export.layout import (
     SPLITS,
     WAVS,
     ljspeech_field,
+    normalized_text,
 )
+from export.transcripts import transcribe_summary
 from malmoi.audio import as_float
 from malmoi.config import ExportConfig
 from malmoi.errors import ItemError
@@ -82,7 +89,8 @@ class ExportRow(AudioRow):
 
     text: str = Field("", description="the slice's transcript ('' when none)")
     text_source: str = Field(
-        "", description="subtitles, the stage that wrote the text, or '' when there is no text"
+        "",
+        description="subtitles, asr, the stage that wrote the text, or '' when there is no text",
     )
     speaker: str = ""
     gender: str = Field("", description="as the segment stage told it")
@@ -128,11 +136,6 @@ def assign_splits(source_ids: set[str], seed: int, shares: dict[str, float]) -> 
     return out
 
 
-def normalized_text(text: str) -> str:
-    """NFC, whitespace collapsed (the LJSpeech file's third column)."""
-    return " ".join(unicodedata.normalize("NFC", text).split())
-
-
 class ExportStage(Stage[ExportConfig, ExportRow]):
     """Write each slice as a dataset WAV with its text and origin; the metadata files after."""
 
@@ -153,16 +156,20 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
         provenance: Callable[[], dict[str, Any]] | None = None,
         dataset_name: str = "",
         input_folder: Path | None = None,
+        unused_stages: frozenset[str] = frozenset(),
     ):
         """``lineage_root``: a build's ``output_dir``; ``input_folder``: the stage folder the
         slices are read from, when they are not a build's (its recorded inputs are the lineage,
-        and the speaker filter's profile there names the speaker)."""
+        and the speaker filter's profile there names the speaker); ``unused_stages``: stages
+        the build does not run, whose folders under ``lineage_root`` are left out of the
+        lineage (an earlier build's transcribe folder gives no text once transcribe is off)."""
         super().__init__(params, out_dir)
         self.input_folder = input_folder
         if input_folder is not None and not (params.speaker or speaker):
             speaker = profile_in(input_folder)
         self.dataset_name = dataset_name or Path(out_dir).name
         self.lineage_root = lineage_root
+        self.unused_stages = unused_stages
         self.lineage = Lineage(None)  # read in setup(): only a run with slices to export needs it
         self.speaker = params.speaker or speaker
         self.provenance = provenance  # called when the metadata are written (it hashes models)
@@ -182,13 +189,14 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
             speaker=cfg.speaker_filter.profile or cfg.name,
             provenance=lambda: {"models": models_used(cfg)},
             dataset_name=cfg.name,
+            unused_stages=frozenset() if cfg.transcribe.enabled else frozenset({"transcribe"}),
         )
 
     def setup(self) -> None:
         if self.params.dedup:  # before any slice is written, not only after the loop
             require_fpcalc()
         self.lineage = self.read_lineage()
-        if self.params.text == "subtitles":
+        if self.params.text in ("auto", "subtitles"):  # for slices transcribe did not see
             from transcribe.subtitles import SubtitleText
 
             self.text_engine = SubtitleText(self.params.subtitle_languages)
@@ -196,9 +204,15 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
     def read_lineage(self) -> Lineage:
         """The lineage of the slices: the recorded inputs of ``input_folder``, else the stage
         folders under ``lineage_root``."""
+        from malmoi.registry import before
+
         if self.input_folder is not None:
             return Lineage.following(self.input_folder)
-        return Lineage(self.lineage_root)
+        if self.lineage_root is None:
+            return Lineage(None)
+        root = Path(self.lineage_root)
+        used = [s.name for s in before(self.name) if s.name not in self.unused_stages]
+        return Lineage(root, [(name, root / name) for name in used])
 
     # --- per slice ----------------------------------------------------------------------------
 
@@ -217,6 +231,46 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
                 side = "under" if is_min else "over"
                 return f"{column} {value:.2f}{unit} {side} {name} {limit:g}"
         return None
+
+    def text_of(
+        self, row: dict[str, Any], origin: Origin, offset: float | None, end: float | None
+    ) -> tuple[str, str]:
+        """The slice's (text, text_source) by the ``text`` policy. A slice transcribed (a
+        transcribe row in its lineage) takes that row's ``text`` (auto), ``subtitle_text``
+        (subtitles) or ``asr_text`` (asr); one not transcribed, the subtitles of its span (auto,
+        subtitles), then in auto the text a stage before export wrote; asr gives it none."""
+        mode = self.params.text
+        if mode == "none":
+            return "", ""
+        transcribed = self.lineage.row_with(row, "asr_model") or {}
+        if mode == "asr":
+            text = str(transcribed.get("asr_text") or "")
+            return text, "asr" if text else ""
+        if transcribed and mode == "auto":
+            text = str(transcribed.get("text") or "")
+            return text, str(transcribed.get("text_source") or "") if text else ""
+        if transcribed:
+            text = str(transcribed.get("subtitle_text") or "")
+        else:
+            text = self.subtitle_text(origin, offset, end)
+        if text or mode == "subtitles":
+            return text, "subtitles" if text else ""
+        text = str(self.lineage.value(row, "text") or "")  # a stage before export wrote it
+        return text, str(self.lineage.value(row, "text_source") or "") if text else ""
+
+    def subtitle_text(self, origin: Origin, offset: float | None, end: float | None) -> str:
+        """The text of the subtitles beside the slice's media over its span ('' when none, or
+        when they do not parse: warned once per media file)."""
+        if self.text_engine is None or origin.media is None or offset is None:
+            return ""
+        try:
+            stop = end if end is not None else offset
+            return str(self.text_engine.text(origin.media, offset, stop))
+        except ItemError as exc:  # a broken subtitle file costs the text, not the audio
+            if str(origin.media) not in self._bad_text:
+                self._bad_text.add(str(origin.media))
+                log.warning("%s; its slices are exported without text", exc)
+            return ""
 
     def process(self, item: Item) -> Result[ExportRow]:
         r = item.row or {"id": item.id, "source": item.source}
@@ -239,20 +293,7 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
         gain = PEAK / peak if peak > PEAK else 1.0
         mono = (mono * gain).astype(np.float32)
         rel = f"{WAVS}/{item.id}.wav"
-        text, text_source = "", ""
-        if self.text_engine is not None and origin.media is not None and offset is not None:
-            try:
-                text = self.text_engine.text(
-                    origin.media, offset, end if end is not None else offset
-                )
-            except ItemError as exc:  # a broken subtitle file costs the text, not the audio
-                if str(origin.media) not in self._bad_text:
-                    self._bad_text.add(str(origin.media))
-                    log.warning("%s; its slices are exported without text", exc)
-            text_source = "subtitles" if text else ""
-        if not text and self.params.text != "none":  # a stage before export wrote the text
-            text = str(self.lineage.value(r, "text") or "")
-            text_source = str(self.lineage.value(r, "text_source") or "") if text else ""
+        text, text_source = self.text_of(r, origin, offset, end)
         row = self.make_row(
             item,
             id=item.id,
@@ -332,12 +373,15 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
         atomic_write_text(  # the manifest's text, with no '|' inside a field (ljspeech_field)
             self.out_dir / METADATA_TXT,
             "".join(
-                f"{e['id']}|{ljspeech_field(e['text'])}|"
-                f"{ljspeech_field(normalized_text(e['text']))}\n"
+                f"{e['id']}|{ljspeech_field(e['text'])}|{normalized_text(e['text'])}\n"
                 for e in entries
             ),
         )
         info = self.dataset_info(entries)
+        lineage = self.lineage if self.lineage.folders else self.read_lineage()  # not set up
+        transcribed = transcribe_summary(lineage, rows, self.params.text)
+        if transcribed is not None:
+            info["transcribe"] = transcribed
         atomic_write_text(
             self.out_dir / INFO, json.dumps(info, ensure_ascii=False, indent=1) + "\n"
         )

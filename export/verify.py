@@ -8,7 +8,8 @@ relative to ``DATASET``) and why:
 - the three metadata files list the same ids in the same order; ``metadata.csv`` agrees with
   ``manifest.jsonl`` on every shared column (numbers within 1e-6, null = empty cell) and
   ``metadata.txt`` on the text (as ``export.layout.ljspeech_field`` writes it: no '|' inside a
-  field); every line of ``metadata.txt`` has exactly three '|'-separated fields;
+  field) and on its spoken form (``export.layout.normalized_text``: ``3개`` → ``세 개``); every
+  line of ``metadata.txt`` has exactly three '|'-separated fields;
 - every ``wavs/<id>.wav`` exists, decodes to the end, is a mono 16-bit PCM WAV at
   ``dataset.json``'s ``sample_rate``, and lasts the manifest's ``duration`` within 10 ms; a WAV
   whose header promises more audio than the file holds is reported as truncated;
@@ -49,6 +50,7 @@ from export.layout import (
     STR_COLUMNS,
     WAVS,
     ljspeech_field,
+    normalized_text,
 )
 from malmoi.logs import get_logger
 
@@ -386,15 +388,26 @@ def _check_txt(path: Path, ids: list[str], good: dict[str, _Row], problems: list
                         )
                     )
                     continue
-                rid, text = fields[0], fields[1]
+                rid, text, spoken = fields
                 txt_ids.append(rid)
                 row = good.get(rid)
-                if row is not None and text != ljspeech_field(row.data["text"]):
+                if row is None:
+                    continue
+                if text != ljspeech_field(row.data["text"]):
                     problems.append(
                         Problem(
                             METADATA_TXT,
                             f"line {n} ({WAVS}/{rid}.wav): text {_short(text)} differs from "
                             f"{MANIFEST} line {row.line}: {_short(row.data['text'])}",
+                        )
+                    )
+                elif spoken != normalized_text(row.data["text"]):
+                    problems.append(
+                        Problem(
+                            METADATA_TXT,
+                            f"line {n} ({WAVS}/{rid}.wav): normalized_text {_short(spoken)} is "
+                            f"not the spoken form of the text: "
+                            f"{_short(normalized_text(row.data['text']))}",
                         )
                     )
     except UnicodeDecodeError as exc:

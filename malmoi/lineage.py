@@ -85,14 +85,20 @@ class Lineage:
         descends from that has one (a denoised slice's ``similarity`` is the speaker filter's
         row of its parent, its ``start`` the segment's); None when no row has it. Rows keep
         their ancestors' measurements through this: no stage copies them forward."""
+        found = self.row_with(row, column)
+        return None if found is None else found[column]
+
+    def row_with(self, row: dict[str, Any], column: str) -> dict[str, Any] | None:
+        """The nearest row in ``row``'s lineage (itself, the later stages' rows of its id
+        first, then its ancestors') with a value in ``column``; None when none has one. A
+        stage's own column (the transcribe stage's ``asr_model``) finds that stage's row."""
         current: dict[str, Any] | None = row
         seen: set[str] = set()
         while current is not None and current["id"] not in seen:
             seen.add(current["id"])
             for rec in [current, *self.by_id.get(current["id"], [])]:
-                found = rec.get(column)
-                if found not in (None, ""):
-                    return found
+                if rec.get(column) not in (None, ""):
+                    return rec
             current = self.rows.get(str(current.get("parent_id") or ""))
         return None
 

@@ -51,6 +51,10 @@ def built(shared: Path, dnsmos_model: Path, tmp_path_factory: pytest.TempPathFac
         ],
         "separate": {"engine": "repet"},
         "segment": {"gender_engine": "embedding", "min_duration": 1.0},
+        # off: the LibriSpeech episodes are English (transcribe's language rule would reject
+        # them) and the export's text falls back to the subtitles, what this test checks; the
+        # text policy with transcribe is tests/test_export_text_policy.py's
+        "transcribe": {"enabled": False},
         "export": {
             "sample_rate": 22050,
             "splits": {"train": 0.5, "validation": 0.25, "test": 0.25},

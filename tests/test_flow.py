@@ -73,7 +73,7 @@ def test_build_runs_ingest_through_the_flow_and_resumes(tmp_path: Path) -> None:
     # with nothing to do, no flow run (no Prefect server to start): an answer in seconds
     noop = run_malmoi("build", str(config))
     assert noop.returncode == 0, noop.stderr[-3000:]
-    assert noop.stdout.splitlines()[:6] == [
+    assert noop.stdout.splitlines()[:7] == [
         f"ingest: nothing to do; 1 input(s) failed before: {out / 'failures.csv'} "
         "(--retry-failed tries them again)",
         "separate: nothing to do",
