@@ -46,6 +46,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from eval.common import markdown_table  # noqa: E402
+from malmoi import registry  # noqa: E402
 
 OUT = REPO / "bench" / "out"
 SR = 44100
@@ -59,16 +60,7 @@ INTERLUDE_EVERY = (120.0, 300.0)  # seconds of programme between two interludes
 SILENCE_SECONDS = (1.0, 5.0)
 SILENCE_SHARE = 0.4  # of the gaps between turns (the others are 0.3-0.8 s pauses)
 BED_EVERY = 3  # one turn in three has the music bed
-STAGES = (
-    "crawl",
-    "ingest",
-    "separate",
-    "segment",
-    "speaker_filter",
-    "denoise",
-    "transcribe",
-    "export",
-)
+STAGES = tuple(registry.STAGES)  # the pipeline's stages, in order
 SAMPLE_SECONDS = 0.2
 
 

@@ -15,6 +15,7 @@ once the loop is done, so a changed threshold re-partitions without loading the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from pathlib import Path
@@ -135,7 +136,8 @@ class TranscribeStage(Stage[TranscribeConfig, TranscribeRow]):
         info = self._info(item.path)
         rel = self._rel(item)
         link_file(item.path, self.out_dir / rel)
-        text = transcript.text
+        measured = dataclasses.asdict(transcript)
+        text, words = measured.pop("text"), measured.pop("words")
         row = self.make_row(
             item,
             id=item.id,
@@ -144,15 +146,10 @@ class TranscribeStage(Stage[TranscribeConfig, TranscribeRow]):
             frames=info[0],
             sample_rate=info[1],
             channels=info[2],
+            **measured,  # language and its probability, Whisper's measures, VAD's speech
             asr_text=text,
-            language=transcript.language,
-            language_prob=transcript.language_prob,
-            avg_logprob=transcript.avg_logprob,
-            no_speech_prob=transcript.no_speech_prob,
-            compression_ratio=transcript.compression_ratio,
-            speech_seconds=transcript.speech_seconds,
             chars_per_second=round(spoken_length(text) / duration, 3) if duration > 0 else None,
-            words=json.dumps(transcript.words, ensure_ascii=False),
+            words=json.dumps(words, ensure_ascii=False),
             heard=self._heard_kind(item),
             subtitle_text=subtitle,
             cer=round(cer(subtitle, text), 4) if subtitle else None,

@@ -118,15 +118,8 @@ class WhisperEngine:
     @classmethod
     def from_params(cls, params: Any, models: Any = None) -> WhisperEngine:
         """The engine a :class:`malmoi.config.TranscribeConfig` asks for."""
-        return cls(
-            resolve_model(params.model, models),
-            device=params.device,
-            compute_type=params.compute_type,
-            threads=params.threads,
-            beam_size=params.beam_size,
-            batch_size=params.batch_size,
-            word_timestamps=params.word_timestamps,
-        )
+        keys = {"device", "compute_type", "threads", "beam_size", "batch_size", "word_timestamps"}
+        return cls(resolve_model(params.model, models), **params.model_dump(include=keys))
 
     # --- the public call ------------------------------------------------------------------------
 
