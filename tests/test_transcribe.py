@@ -29,8 +29,10 @@ SENTENCES = [
 ]
 
 
-def speak(voice: str, text: str, dest: Path) -> Path:
-    subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(dest), text], check=True)
+def speak(voice: str, text: str, dest: Path, words_per_minute: int = 150) -> Path:
+    subprocess.run(
+        ["espeak-ng", "-v", voice, "-s", str(words_per_minute), "-w", str(dest), text], check=True
+    )
     return dest
 
 
@@ -182,3 +184,29 @@ def test_subtitles_are_checked_against_the_audio(tmp_path: Path, whisper_model: 
     rejected = list(csv.DictReader((out / "rejected.csv").open(encoding="utf-8")))
     assert [r["id"] for r in rejected] == ["talk.s2"]
     assert rejected[0]["reason"].startswith("subtitle disagrees with the audio (CER")
+
+
+def test_whisper_base_repetition_loops_on_robotic_korean_are_rejected(
+    tmp_path: Path, whisper_model: Path
+) -> None:
+    """Whisper base on espeak-ng's Korean voice counting, or repeating one syllable, loops:
+    '이 영상은 이 영상은 …', 'PEPSUMPEPSUM…' (compression ratios 15–33 here). The rule
+    catches both; an ordinary slice of the same voice is not taken for a loop."""
+    texts = {
+        "count": "백 이백 삼백 사백 오백 육백 칠백 팔백 구백 천",
+        "ones": "일 일 일 일 일 일 일 일 일 일 일 일 일 일",
+        "zeros": "영 영 영 영 영 영 영 영 영 영 영 영",
+        "weather": "오늘은 날씨가 맑겠습니다",
+    }
+    # espeak-ng's default rate (175): these loops were seen at that rate, not at 150
+    files = [speak("ko", text, tmp_path / f"{n}.wav", 175) for n, text in texts.items()]
+    items = [Item(p.stem, p, str(p), "k" + p.stem) for p in files]
+    params = TranscribeConfig(min_language_prob=1.0)  # the language rule off (as the demo)
+    out = tmp_path / "out"
+    assert TranscribeStage(params, out).run(items).failed == 0
+    rejected = {r["id"]: r for r in csv.DictReader((out / "rejected.csv").open(encoding="utf-8"))}
+    for name in ("count", "ones", "zeros"):
+        assert rejected[name]["reason"].startswith("repetition loop (compression ratio")
+        assert float(rejected[name]["compression_ratio"]) > 5
+    kept = {r["id"] for r in csv.DictReader((out / "manifest.csv").open(encoding="utf-8"))}
+    assert kept == {"weather"}
