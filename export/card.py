@@ -559,6 +559,23 @@ def _text_section(rows: Sequence[dict], summary: dict) -> list[str]:
     else:
         out.append("No slice of the dataset had subtitles.")
 
+    examples = summary.get("examples") or []
+    if examples:
+        out += ["", "### What ASR heard", "", "The first slices of the dataset (by id):", ""]
+        out += _table(
+            ["slice", "subtitle", "ASR", "language", "CER"],
+            [
+                [
+                    e["id"],
+                    e["subtitle"] or "—",
+                    e["asr"] or "—",
+                    e["language"],
+                    "—" if e["cer"] is None else f"{float(e['cer']):.2f}",
+                ]
+                for e in examples
+            ],
+        )
+
     languages = summary.get("languages") or {}
     out += [
         "",

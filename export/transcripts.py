@@ -33,6 +33,7 @@ log = get_logger(__name__)
 STAGE = "transcribe"
 RULES = "rules.json"
 NO_LANGUAGE = "(none)"
+EXAMPLES = 5  # exported slices shown with what ASR heard
 
 
 def transcribe_folder(lineage: Lineage) -> Path | None:
@@ -71,11 +72,22 @@ def transcribe_summary(
     rules = read_rules(folder)
     judged = read_records(folder / MANIFEST) + (rejected := read_records(folder / REJECTED))
     cers: list[float] = []
-    for row in rows:
+    examples: list[dict[str, Any]] = []
+    for row in sorted(rows, key=lambda r: str(r["id"])):
         heard = lineage.row_with(row, "asr_model") or {}
         value = as_float(heard.get("cer"))
         if str(heard.get("subtitle_text") or "").strip() and value is not None:
             cers.append(value)
+        if heard and len(examples) < EXAMPLES:
+            examples.append(
+                {
+                    "id": str(row["id"]),
+                    "subtitle": str(heard.get("subtitle_text") or ""),
+                    "asr": str(heard.get("asr_text") or ""),
+                    "cer": value,
+                    "language": str(heard.get("language") or ""),
+                }
+            )
     languages = Counter(str(r.get("language") or "") or NO_LANGUAGE for r in judged)
     seconds: Counter[str] = Counter()
     for r in rejected:
@@ -85,6 +97,7 @@ def transcribe_summary(
         "text": text,
         "max_cer": as_float((rules.get("settings") or {}).get("max_cer")),
         "cer": cers,
+        "examples": examples,
         "languages": dict(sorted(languages.items(), key=lambda kv: (-kv[1], kv[0]))),
         "removed": {
             rule: {"slices": int(n), "seconds": seconds[rule]}

@@ -68,6 +68,7 @@ def readme(tmp_path_factory: pytest.TempPathFactory) -> str:
             "language": "ko",
             "asr_model": "whisper:base",
             "subtitle_text": "" if cer is None else "자막",
+            "asr_text": f"들은 말 {rid}",
             "cer": "" if cer is None else cer,
             "text": "말" if source else "",
             "text_source": source,
@@ -122,6 +123,20 @@ def test_cer_of_the_exported_slices_with_subtitles(readme: str) -> None:
         "CER of the subtitle against the ASR text over the 4 slices with subtitles: median "
         "0.350, quartiles 0.150 – 0.600; 2 of 4 (50%) within `max_cer` 0.3." in readme
     )
+
+
+def test_what_asr_heard_in_the_first_exported_slices(readme: str) -> None:
+    head = ["slice", "subtitle", "ASR", "language", "CER"]
+    assert table(readme, "### What ASR heard") == [
+        dict(zip(head, cells, strict=True))
+        for cells in [
+            ["a1", "자막", "들은 말 a1", "ko", "0.00"],
+            ["a2", "자막", "들은 말 a2", "ko", "0.20"],
+            ["a3", "자막", "들은 말 a3", "ko", "0.50"],
+            ["a4", "자막", "들은 말 a4", "ko", "0.90"],
+            ["a5", "—", "들은 말 a5", "ko", "—"],
+        ]
+    ]
 
 
 def test_languages_over_every_judged_slice(readme: str) -> None:
