@@ -172,7 +172,14 @@ def test_dataset_json_and_card_say_what_transcribe_did(build) -> None:
         "cer": [0.1111, 1.0],
         "languages": {"(none)": 3},
         "removed": {},
-    }
+        "examples": [  # the transcribed slices, by id
+            {"id": "s1", "subtitle": "안녕하세요 여러분", "asr": "안녕하세요 여러분도",
+             "cer": 0.1111, "language": ""},
+            {"id": "s2", "subtitle": "전혀 다른 자막", "asr": "오늘 날씨가 좋네요", "cer": 1.0,
+             "language": ""},
+            {"id": "s3", "subtitle": "", "asr": "사과 2개 주세요", "cer": None, "language": ""},
+        ],
+    }  # fmt: skip
     card = (dataset / "README.md").read_text(encoding="utf-8")
     assert "median 0.556, quartiles 0.333 – 0.778." in card  # 0.1111 and 1.0
     assert "The transcribe rules removed no slice." in card
