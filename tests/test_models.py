@@ -254,3 +254,28 @@ def test_only_an_unreachable_index_skips(tmp_path: Path, monkeypatch: pytest.Mon
             model_or_skip(lambda: store.path("spleeter:2stems"), "Spleeter")
     finally:
         package_index_reachable.cache_clear()
+
+
+def test_a_hub_whisper_model_out_of_reach_says_where_it_lives(tmp_path: Path) -> None:
+    """whisper:small etc. come from the Hugging Face Hub: offline (as here, where the Hub is
+    unreachable), the error names the model, its Hub repository and how to place it by hand."""
+    from malmoi.models import ModelStore, ModelUnavailable
+
+    store = ModelStore(tmp_path, offline=True)
+    assert store.status("whisper:large-v3-turbo") == "missing"
+    with pytest.raises(ModelUnavailable) as err:
+        store.path("whisper:small")
+    text = str(err.value)
+    assert "model whisper:small is not available" in text
+    assert "huggingface-cli download Systran/faster-whisper-small" in text
+    assert str(tmp_path / "whisper" / "small") in text
+
+
+def test_a_ctranslate2_folder_is_a_model_and_anything_else_is_not(
+    tmp_path: Path, whisper_model: Path
+) -> None:
+    from transcribe.whisper import resolve_model
+
+    assert resolve_model(str(whisper_model)) == whisper_model
+    with pytest.raises(FileNotFoundError, match="not a CTranslate2 Whisper folder"):
+        resolve_model(str(tmp_path))
