@@ -32,7 +32,7 @@ from eval.common import markdown_table, mix_at_snr
 from eval.espeak import KOREAN, SENTENCES, VOICES, say
 from eval.noises import broadband, musan_noise
 from malmoi.audio import read_audio
-from malmoi.logs import get_logger
+from malmoi.logs import get_logger, setup_cli_logging
 from transcribe.cer import cer, wer
 from transcribe.whisper import WhisperEngine, resolve_model
 
@@ -70,7 +70,7 @@ class Setup:
     name: str
     language: str  # "en" or "auto"
     beam: int
-    run: Callable[[list[np.ndarray]], None]
+    run: Callable[[list[np.ndarray]], list[str]]
 
 
 def speed_setups(engine: WhisperEngine) -> list[Setup]:
@@ -80,28 +80,41 @@ def speed_setups(engine: WhisperEngine) -> list[Setup]:
     model = engine.model
     pipeline = BatchedInferencePipeline(model)
 
-    def plain(language: str | None) -> Callable[[list[np.ndarray]], None]:
-        def run(audios: list[np.ndarray]) -> None:
+    def plain(language: str | None) -> Callable[[list[np.ndarray]], list[str]]:
+        def run(audios: list[np.ndarray]) -> list[str]:
+            texts = []
             for a in audios:
                 segments, _ = model.transcribe(a, language=language, beam_size=1)
-                list(segments)  # a lazy generator: the work happens here
+                # a lazy generator: the work happens here
+                texts.append(" ".join(s.text.strip() for s in segments))
+            return texts
 
         return run
 
-    def batched_pipeline(language: str | None) -> Callable[[list[np.ndarray]], None]:
-        def run(audios: list[np.ndarray]) -> None:
+    def batched_pipeline(language: str | None) -> Callable[[list[np.ndarray]], list[str]]:
+        def run(audios: list[np.ndarray]) -> list[str]:
+            texts = []
             for a in audios:
                 segments, _ = pipeline.transcribe(a, language=language, beam_size=1, batch_size=8)
-                list(segments)
+                texts.append(" ".join(s.text.strip() for s in segments))
+            return texts
 
         return run
 
     def ours(
-        batch: int, language: str | None, beam: int = 1, words: bool = True
-    ) -> Callable[[list[np.ndarray]], None]:
-        def run(audios: list[np.ndarray]) -> None:
+        batch: int,
+        language: str | None,
+        beam: int = 1,
+        words: bool = True,
+        timestamps: bool = True,
+    ) -> Callable[[list[np.ndarray]], list[str]]:
+        def run(audios: list[np.ndarray]) -> list[str]:
             engine.batch_size, engine.beam_size, engine.word_timestamps = batch, beam, words
-            engine.transcribe(audios, language)
+            engine.timestamps = timestamps
+            try:
+                return [t.text for t in engine.transcribe(audios, language)]
+            finally:
+                engine.timestamps = True
 
         return run
 
@@ -120,6 +133,14 @@ def speed_setups(engine: WhisperEngine) -> list[Setup]:
     setups.append(
         Setup("WhisperEngine batch 8, no word times", "en", 1, ours(8, "en", words=False))
     )
+    setups.append(
+        Setup(
+            "WhisperEngine batch 8, no timestamp tokens (before the fix)",
+            "en",
+            1,
+            ours(8, "en", timestamps=False),
+        )
+    )
     return setups
 
 
@@ -131,21 +152,25 @@ def speed(engine: WhisperEngine, audios: list[np.ndarray], repeats: int) -> str:
     setups[0].run(audios[:1])  # warm-up (first CTranslate2 call, VAD model load)
     engine.transcribe(audios[:1], "en")
     took: dict[int, list[float]] = {i: [] for i in range(len(setups))}
+    words: dict[int, int] = {}
     for r in range(repeats):  # interleaved: a burst of load on the shared cores hits every setup
         for i, s in enumerate(setups):
             started = time.perf_counter()
-            s.run(audios)
+            texts = s.run(audios)
             took[i].append(time.perf_counter() - started)
+            words[i] = sum(len(t.split()) for t in texts)
             log.info(
                 "run %d %s (%s, beam %d): %.1f s", r + 1, s.name, s.language, s.beam, took[i][-1]
             )
     header = ["setup", "language", "beam"]
     header += [f"RTF run {r + 1}" for r in range(repeats)]
     header += [f"s/slice run {r + 1}" for r in range(repeats)]
+    header += ["words out"]
     rows = [
         [s.name, s.language, s.beam]
         + [f"{t / seconds:.3f}" for t in took[i]]
         + [f"{t / len(audios):.2f}" for t in took[i]]
+        + [words[i]]
         for i, s in enumerate(setups)
     ]
     caption = (
@@ -254,6 +279,7 @@ def accuracy(engine: WhisperEngine, shared: Path, folder: Path) -> str:
         for key, paths in heard.items():
             hyps = asr_texts(engine, paths, beam, "en")
             wers[(*key, beam)] = [wer(texts[n], h) for n, h in zip(names, hyps, strict=True)]
+            log.info("%s beam %d: mean WER %.3f", key, beam, statistics.fmean(wers[(*key, beam)]))
             for n, h in zip(names[:2], hyps[:2], strict=True):
                 log.info("%s %s beam %d: %s -> %s", key, n, beam, texts[n], h)
 
@@ -263,10 +289,8 @@ def accuracy(engine: WhisperEngine, shared: Path, folder: Path) -> str:
     header = ["condition", "lowpass applied (Hz, median)"]
     header += ["WER undenoised", "WER denoised", "denoised − undenoised"]
     header += ["WER undenoised, beam 5", "WER denoised, beam 5"]
-    rows: list[list[object]] = [
-        ["clean", "—", f"{mean(('clean', 'clean', 1)):.3f}", "—", "—"]
-        + [f"{mean(('clean', 'clean', 5)):.3f}", "—"]
-    ]
+    clean1, clean5 = mean(("clean", "clean", 1)), mean(("clean", "clean", 5))
+    rows: list[list[object]] = [["clean", "—", f"{clean1:.3f}", "—", "—", f"{clean5:.3f}", "—"]]
     total: dict[tuple[str, int], list[float]] = {}
     for condition in CONDITIONS:
         cutoffs = [denoised[c.noisy][1] for c in clips if c.condition == condition]
@@ -326,7 +350,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
+    setup_cli_logging(args.verbose)
 
     engine = WhisperEngine(resolve_model(args.model), threads=2)
     args.out.mkdir(parents=True, exist_ok=True)
