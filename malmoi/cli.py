@@ -597,11 +597,27 @@ def eval_separation(
         typer.Option(help="Engines to score (default: all)."),
     ] = None,
     seconds: Annotated[float, typer.Option(help="Length of each mixture.")] = 30.0,
+    speech: Annotated[
+        str,
+        typer.Option(
+            help="The speech: espeak (English sentences with known text: WER scored) or "
+            "librispeech (no text: no WER)."
+        ),
+    ] = "espeak",
+    wer: Annotated[
+        bool, typer.Option(help="Whisper's WER (language en) on clean, mixture and vocals.")
+    ] = True,
+    asr_model: Annotated[
+        str, typer.Option(help="The Whisper model for the WER (model store name or folder).")
+    ] = "whisper:base",
     verbose: Verbose = False,
 ) -> None:
     """Score separation engines on speech+music and speech+noise mixtures (0 and -5 dB):
-    SI-SDR, its improvement over the mixture, and SNR of the vocals."""
+    SI-SDR, its improvement over the mixture, SNR of the vocals, and (espeak-ng speech, whose
+    text is known) Whisper's WER on the clean speech, the mixture and the vocals."""
     setup_cli_logging(verbose)
+    if speech not in ("espeak", "librispeech"):
+        raise typer.BadParameter("espeak or librispeech", param_hint="--speech")
 
     from malmoi.checkout import require_checkout
     from malmoi.config import SeparateConfig
@@ -612,9 +628,14 @@ def eval_separation(
     from separate.stage import make_engine
 
     names = [e.value for e in engine] if engine else [e.value for e in Engine]
-    mixes = build_mixtures(shared, mixtures, seconds=seconds)
+    mixes = build_mixtures(shared, mixtures, seconds=seconds, speech_kind=speech)  # type: ignore[arg-type]
     engines = {n: make_engine(SeparateConfig(engine=n)) for n in names}
-    scores = evaluate(engines, mixes, out)
+    asr = None
+    if wer and speech == "espeak":
+        from transcribe.whisper import WhisperEngine, resolve_model
+
+        asr = WhisperEngine(resolve_model(asr_model), word_timestamps=False)  # loaded once
+    scores = evaluate(engines, mixes, out, asr=asr)
     text = table(scores)
     write_scores(out, "separation", text, scores)
     plot(mixes[0], names, out, out / "separation.png")

@@ -113,6 +113,10 @@ class WhisperEngine:
         self.beam_size = beam_size
         self.batch_size = batch_size
         self.word_timestamps = word_timestamps
+        # decode with timestamp tokens, as Whisper's long-form decoding does: without them the
+        # decoder may end after the first sentence of a slice that holds several (lamartine.wav
+        # from 5 s: 7 words of 27; eval/asr.py measures both)
+        self.timestamps = True
         log.info("whisper: %s on %s (%s)", model_dir, device, compute_type)
 
     @classmethod
@@ -162,7 +166,7 @@ class WhisperEngine:
             prefix=None,
             suppress_blank=True,
             suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
-            without_timestamps=True,
+            without_timestamps=not self.timestamps,
             max_initial_timestamp=0.0,
             word_timestamps=self.word_timestamps,
             prepend_punctuations="\"'“¿([{-",
@@ -228,22 +232,23 @@ class WhisperEngine:
         does for its batched pipeline), seconds from the slice's start."""
         m = self.model
         sizes = [int(np.ceil(len(a) / SAMPLE_RATE) * m.frames_per_second) for a in audios]
+        # one segment per slice, even one without text (faster-whisper reads every segment's
+        # first entry), of its text tokens: the words are aligned on the whole slice
+        text_tokens = [[t for t in o["tokens"] if t < tokenizer.eot] for o in outputs]
+        if not any(text_tokens):
+            return [[] for _ in audios]
         segments = [
             [
                 {
-                    "tokens": o["tokens"],
+                    "tokens": tokens,
                     "start": 0.0,
                     "end": len(a) / SAMPLE_RATE,
                     "seek": 0,
                     "text": text,
                 }
             ]
-            if o["tokens"]
-            else []
-            for a, o, text in zip(audios, outputs, texts, strict=True)
+            for a, tokens, text in zip(audios, text_tokens, texts, strict=True)
         ]
-        if not any(segments):
-            return [[] for _ in audios]
         m.add_word_timestamps(
             segments,
             tokenizer,
