@@ -294,7 +294,7 @@ def write_config(folder: Path, mp3: Path, shared: Path) -> Path:
             "normalize": {"mode": "loudness", "target_lufs": -23, "ceiling_db": -1},
             "scores": True,
         },
-        # the default transcribe (whisper:base, greedy, batches of 8), but the bench's speech
+        # the default transcribe (whisper:base, greedy, one slice at a time), but the bench's speech
         # is English LibriSpeech: decoded as English and kept as such (same work as Korean)
         "transcribe": {"language": "en", "languages": ["en"]},
         "export": {"text": "auto"},
