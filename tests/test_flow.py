@@ -181,9 +181,14 @@ def test_demo_config_builds_from_generated_media(spleeter_model: Path, tmp_path:
     assert (rows["text"] != "").sum() >= len(rows) - 1 and (rows["split"] == "train").all()
     assert (rows["speaker"] == "demo").all() and rows["similarity"].between(0.5, 1).all()
     assert all(sf.info(str(dataset / p)).samplerate == 22050 for p in rows["audio_filepath"])
-    assert f"{(rows['text'] != '').sum()} of {len(rows)} slices have text" in (
-        dataset / "README.md"
-    ).read_text(encoding="utf-8")
+    readme = (dataset / "README.md").read_text(encoding="utf-8")
+    assert f"{(rows['text'] != '').sum()} of {len(rows)} slices have text" in readme
+    # transcribe heard every denoised slice; the demo keeps the subtitles' text (espeak-ng's
+    # Korean is not what Whisper base recognises) and its card shows what ASR heard
+    heard = read_manifest(tmp_path / "runs/demo/transcribe")
+    assert len(heard) == len(rows) and (heard["asr_text"].fillna("") != "").all()
+    assert (rows["text_source"] == "subtitles").all()
+    assert "### What ASR heard" in readme and "### Languages detected" in readme
     assert run_malmoi("verify", str(dataset)).returncode == 0
     # the build's output ends with the card's path and the same check's result
     card, verified = proc.stdout.splitlines()[-2:]
