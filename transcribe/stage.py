@@ -291,6 +291,9 @@ class TranscribeStage(Stage[TranscribeConfig, TranscribeRow]):
                 link_file(src, self.out_dir / rec["path"])
         self.repartition(kept, rejected)
         report.kept, report.rejected = len(kept), len(rejected)
+        report.hours_out = (
+            sum(float(r["duration"]) for r in kept if r["path"] in self._sources) / 3600
+        )
         report.rejected_by_reason = {}
         for r in rejected:
             rule = rule_of(r["reason"])
