@@ -22,7 +22,7 @@ from tests.conftest import run_malmoi
 from tests.media import mp4_with_audio
 from tests.test_stage import CopyStage, Params, _items
 
-STAGES = ("ingest", "separate", "segment", "speaker_filter", "denoise", "export")
+STAGES = ("ingest", "separate", "segment", "speaker_filter", "denoise", "transcribe", "export")
 
 
 # --- the stage loop's submit (no Dask: a thread pool stands for the workers) ------------------
@@ -180,6 +180,8 @@ def _config(tmp_path: Path, name: str, **extra: Any) -> Path:
         "segment": {"gender_engine": "ina", "min_duration": 1.0},
         "speaker_filter": {"references": [str(out / "raw/synthetic/reference/voices/ko+m3")]},
         "denoise": {"scores": True},
+        # as the demo: espeak-ng's Korean is not what Whisper base recognises (README)
+        "transcribe": {"min_language_prob": 1.0, "max_cer": 1.0},
         "export": {"sample_rate": 16000},
         **extra,
     }
@@ -205,6 +207,7 @@ def builds(
     spleeter_model: Path,
     dnsmos_model: Path,
     cluster: Any,
+    whisper_model: Path,
 ) -> dict[str, Any]:
     """The same config built with the default runner (``local``) and on ``cluster`` (``dask``)."""
     tmp = tmp_path_factory.mktemp("dask")
@@ -291,7 +294,7 @@ def test_each_worker_sets_a_stage_up_once_not_per_item(
             items[stage] = items.get(stage, 0) + n
     assert set(items) == set(STAGES), per_worker
     # more items than workers, so a setup per item would show
-    for stage in ("ingest", "speaker_filter", "denoise", "export"):
+    for stage in ("ingest", "speaker_filter", "denoise", "transcribe", "export"):
         assert items[stage] > 2, (stage, items)
     # both workers took items of a stage with many
     assert all(
