@@ -236,7 +236,8 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
         self, row: dict[str, Any], origin: Origin, offset: float | None, end: float | None
     ) -> tuple[str, str]:
         """The slice's (text, text_source) by the ``text`` policy. A slice transcribed (a
-        transcribe row in its lineage) takes that row's ``text`` (auto), ``subtitle_text``
+        transcribe row in its lineage) takes that row's ``text`` (auto; a stage after
+        transcribe that writes a ``text`` column overrides it), ``subtitle_text``
         (subtitles) or ``asr_text`` (asr); one not transcribed, the subtitles of its span (auto,
         subtitles), then in auto the text a stage before export wrote; asr gives it none."""
         mode = self.params.text
@@ -246,9 +247,10 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
         if mode == "asr":
             text = str(transcribed.get("asr_text") or "")
             return text, "asr" if text else ""
-        if transcribed and mode == "auto":
-            text = str(transcribed.get("text") or "")
-            return text, str(transcribed.get("text_source") or "") if text else ""
+        if transcribed and mode == "auto":  # transcribe's choice, or a later stage's text
+            chosen = self.lineage.row_with(row, "text") or transcribed
+            text = str(chosen.get("text") or "")
+            return text, str(chosen.get("text_source") or "") if text else ""
         if transcribed:
             text = str(transcribed.get("subtitle_text") or "")
         else:
