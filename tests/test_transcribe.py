@@ -190,23 +190,25 @@ def test_whisper_base_repetition_loops_on_robotic_korean_are_rejected(
     tmp_path: Path, whisper_model: Path
 ) -> None:
     """Whisper base on espeak-ng's Korean voice counting, or repeating one syllable, loops:
-    '이 영상은 이 영상은 …', 'PEPSUMPEPSUM…' (compression ratios 15–33 here). The rule
-    catches both; an ordinary slice of the same voice is not taken for a loop."""
+    '팩이 맥, 성맥, 로맥, 로맥, …', '아하하하…', '다 다 다 …' (compression ratios 13–56 with
+    the stage's decoding). The rule catches them; an ordinary sentence of the same voice is not
+    taken for a loop."""
     texts = {
         "count": "백 이백 삼백 사백 오백 육백 칠백 팔백 구백 천",
-        "ones": "일 일 일 일 일 일 일 일 일 일 일 일 일 일",
-        "zeros": "영 영 영 영 영 영 영 영 영 영 영 영",
+        "man": "만 만 만 만 만 만 만 만 만 만",
+        "ga": "가 가 가 가 가 가 가 가 가 가 가 가",
+        "ra": "라 라 라 라 라 라 라 라 라 라 라 라 라 라",
         "weather": "오늘은 날씨가 맑겠습니다",
     }
-    # espeak-ng's default rate (175): these loops were seen at that rate, not at 150
+    # espeak-ng's default rate (175): these loops were seen at that rate
     files = [speak("ko", text, tmp_path / f"{n}.wav", 175) for n, text in texts.items()]
     items = [Item(p.stem, p, str(p), "k" + p.stem) for p in files]
     params = TranscribeConfig(min_language_prob=1.0)  # the language rule off (as the demo)
     out = tmp_path / "out"
     assert TranscribeStage(params, out).run(items).failed == 0
     rejected = {r["id"]: r for r in csv.DictReader((out / "rejected.csv").open(encoding="utf-8"))}
-    for name in ("count", "ones", "zeros"):
-        assert rejected[name]["reason"].startswith("repetition loop (compression ratio")
+    for name in ("count", "man", "ga", "ra"):
+        assert rejected[name]["reason"].startswith("repetition loop (compression ratio"), name
         assert float(rejected[name]["compression_ratio"]) > 5
     kept = {r["id"] for r in csv.DictReader((out / "manifest.csv").open(encoding="utf-8"))}
     assert kept == {"weather"}
