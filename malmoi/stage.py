@@ -37,7 +37,7 @@ from malmoi.errors import (
     StageStopped,
     is_environment_failure,
 )
-from malmoi.files import atomic_write_text, remove_stale_temporaries
+from malmoi.files import atomic_write_text, link_file, remove_stale_temporaries
 from malmoi.logs import get_logger
 from malmoi.manifest import (
     MANIFEST,
@@ -729,6 +729,53 @@ class Stage(ABC, Generic[P, R]):
         rejected_t.keep_only({i for p in ok for i in json.loads(p.rejected)})
         failures_t.keep_only({p.id for p in progress.values() if p.status != "ok"})
         progress_t.keep_only(set(progress))
+
+
+class PassesSlicesOn:
+    """For a stage that passes its input slices on, hard-linked into its folder, and partitions
+    them after the loop (the speaker filter, transcribe): :meth:`process` links each slice with
+    :meth:`link_input` and returns it as rejected until judged; :meth:`after_run` calls
+    :meth:`repartition_linked` with the partition."""
+
+    out_dir: Path
+    repartition: Callable[[list[dict[str, Any]], list[dict[str, Any]]], None]
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._linked: dict[str, Path] = {}  # linked path -> input, of this run's slices
+
+    @staticmethod
+    def linked_rel(item: Item) -> str:
+        """Where the slice is linked in the stage folder: under its parent's name."""
+        folder = str(item.row.get("parent_id") or item.id)
+        return f"{Path(folder).name}/{item.id}{item.path.suffix.lower()}"
+
+    def link_input(self, item: Item) -> str:
+        """Link ``item``'s file into the stage folder; its path there."""
+        rel = self.linked_rel(item)
+        link_file(item.path, self.out_dir / rel)
+        return rel
+
+    def recorded(self, item: Item, result: Result[Any]) -> None:
+        """Remember the slice processed now (here or on a Dask worker) for
+        :meth:`repartition_linked`, which links it again and counts its hours."""
+        self._linked[self.linked_rel(item)] = item.path
+
+    def repartition_linked(
+        self, kept: list[dict[str, Any]], rejected: list[dict[str, Any]], report: StageReport
+    ) -> None:
+        """Write the partition, and the whole folder's counts into ``report``. The base loop
+        removed an item's earlier outputs that :meth:`process` did not return as kept (here:
+        all of them, the partition comes now): they are linked again, kept and rejected."""
+        for rec in kept + rejected:
+            src = self._linked.get(rec["path"])
+            if src is not None and not (self.out_dir / rec["path"]).exists():
+                link_file(src, self.out_dir / rec["path"])
+        self.repartition(kept, rejected)
+        report.kept, report.rejected = len(kept), len(rejected)
+        report.hours_out = (
+            sum(float(r["duration"]) for r in kept if r["path"] in self._linked) / 3600
+        )
 
 
 def check_ids(items: Iterable[Item]) -> list[Item]:

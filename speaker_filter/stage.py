@@ -32,14 +32,14 @@ from pydantic import Field
 
 from malmoi.config import SpeakerFilterConfig, resolve_profiles_dir
 from malmoi.errors import ItemError
-from malmoi.files import atomic_path, atomic_write_text, link_file
+from malmoi.files import atomic_path, atomic_write_text
 from malmoi.logs import get_logger
 from malmoi.manifest import (
     AudioRow,
     Table,
     rejected_model,
 )
-from malmoi.stage import Item, Result, Stage, StageReport
+from malmoi.stage import Item, PassesSlicesOn, Result, Stage, StageReport
 from speaker_filter.cohort import Cohort, bundled_cohort
 from speaker_filter.profile import (
     Profile,
@@ -84,7 +84,7 @@ class SpeakerRow(AudioRow):
     )
 
 
-class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
+class SpeakerFilterStage(PassesSlicesOn, Stage[SpeakerFilterConfig, SpeakerRow]):
     """Embed each slice (cached), score it against the target profile, keep the target's."""
 
     name: ClassVar[str] = "speaker_filter"
@@ -111,7 +111,6 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
         self.cohort: Cohort | None = None
         self.embedded = 0  # slices embedded by this process (the rest came from the cache)
         self._digest: str | None = None
-        self._sources: dict[str, Path] = {}  # linked path -> input, of this run's slices
         # segment folders' embeddings.npz, read once a run: path -> (key, id -> (frames, emb))
         self._upstreams: dict[Path, tuple[str, dict[str, tuple[int, np.ndarray]]]] = {}
 
@@ -275,8 +274,7 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
     def process(self, item: Item) -> Result[SpeakerRow]:
         emb = self.embedding(item)
         info = sf.info(str(item.path))
-        rel = self._rel(item)
-        link_file(item.path, self.out_dir / rel)
+        rel = self.link_input(item)
         sim = sc = None
         if not np.isnan(emb).any() and self._profile() is not None:
             s1, s2 = score(self._profile().enroll, emb[None, :], self._cohort())  # type: ignore[union-attr]
@@ -295,17 +293,6 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
         # the partition is after_run's: until then a slice stands rejected (never passed on
         # unfiltered by an interrupted run)
         return Result(rejected=[(row, NO_SPEECH if np.isnan(emb).any() else WAITING)])
-
-    @staticmethod
-    def _rel(item: Item) -> str:
-        """Where the slice is linked in the stage folder."""
-        folder = str(item.row.get("parent_id") or item.id)
-        return f"{Path(folder).name}/{item.id}{item.path.suffix.lower()}"
-
-    def recorded(self, item: Item, result: Result[SpeakerRow]) -> None:
-        """Remember the slice processed now (here or on a Dask worker) for :meth:`after_run`,
-        which links it again and counts its hours."""
-        self._sources[self._rel(item)] = item.path
 
     # --- after the loop: threshold and partition ----------------------------------------------
 
@@ -365,17 +352,7 @@ class SpeakerFilterStage(Stage[SpeakerFilterConfig, SpeakerRow]):
                     f"({setting}: {thr.rule})"
                 )
                 rejected.append({**rec, "reason": why})
-        # the base loop removes an item's earlier outputs that process() did not return as kept
-        # (here: all of them, the partition comes now): link them again, kept and rejected
-        for rec in kept + rejected:
-            src = self._sources.get(rec["path"])
-            if src is not None and not (self.out_dir / rec["path"]).exists():
-                link_file(src, self.out_dir / rec["path"])
-        self.repartition(kept, rejected)
-        report.kept, report.rejected = len(kept), len(rejected)  # the whole folder's, now
-        report.hours_out = (
-            sum(float(r["duration"]) for r in kept if r["path"] in self._sources) / 3600
-        )
+        self.repartition_linked(kept, rejected, report)
         report.rejected_by_reason = {}
         for r in rejected:
             key = NO_SPEECH if r["reason"] == NO_SPEECH else f"{thr.column} below threshold"

@@ -28,10 +28,10 @@ from pydantic import Field
 from malmoi.audio import probe, read_audio, sndfile_pcm
 from malmoi.config import ModelsConfig, TranscribeConfig
 from malmoi.errors import ItemError
-from malmoi.files import atomic_write_text, link_file
+from malmoi.files import atomic_write_text
 from malmoi.logs import get_logger
 from malmoi.manifest import AudioRow, Table, rejected_model
-from malmoi.stage import Item, Result, Stage, StageReport
+from malmoi.stage import Item, PassesSlicesOn, Result, Stage, StageReport
 from malmoi.tools import MediaError
 from transcribe.rules import partition
 
@@ -84,7 +84,7 @@ class TranscribeRow(AudioRow):
     asr_model: str = Field("", description="the model that transcribed it")
 
 
-class TranscribeStage(Stage[TranscribeConfig, TranscribeRow]):
+class TranscribeStage(PassesSlicesOn, Stage[TranscribeConfig, TranscribeRow]):
     """Transcribe each slice (batched), store every measurement, judge them after the loop."""
 
     name: ClassVar[str] = "transcribe"
@@ -100,7 +100,6 @@ class TranscribeStage(Stage[TranscribeConfig, TranscribeRow]):
         self._todo: list[Item] = []  # this run's items in order: process() batches ahead
         self._position: dict[str, int] = {}
         self._ready_now: dict[str, Any] = {}  # id -> Transcript or the exception of its audio
-        self._sources: dict[str, Path] = {}  # linked path -> input, of this run's slices
         self._lineages: dict[Path | None, Any] = {}
         self._before: dict[Path, dict[str, Path]] = {}
         self._lock = threading.Lock()
@@ -134,8 +133,7 @@ class TranscribeStage(Stage[TranscribeConfig, TranscribeRow]):
 
         subtitle = self._subtitle(item)
         info = self._info(item.path)
-        rel = self._rel(item)
-        link_file(item.path, self.out_dir / rel)
+        rel = self.link_input(item)
         measured = dataclasses.asdict(transcript)
         text, words = measured.pop("text"), measured.pop("words")
         row = self.make_row(
@@ -268,14 +266,6 @@ class TranscribeStage(Stage[TranscribeConfig, TranscribeRow]):
         p = probe(path)
         return round((p.duration or 0.0) * p.sample_rate), p.sample_rate, p.channels
 
-    @staticmethod
-    def _rel(item: Item) -> str:
-        folder = str(item.row.get("parent_id") or item.id)
-        return f"{Path(folder).name}/{item.id}{item.path.suffix.lower()}"
-
-    def recorded(self, item: Item, result: Result[TranscribeRow]) -> None:
-        self._sources[self._rel(item)] = item.path
-
     # --- after the loop: the rules ------------------------------------------------------------
 
     def after_run(self, report: StageReport) -> None:
@@ -285,15 +275,7 @@ class TranscribeStage(Stage[TranscribeConfig, TranscribeRow]):
         if not rows:
             return
         kept, rejected, fences = partition(rows, self.params)
-        for rec in kept + rejected:  # the loop removed the earlier run's links: link again
-            src = self._sources.get(rec["path"])
-            if src is not None and not (self.out_dir / rec["path"]).exists():
-                link_file(src, self.out_dir / rec["path"])
-        self.repartition(kept, rejected)
-        report.kept, report.rejected = len(kept), len(rejected)
-        report.hours_out = (
-            sum(float(r["duration"]) for r in kept if r["path"] in self._sources) / 3600
-        )
+        self.repartition_linked(kept, rejected, report)
         report.rejected_by_reason = {}
         for r in rejected:
             rule = rule_of(r["reason"])
