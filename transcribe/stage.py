@@ -101,6 +101,7 @@ class TranscribeStage(PassesSlicesOn, Stage[TranscribeConfig, TranscribeRow]):
         self._position: dict[str, int] = {}
         self._ready_now: dict[str, Any] = {}  # id -> Transcript or the exception of its audio
         self._lineages: dict[Path | None, Any] = {}
+        self._subtitles: Any = None  # transcribe.subtitles.SubtitleText, made on first use
         self._before: dict[Path, dict[str, Path]] = {}
         self._lock = threading.Lock()
 
@@ -246,8 +247,10 @@ class TranscribeStage(PassesSlicesOn, Stage[TranscribeConfig, TranscribeRow]):
             return ""
         start = float(start)
         stop = float(stop) if stop is not None else start
+        if self._subtitles is None:  # one reader a run: each subtitle file parsed once
+            self._subtitles = SubtitleText(self.params.subtitle_languages)
         try:
-            return SubtitleText(self.params.subtitle_languages).text(media, start, stop)
+            return self._subtitles.text(media, start, stop)
         except ItemError as exc:  # a broken subtitle file costs the check, not the slice
             log.warning("%s", exc)
             return ""
