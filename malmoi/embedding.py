@@ -114,3 +114,70 @@ class Embedder:
         """(n, 256) float32 L2-normalised embeddings of mono clips at ``sr``; NaN rows for clips
         with less than ``min_speech_seconds`` of speech after Resemblyzer's VAD."""
         return self.embed_preprocessed([self.preprocess(w, sr) for w in wavs])
+
+    def speech(self, wav: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
+        """Resemblyzer's preprocessing of mono ``wav`` at ``sr`` (16 kHz, volume normalised,
+        long silences trimmed by its VAD) and, for every sample it keeps, its index in the
+        16-kHz wave before trimming: what :meth:`preprocess` returns, with where each sample was."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from resemblyzer import audio, hparams
+
+        x = np.asarray(wav, dtype=np.float32)
+        if sr != SR:
+            import librosa
+
+            x = librosa.resample(x, orig_sr=sr, target_sr=SR)
+        x = audio.normalize_volume(x, hparams.audio_norm_target_dBFS, increase_only=True)
+        keep = np.flatnonzero(_voiced(x))  # tests/test_speaker_turns.py: = trim_long_silences
+        return x[keep], keep
+
+    def embed_frames(self, mels: list[np.ndarray]) -> np.ndarray:
+        """(n, 256) embeddings of mel windows (frames, 40) of any lengths, one forward pass per
+        batch of equal-length windows (no partial-utterance averaging: a window is one
+        partial)."""
+        import torch
+
+        out = np.empty((len(mels), DIM), dtype=np.float32)
+        by_len: dict[int, list[int]] = {}
+        for i, m in enumerate(mels):
+            by_len.setdefault(len(m), []).append(i)
+        with torch.no_grad():
+            for idx in by_len.values():
+                for a in range(0, len(idx), self.batch_partials):
+                    part = idx[a : a + self.batch_partials]
+                    batch = torch.from_numpy(np.stack([mels[i] for i in part]))
+                    emb = self.encoder(batch.to(self.encoder.device)).cpu().numpy()
+                    out[part] = emb
+        return out
+
+
+def _voiced(wav: np.ndarray) -> np.ndarray:
+    """The sample mask Resemblyzer's ``trim_long_silences`` keeps (its webrtcvad flags,
+    smoothed and dilated as it does), for a 16-kHz volume-normalised wave."""
+    import struct
+
+    from scipy.ndimage import binary_dilation
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from resemblyzer import audio as ra
+        from resemblyzer import hparams as hp
+
+    win = hp.vad_window_length * SR // 1000
+    n = len(wav) - len(wav) % win
+    pcm = struct.pack(f"{n}h", *np.round(wav[:n] * 32767).astype(np.int16))
+    vad = ra.webrtcvad.Vad(mode=3)  # Resemblyzer's own webrtcvad, as trim_long_silences
+    flags = np.array(
+        [vad.is_speech(pcm[s * 2 : (s + win) * 2], sample_rate=SR) for s in range(0, n, win)],
+        dtype=float,
+    )
+    width = hp.vad_moving_average_width
+    padded = np.concatenate((np.zeros((width - 1) // 2), flags, np.zeros(width // 2)))
+    ret = np.cumsum(padded, dtype=float)
+    ret[width:] = ret[width:] - ret[:-width]
+    mask = np.round(ret[width - 1 :] / width).astype(bool)
+    mask = binary_dilation(mask, np.ones(hp.vad_max_silence_length + 1))
+    out = np.zeros(len(wav), dtype=bool)
+    out[:n] = np.repeat(mask, win)
+    return out

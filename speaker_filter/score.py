@@ -55,6 +55,8 @@ class Threshold:
     reason: str
     column: str = "score"
     values: np.ndarray | None = None
+    # self_similarity: the run's own voice model, as the rows of RunScores it is made of
+    members: np.ndarray | None = None
 
     def keep(self, run: RunScores) -> np.ndarray:
         """Which of the run's slices the threshold keeps."""
@@ -161,14 +163,14 @@ def self_enrollment_rule(profile: Profile, cohort: Cohort | None, run: RunScores
             f"{bound.reason}; no in-domain enrollment ({n_seed} slices above it, {n_other} "
             f"below; {MIN_SIDE} needed on each side)",
         )
-    keep, cut, sims, rounds = seeds, None, None, 0
+    keep, cut, sims, members, rounds = seeds, None, None, seeds, 0
     while rounds < MAX_ROUNDS and keep.sum() >= MIN_SIDE and (~keep).sum() >= MIN_SIDE:
         rounds += 1
         round_sims = self_similarity(run.emb, keep)
         round_cut = gaussian_crossing(round_sims[keep], round_sims[~keep], float(keep.mean()))
         if round_cut is None:
             break
-        cut, sims = round_cut, round_sims
+        cut, sims, members = round_cut, round_sims, keep
         new = sims >= cut
         if (new == keep).all():
             break
@@ -190,7 +192,78 @@ def self_enrollment_rule(profile: Profile, cohort: Cohort | None, run: RunScores
         f"{sims[keep].mean():.3f}) and the other slices' (mean {sims[~keep].mean():.3f}) cross",
         column="self_similarity",
         values=sims,
+        members=members,
     )
+
+
+LONG = 4.0  # seconds of speech: from here on a slice is cut where the run's rule put the cut
+SHORT = 1.5  # seconds: the windows' length; the cut calibrated on them holds at and below it
+
+
+@dataclass(frozen=True)
+class LengthCut:
+    """The cut for a slice of a given length of speech: the run's rule's cut for slices of
+    :data:`LONG` seconds or more; for shorter ones, down to the cut where the 1.5-s windows of
+    the kept and the rejected slices separate (``short``), linearly in between. A short slice's
+    embedding is noisier and lies lower, the target's as well as the others' (issue 22)."""
+
+    long: float
+    short: float | None = None
+    other: float | None = None  # the mean of the rejected slices' windows
+
+    @property
+    def floor(self) -> float:
+        """Below this a part is another voice for sure: midway from the rejected slices'
+        windows' mean up to the short cut (the long cut without a calibration)."""
+        if self.short is None or self.other is None:
+            return self.long
+        return 0.5 * (self.other + self.short)
+
+    def at(self, speech: np.ndarray | float) -> np.ndarray:
+        s = np.asarray(speech, dtype=np.float64)
+        if self.short is None:
+            return np.full(s.shape, self.long)
+        w = np.clip((s - SHORT) / (LONG - SHORT), 0.0, 1.0)
+        return self.short + w * (self.long - self.short)
+
+
+def length_cut(thr: Threshold, kept: np.ndarray, rejected: np.ndarray) -> LengthCut:
+    """:class:`LengthCut` from the values (``thr``'s column) of the 1.5-s windows of the kept
+    (``kept``) and the rejected (``rejected``) slices: the crossing of Gaussians fitted to them
+    (prior: the kept windows' share), never above the run's cut."""
+    if len(kept) < MIN_SIDE or len(rejected) < MIN_SIDE:
+        return LengthCut(thr.value)
+    c = gaussian_crossing(kept, rejected, 0.5)
+    if c is None:
+        return LengthCut(thr.value)
+    return LengthCut(thr.value, min(c, thr.value), float(np.mean(rejected)))
+
+
+def model_values(
+    thr: Threshold,
+    run: RunScores,
+    enroll: np.ndarray,
+    cohort: Cohort | None,
+    emb: np.ndarray,
+    owner: np.ndarray,
+) -> np.ndarray:
+    """``thr``'s column for more embeddings ``emb`` (parts and windows of the run's slices;
+    ``owner``: the row of ``run`` each comes from, -1 for none): with ``self_similarity`` the
+    cosine to the run's voice model, leaving the owner out when it is a member (as the
+    members' own values are); else the score against ``enroll``."""
+    if thr.members is None:
+        return score(enroll, emb, cohort)[1]
+    u = unit(np.asarray(emb, dtype=np.float64))
+    members = unit(np.asarray(run.emb, dtype=np.float64))[thr.members]
+    total = members.sum(axis=0)
+    out = u @ unit(total)
+    in_model = np.zeros(len(run.emb) + 1, dtype=bool)
+    in_model[:-1] = thr.members
+    own = (owner >= 0) & in_model[owner] & (len(members) > 1)
+    if own.any():
+        rest = total[None, :] - unit(np.asarray(run.emb, dtype=np.float64))[owner[own]]
+        out[own] = np.sum(u[own] * unit(rest), axis=1)
+    return out
 
 
 def cohort_bound_rule(profile: Profile, cohort: Cohort | None, run: RunScores) -> Threshold:

@@ -30,9 +30,11 @@ import numpy as np
 import soundfile as sf
 from pydantic import Field
 
+from malmoi.audio import PCM_SUBTYPES, sound_file
 from malmoi.config import SpeakerFilterConfig, resolve_profiles_dir
 from malmoi.errors import ItemError
 from malmoi.files import atomic_path, atomic_write_text
+from malmoi.ids import child_id
 from malmoi.logs import get_logger
 from malmoi.manifest import (
     AudioRow,
@@ -40,6 +42,7 @@ from malmoi.manifest import (
     rejected_model,
 )
 from malmoi.stage import Item, PassesSlicesOn, Result, Stage, StageReport
+from speaker_filter import turns
 from speaker_filter.cohort import Cohort, bundled_cohort
 from speaker_filter.profile import (
     Profile,
@@ -49,10 +52,15 @@ from speaker_filter.profile import (
     references_digest,
 )
 from speaker_filter.score import (
+    LONG,
     RULES,
+    SHORT,
+    LengthCut,
     RunScores,
     Threshold,
     ThresholdRule,
+    length_cut,
+    model_values,
     pick_threshold,
     score,
 )
@@ -80,7 +88,12 @@ class SpeakerRow(AudioRow):
         description="cosine to the run's own enrollment of its surest slices (threshold auto)",
     )
     threshold: float | None = Field(
-        None, description="the run's threshold (on self_similarity with auto, else on score)"
+        None,
+        description="the slice's threshold (on self_similarity with auto, else on score): the "
+        "run's cut, lower for a slice with less than 4 s of speech",
+    )
+    part_of: str = Field(
+        "", description="the slice this part was cut from where the voice changes ('' if whole)"
     )
 
 
@@ -88,7 +101,7 @@ class SpeakerFilterStage(PassesSlicesOn, Stage[SpeakerFilterConfig, SpeakerRow])
     """Embed each slice (cached), score it against the target profile, keep the target's."""
 
     name: ClassVar[str] = "speaker_filter"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # 2: sliding windows, parts where the voice changes
     row_type: ClassVar[type[SpeakerRow]] = SpeakerRow
     settings_file: ClassVar[str] = "threshold.json"
     # the profile enters the key by its digest (clip hashes), the threshold not at all
@@ -189,60 +202,86 @@ class SpeakerFilterStage(PassesSlicesOn, Stage[SpeakerFilterConfig, SpeakerRow])
         self._prefetch(items)
 
     def _prefetch(self, items: list[Item]) -> None:
-        """Embed (and cache) the items without a valid cached embedding, ``BATCH`` slices per
-        call; an unreadable file is left for :meth:`process` to report."""
+        """Analyse (and cache) the items without a valid cache, ``BATCH`` slices per batch of
+        the encoder; an unreadable file is left for :meth:`process` to report."""
         todo = [i for i in items if self._cached_for(i) is None]
         for a in range(0, len(todo), BATCH):
-            wavs, ok = [], []
-            for item in todo[a : a + BATCH]:
-                try:
-                    wav, sr = sf.read(str(item.path), dtype="float32", always_2d=True)
-                except (sf.LibsndfileError, RuntimeError, OSError):
-                    continue
-                wavs.append(self._embedder().preprocess(wav.mean(axis=1), sr))
-                ok.append(item)
-            if not ok:
-                continue
-            emb = self._embedder().embed_preprocessed(wavs)
-            self.embedded += len(ok)
-            for item, e in zip(ok, emb, strict=True):
-                self._store(item, e)
+            self._analyse(todo[a : a + BATCH], quiet=True)
             log.info(
                 "speaker_filter: embedded %d of %d slices", min(a + BATCH, len(todo)), len(todo)
             )
 
+    def _analyse(self, items: list[Item], quiet: bool = False) -> None:
+        """Embed ``items`` (the whole slice, unless the segment stage did) and their sliding
+        windows (:mod:`speaker_filter.turns`), in one batch, and cache both. An unreadable
+        file raises ItemError, or is skipped when ``quiet``."""
+        from resemblyzer.audio import wav_to_mel_spectrogram
+
+        enc = self._embedder()
+        done, whole, speech, mels, owners, frames = [], [], [], [], [], []
+        for item in items:
+            try:
+                wav, sr = sf.read(str(item.path), dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+                if quiet:
+                    continue
+                raise ItemError(f"{item.shown}: cannot read the audio ({exc})") from None
+            x, index = enc.speech(wav.mean(axis=1), sr)
+            n = len(x) // turns.MEL_HOP + 1 if len(x) else 0
+            fr = turns.window_frames(n)
+            if fr:
+                mel = wav_to_mel_spectrogram(x)
+                mels += [mel[lo:hi] for lo, hi in fr]
+                owners += [len(done)] * len(fr)
+            at = np.minimum(np.arange(n + 1) * turns.MEL_HOP, max(len(index) - 1, 0))
+            frame_time = index[at] / turns.SR if len(index) else np.zeros(n + 1)
+            done.append((item, frame_time.astype(np.float32), len(x) / turns.SR))
+            frames.append(np.asarray(fr, dtype=np.int32).reshape(-1, 2))
+            speech.append(x)
+            whole.append(self._upstream(item))
+        if not done:
+            return
+        todo = [k for k, e in enumerate(whole) if e is None]
+        emb = enc.embed_preprocessed([speech[k] for k in todo]) if todo else []
+        for k, e in zip(todo, emb, strict=True):
+            whole[k] = e
+        self.embedded += len(todo)
+        win = enc.embed_frames(mels) if mels else np.zeros((0, 256), np.float32)
+        owner = np.asarray(owners, dtype=np.int64)
+        for k, (item, frame_time, seconds) in enumerate(done):
+            self._store(
+                item.id,
+                item.fingerprint,
+                whole[k],
+                seconds,
+                win=win[owner == k],
+                win_frames=frames[k],
+                frame_time=frame_time,
+            )
+
     # --- per slice ----------------------------------------------------------------------------
 
-    def embedding(self, item: Item) -> np.ndarray:
-        """The slice's embedding: from the cache when made from the same input, else computed
-        (and cached). NaN when the slice holds too little speech."""
+    def analysis(self, item: Item) -> dict[str, np.ndarray]:
+        """The slice's cached analysis (embedding, windows), made now when there is none."""
         cached = self._cached_for(item)
-        if cached is not None:
-            return cached
-        try:
-            wav, sr = sf.read(str(item.path), dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError) as exc:
-            raise ItemError(f"{item.shown}: cannot read the audio ({exc})") from None
-        emb = self._embedder().embed([wav.mean(axis=1)], sr)[0]
-        self.embedded += 1
-        self._store(item, emb)
-        return emb
+        if cached is None:
+            self._analyse([item])
+            cached = self._cached_for(item)
+            assert cached is not None
+        return cached
 
-    def _cached_for(self, item: Item) -> np.ndarray | None:
-        """The cached embedding of ``item`` when made from the same input, else the upstream
-        one (cached now), else None."""
+    def _cached_for(self, item: Item) -> dict[str, np.ndarray] | None:
+        """The cached analysis of ``item`` when made from the same input, else None."""
         cache = self.out_dir / "embeddings" / f"{item.id}.npz"
-        if cache.exists():
-            try:
-                z = np.load(cache, allow_pickle=False)
-                if str(z["fingerprint"]) == item.fingerprint:
-                    return z["emb"]
-            except (OSError, ValueError, KeyError):
-                log.warning("%s: unreadable embedding cache, computing again", item.id)
-        emb = self._upstream(item)
-        if emb is not None:
-            self._store(item, emb)
-        return emb
+        if not cache.exists():
+            return None
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                if str(z["fingerprint"]) == item.fingerprint and "win" in z:
+                    return {k: z[k] for k in z.files}
+        except (OSError, ValueError, KeyError):
+            log.warning("%s: unreadable embedding cache, computing again", item.id)
+        return None
 
     def _upstream(self, item: Item) -> np.ndarray | None:
         """The embedding the segment stage made of ``item``: from ``embeddings.npz`` beside the
@@ -265,20 +304,33 @@ class SpeakerFilterStage(PassesSlicesOn, Stage[SpeakerFilterConfig, SpeakerRow])
             return None  # process() reports it
         return emb
 
-    def _store(self, item: Item, emb: np.ndarray) -> None:
-        cache = self.out_dir / "embeddings" / f"{item.id}.npz"
+    def _store(
+        self, slice_id: str, fingerprint: str, emb: np.ndarray, speech: float, **more: np.ndarray
+    ) -> None:
+        cache = self.out_dir / "embeddings" / f"{slice_id}.npz"
         cache.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(cache) as tmp, tmp.open("wb") as fh:
-            np.savez(fh, emb=emb, fingerprint=np.array(item.fingerprint))
+            np.savez(
+                fh, emb=emb, fingerprint=np.array(fingerprint), speech=np.array(speech), **more
+            )
+
+    def _scores(self, emb: np.ndarray) -> tuple[float | None, float | None]:
+        """(similarity, score) against the profile; None without speech or a profile."""
+        if np.isnan(emb).any() or self._profile() is None:
+            return None, None
+        s1, s2 = score(self._profile().enroll, emb[None, :], self._cohort())  # type: ignore[union-attr]
+        return round(float(s1[0]), 4), round(float(s2[0]), 4)
 
     def process(self, item: Item) -> Result[SpeakerRow]:
-        emb = self.embedding(item)
+        """The slice, passed on (linked), and its candidate parts where the voice may change
+        (:mod:`speaker_filter.turns`): every run of consecutive parts, each with its embedding
+        (the mean of its windows) cached. All stand rejected until :meth:`after_run` judges
+        them."""
+        z = self.analysis(item)
+        emb = z["emb"]
         info = sf.info(str(item.path))
         rel = self.link_input(item)
-        sim = sc = None
-        if not np.isnan(emb).any() and self._profile() is not None:
-            s1, s2 = score(self._profile().enroll, emb[None, :], self._cohort())  # type: ignore[union-attr]
-            sim, sc = round(float(s1[0]), 4), round(float(s2[0]), 4)
+        sim, sc = self._scores(emb)
         row = self.make_row(
             item,
             id=item.id,
@@ -292,11 +344,54 @@ class SpeakerFilterStage(PassesSlicesOn, Stage[SpeakerFilterConfig, SpeakerRow])
         )
         # the partition is after_run's: until then a slice stands rejected (never passed on
         # unfiltered by an interrupted run)
-        return Result(rejected=[(row, NO_SPEECH if np.isnan(emb).any() else WAITING)])
+        result: Result[SpeakerRow] = Result(
+            rejected=[(row, NO_SPEECH if np.isnan(emb).any() else WAITING)]
+        )
+        frames, win, frame_time = z["win_frames"], z["win"], z["frame_time"]
+        n = len(frame_time) - 1
+        changes = turns.change_points(*turns.distance_curve(frames, win, n)) if len(win) else []
+        if not changes:
+            return result
+        wav, sr = sf.read(str(item.path), dtype="float32", always_2d=True)
+        pieces = turns.pieces(
+            changes, frame_time, turns.frame_energy(wav.mean(axis=1), sr), len(wav) / sr
+        )
+        start = float(item.row.get("start") or 0.0)
+        for a, b in turns.groups(len(pieces)):
+            pid = child_id(item.id, f"{a + 1}" if a == b else f"{a + 1}-{b + 1}")
+            lo, hi = pieces[a].lo, pieces[b].hi
+            pemb = turns.side(frames, win, lo, hi)
+            if pemb is None:
+                continue
+            pcache = self._cache(pid)
+            if str(pcache.get("fingerprint", "")) != item.fingerprint:  # else made already
+                self._store(pid, item.fingerprint, pemb, (hi - lo) * turns.MEL_HOP / turns.SR)
+            sim, sc = self._scores(pemb)
+            a_s, b_s = pieces[a].start, pieces[b].stop
+            part = self.make_row(
+                item,
+                id=pid,
+                parent_id=item.id,
+                part_of=item.id,
+                path=f"{Path(rel).parent}/{pid}{item.path.suffix.lower()}",
+                frames=round((b_s - a_s) * info.samplerate),
+                sample_rate=info.samplerate,
+                channels=info.channels,
+                start=round(start + a_s, 4),
+                stop=round(start + b_s, 4),
+                similarity=sim,
+                score=sc,
+            )
+            result.rejected.append((part, WAITING))
+        return result
 
     # --- after the loop: threshold and partition ----------------------------------------------
 
     def after_run(self, report: StageReport) -> None:
+        """Threshold and partition over the whole folder: the slices' scores pick the run's
+        cut (a rule of :mod:`speaker_filter.score`), their 1.5-s windows make it length-aware
+        (:class:`~speaker_filter.score.LengthCut`), and a slice whose candidate parts fall on
+        both sides of the cut is replaced by its kept parts (written now, cut from the slice)."""
         self._upstreams = {}  # the segment folders' embeddings, read again by the next run
         kept_t = Table(self.out_dir, SpeakerRow)
         rej_t = Table(self.out_dir, rejected_model(SpeakerRow))
@@ -306,8 +401,15 @@ class SpeakerFilterStage(PassesSlicesOn, Stage[SpeakerFilterConfig, SpeakerRow])
         ]
         if not records:
             return
-        ids = [r["id"] for r in records]
-        emb = np.stack([self._cached(i) for i in ids])
+        for rec in records:
+            rec.pop("reason", None)
+        wholes = [r for r in records if not r.get("part_of")]
+        parts_of: dict[str, list[dict[str, Any]]] = {}
+        for r in records:
+            if r.get("part_of"):
+                parts_of.setdefault(str(r["part_of"]), []).append(r)
+        caches = {r["id"]: self._cache(r["id"]) for r in records}
+        emb = np.stack([caches[r["id"]]["emb"] for r in wholes])
         ok = ~np.isnan(emb).any(axis=1)
         note = ""
         if self.params.dominant and not (self.params.references or self.params.profile):
@@ -316,56 +418,137 @@ class SpeakerFilterStage(PassesSlicesOn, Stage[SpeakerFilterConfig, SpeakerRow])
             profile = self._profile()
             assert profile is not None
         cohort = self._cohort()
-        sim = np.full(len(ids), np.nan)
-        scores = np.full(len(ids), np.nan)
+        sim = np.full(len(wholes), np.nan)
+        scores = np.full(len(wholes), np.nan)
         if ok.any():
             sim[ok], scores[ok] = score(profile.enroll, emb[ok], cohort)
         run = RunScores(emb[ok], sim[ok], scores[ok])
         thr = pick_threshold(self.params.threshold, profile, cohort, run, self.rules)
-        keep = np.zeros(len(ids), dtype=bool)
-        decided = np.full(len(ids), np.nan)
-        selfsim = np.full(len(ids), np.nan)
+        row_of = np.full(len(wholes), -1)
+        row_of[ok] = np.arange(int(ok.sum()))
+        values = np.full(len(wholes), np.nan)
         if ok.any():
-            keep[ok] = thr.keep(run)
-            decided[ok] = run.score if thr.values is None else thr.values
-            if thr.values is not None:
-                selfsim[ok] = thr.values
+            values[ok] = run.score if thr.values is None else thr.values
+
+        def judge(rows: list[dict[str, Any]], owners: list[int]) -> tuple[np.ndarray, np.ndarray]:
+            """(value, own score) of more rows' cached embeddings, in thr's column."""
+            e = np.stack([caches[r["id"]]["emb"] for r in rows])
+            own = np.array([row_of[o] for o in owners])
+            v = model_values(thr, run, profile.enroll, cohort, e, own)
+            return v, score(profile.enroll, e, cohort)[1]
+
+        # the length-aware cut, from the 1.5-s windows of the slices the run's cut keeps/rejects
+        full = {k: turns.full_windows(caches[r["id"]]) for k, r in enumerate(wholes) if ok[k]}
+        wk = [k for k, w in full.items() for _ in range(len(w))]
+        wv = (
+            model_values(
+                thr,
+                run,
+                profile.enroll,
+                cohort,
+                np.concatenate(list(full.values())),
+                row_of[np.asarray(wk, dtype=np.int64)],
+            )
+            if wk
+            else np.zeros(0)
+        )
+        wkeep = values[np.asarray(wk, dtype=np.int64)] >= thr.value if wk else np.zeros(0, bool)
+        # a number given is the cut for every length; a rule's cut is made length-aware
+        cut = (
+            LengthCut(thr.value) if thr.rule == "given" else length_cut(thr, wv[wkeep], wv[~wkeep])
+        )
+        speech = np.array([_speech(caches[r["id"]], r) for r in wholes])
         kept, rejected = [], []
-        for i, rec in enumerate(records):
-            rec.pop("reason", None)
+        setting = self.params.threshold
+
+        def below(v: float, c: float) -> str:
+            return f"{thr.column} {v:.3f} below threshold {c:.3f} ({setting}: {thr.rule})"
+
+        for k, rec in enumerate(wholes):
             rec.update(threshold=round(thr.value, 4))
-            if not ok[i]:
+            if not ok[k]:
                 rec.update(similarity=None, score=None, self_similarity=None)
                 rejected.append({**rec, "reason": NO_SPEECH})
+                rejected += [{**p, "reason": NO_SPEECH} for p in parts_of.get(rec["id"], [])]
                 continue
+            c = float(cut.at(speech[k]))
             rec.update(
-                similarity=round(float(sim[i]), 4),
-                score=round(float(scores[i]), 4),
-                self_similarity=None if np.isnan(selfsim[i]) else round(float(selfsim[i]), 4),
+                similarity=round(float(sim[k]), 4),
+                score=round(float(scores[k]), 4),
+                self_similarity=None if thr.values is None else round(float(values[k]), 4),
+                threshold=round(c, 4),
             )
-            if keep[i]:
-                kept.append(rec)
-            else:
-                setting = self.params.threshold
-                why = (
-                    f"{thr.column} {decided[i]:.3f} below threshold {thr.value:.3f} "
-                    f"({setting}: {thr.rule})"
+            whole_keep = values[k] >= c
+            parts = parts_of.get(rec["id"], [])
+            singles = sorted((p for p in parts if "-" not in p["id"].rsplit(".", 1)[-1]),
+                             key=lambda p: float(p["start"]))  # fmt: skip
+            if singles:
+                pv, ps = judge(parts, [k] * len(parts))
+                pc = cut.at([_speech(caches[p["id"]], p) for p in parts])
+                for p, v, s_, c_ in zip(parts, pv, ps, pc, strict=True):
+                    p.update(
+                        score=round(float(s_), 4),
+                        self_similarity=None if thr.values is None else round(float(v), 4),
+                        threshold=round(float(c_), 4),
+                        _keep=bool(v >= c_),
+                        _value=float(v),
+                    )
+                # a kept slice is split only where a part is another voice for sure (below
+                # cut.floor): a part of the target's own slice may dip under its length's cut
+                labels = [p["_keep"] or (whole_keep and p["_value"] >= cut.floor) for p in singles]
+            if not singles or all(labels) or not any(labels):
+                (kept if whole_keep else rejected).append(
+                    rec if whole_keep else {**rec, "reason": below(values[k], c)}
                 )
-                rejected.append({**rec, "reason": why})
+                why = "the slice is one voice (its parts are judged alike)"
+                rejected += [{**_clean(p), "reason": why} for p in parts]
+                continue
+            # the voice changes inside: keep each run of consecutive kept parts as one row
+            runs, first = [], None
+            for i, keep_i in enumerate([*labels, False]):
+                if keep_i and first is None:
+                    first = i
+                elif not keep_i and first is not None:
+                    runs.append((first, i - 1))
+                    first = None
+            chosen = {child_id(rec["id"], f"{a + 1}" if a == b else f"{a + 1}-{b + 1}")
+                      for a, b in runs}  # fmt: skip
+            for p in parts:
+                if p["id"] in chosen:
+                    kept.append(_clean(p))
+                    self._write_part(rec, p)
+                elif p in singles and not p["_keep"]:
+                    rejected.append({**_clean(p), "reason": below(p["_value"], p["threshold"])})
+                else:
+                    rejected.append({**_clean(p), "reason": "overlaps a kept part"})
+            rejected.append(
+                {**rec, "reason": f"the voice changes inside: kept {', '.join(sorted(chosen))}"}
+            )
         self.repartition_linked(kept, rejected, report)
         report.rejected_by_reason = {}
         for r in rejected:
-            key = NO_SPEECH if r["reason"] == NO_SPEECH else f"{thr.column} below threshold"
+            key = r["reason"] if r["reason"] == NO_SPEECH else r["reason"].split(" (")[0]
+            key = f"{thr.column} below threshold" if "below threshold" in key else key
+            key = "the voice changes inside" if key.startswith("the voice changes") else key
             report.rejected_by_reason[key] = report.rejected_by_reason.get(key, 0) + 1
         info = {
             "value": thr.value,
             "column": thr.column,
             "rule": thr.rule,
             "reason": thr.reason,
+            "short_value": cut.short,
+            "length_aware": (
+                f"slices of {SHORT:g} s of speech or less are cut at {cut.short:.3f}, from "
+                f"{LONG:g} s on at {thr.value:.3f}, linearly in between (1.5-s windows: "
+                f"{int(wkeep.sum())} of kept slices, {int((~wkeep).sum())} of rejected)"
+                if cut.short is not None
+                else "one cut for every length (too few windows to calibrate)"
+            ),
             "setting": self.params.threshold,
             "settings": self.settings(),
             "kept": len(kept),
             "rejected": len(rejected),
+            "split": sum(1 for r in rejected if r["reason"].startswith("the voice changes")),
             "no_speech": int((~ok).sum()),
         }
         if note:
@@ -380,18 +563,43 @@ class SpeakerFilterStage(PassesSlicesOn, Stage[SpeakerFilterConfig, SpeakerRow])
             f"; {note}" if note else "",
         )
         plot_scores(
-            decided[ok],
+            values[ok],
             np.array([r["id"] for r in kept]),
-            np.array(ids)[ok],
+            np.array([r["id"] for r in wholes])[ok],
             thr,
             self.out_dir / "scores.png",
         )
 
-    def _cached(self, slice_id: str) -> np.ndarray:
+    def _write_part(self, whole: dict[str, Any], part: dict[str, Any]) -> None:
+        """The part's audio, cut from the slice's file (its input, or its link here), once."""
+        dest = self.out_dir / part["path"]
+        self._linked[part["path"]] = dest
+        if dest.exists():
+            return
+        src = self._linked.get(whole["path"], self.out_dir / whole["path"])
+        with sf.SoundFile(str(src)) as fin:
+            a = round((float(part["start"]) - float(whole["start"] or 0.0)) * fin.samplerate)
+            fin.seek(max(0, a))
+            n = round(float(part["duration"]) * fin.samplerate)
+            audio = fin.read(n, dtype="float32", always_2d=True)
+            with atomic_path(dest) as tmp:
+                subtype = fin.subtype if fin.subtype in PCM_SUBTYPES else "FLOAT"
+                with sound_file(
+                    tmp,
+                    "w",
+                    samplerate=fin.samplerate,
+                    channels=fin.channels,
+                    subtype=subtype,
+                    format="WAV",
+                ) as out:
+                    out.write(audio)
+
+    def _cache(self, slice_id: str) -> dict[str, Any]:
         path = self.out_dir / "embeddings" / f"{slice_id}.npz"
         if not path.exists():
-            return np.full(256, np.nan, dtype=np.float32)
-        return np.load(path, allow_pickle=False)["emb"]
+            return {"emb": np.full(256, np.nan, dtype=np.float32)}
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
 
     def settings(self) -> dict[str, Any]:
         """What the partition depends on beyond the items' keys."""
@@ -477,3 +685,13 @@ def plot_scores(
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
+
+
+def _clean(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` without the partition's working keys."""
+    return {k: v for k, v in row.items() if not k.startswith("_")}
+
+
+def _speech(cache: dict[str, Any], row: dict[str, Any]) -> float:
+    """Seconds of speech of a slice (its cache's; a cache of version 1: its duration)."""
+    return float(cache["speech"]) if "speech" in cache else float(row.get("duration") or 0.0)

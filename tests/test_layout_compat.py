@@ -45,7 +45,9 @@ ADDED_COLUMNS = {"ingest/manifest.csv": ("audio_sha256", "date")}
 # synthetic voice's pitch), and the low-pass gained its automatic cutoff keys.
 # Transcribe (issue 21) is a new stage before export: the current code runs it once on the old
 # build, and export after it.
-CHANGED = ("denoise", "transcribe", "export")
+# Speaker filter (issue 22): its cut became length-aware and its rows list a slice's candidate
+# parts where the voice may change; its version went up, so it is recomputed once.
+CHANGED = ("speaker_filter", "denoise", "transcribe", "export")
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".opus", ".mp4", ".mkv"}
 BUILD_TIMEOUT = 480  # seconds per build; the demo takes about 2 minutes
 

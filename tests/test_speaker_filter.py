@@ -66,22 +66,26 @@ def test_keeps_the_target_and_lists_the_rejected_with_reasons(case: dict) -> Non
     rejected = read_records(out / "rejected.csv")
     assert case["report"].processed == 10
     assert case["stage"].embedded == 10
-    assert len(kept) + len(rejected) == 10
+    wholes = [r for r in rejected if not r["part_of"]]  # the rest: parts judged alike
+    assert len(kept) + len(wholes) == 10
+    assert all(not r["part_of"] for r in kept)  # one voice per clip: no split kept
     assert {speaker_of(r) for r in kept} == {TARGET}, kept
     assert len(kept) >= 3  # recall >= 0.75 on clean utterances
     thr = json.loads((out / "threshold.json").read_text())
     assert thr["rule"] == "self-enrollment", thr
     assert thr["column"] == "self_similarity" and "above the cohort bound" in thr["reason"]
-    for r in rejected:
+    for r in wholes:
         assert "self_similarity" in r["reason"] and "(auto: self-enrollment)" in r["reason"]
-    for r in kept + rejected:
-        assert float(r["threshold"]) == pytest.approx(thr["value"], abs=1e-3)
+    for r in kept + wholes:
+        # the run's cut, or lower for a slice with less than 4 s of speech (length-aware)
+        assert thr["short_value"] - 1e-3 <= float(r["threshold"]) <= thr["value"] + 1e-3
         assert r["similarity"] and r["score"] and r["self_similarity"]
         assert (out / r["path"]).exists()
-    assert min(float(r["self_similarity"]) for r in kept) >= thr["value"]
-    assert max(float(r["self_similarity"]) for r in rejected) < thr["value"]
+    assert all(float(r["self_similarity"]) >= float(r["threshold"]) for r in kept)
+    assert all(float(r["self_similarity"]) < float(r["threshold"]) for r in wholes)
     assert (out / "scores.png").stat().st_size > 1000
-    assert len(list((out / "embeddings").glob("*.npz"))) == 10
+    caches = [p for p in (out / "embeddings").glob("*.npz") if "." not in p.stem]
+    assert len(caches) == 10
 
 
 def test_second_run_processes_nothing(case: dict) -> None:
@@ -180,7 +184,8 @@ def test_cli_saves_a_profile_and_moves_the_threshold(shared: Path, tmp_path: Pat
     proc = run_malmoi("speaker-filter", *inputs, "--profile", "t", "--threshold", "99", *common)
     assert proc.returncode == 0, proc.stderr
     assert read_records(out / "manifest.csv") == []
-    assert all("(99.0: given)" in r["reason"] for r in read_records(out / "rejected.csv"))
+    wholes = [r for r in read_records(out / "rejected.csv") if not r["part_of"]]
+    assert wholes and all("(99.0: given)" in r["reason"] for r in wholes)
     proc = run_malmoi("speaker-filter", *inputs, "--threshold", "often", *common, "--dominant")
     assert proc.returncode == 2 and "auto, cohort-bound or a number" in proc.stderr
 
@@ -262,7 +267,8 @@ def test_a_list_option_takes_every_value_a_shell_glob_gives(shared: Path, tmp_pa
     assert sorted(Path(c["path"]).name for c in profile["clips"]) == sorted(
         Path(r).name for r in refs
     )
-    ids = {r["id"] for r in read_records(out / "manifest.csv") + read_records(out / "rejected.csv")}
+    rows = read_records(out / "manifest.csv") + read_records(out / "rejected.csv")
+    ids = {r["id"] for r in rows if not r["part_of"]}  # not the candidate parts of one
     assert len(ids) == len(inputs)  # the inputs, and only them
     # references before the inputs: the inputs would be taken as references; with none left,
     # the command says the inputs are missing rather than guessing
