@@ -209,15 +209,6 @@ class LengthCut:
 
     long: float
     short: float | None = None
-    other: float | None = None  # the mean of the rejected slices' windows
-
-    @property
-    def floor(self) -> float:
-        """Below this a part is another voice for sure: midway from the rejected slices'
-        windows' mean up to the short cut (the long cut without a calibration)."""
-        if self.short is None or self.other is None:
-            return self.long
-        return 0.5 * (self.other + self.short)
 
     def at(self, speech: np.ndarray | float) -> np.ndarray:
         s = np.asarray(speech, dtype=np.float64)
@@ -230,13 +221,13 @@ class LengthCut:
 def length_cut(thr: Threshold, kept: np.ndarray, rejected: np.ndarray) -> LengthCut:
     """:class:`LengthCut` from the values (``thr``'s column) of the 1.5-s windows of the kept
     (``kept``) and the rejected (``rejected``) slices: the crossing of Gaussians fitted to them
-    (prior: the kept windows' share), never above the run's cut."""
+    (equal priors), never above the run's cut."""
     if len(kept) < MIN_SIDE or len(rejected) < MIN_SIDE:
         return LengthCut(thr.value)
     c = gaussian_crossing(kept, rejected, 0.5)
     if c is None:
         return LengthCut(thr.value)
-    return LengthCut(thr.value, min(c, thr.value), float(np.mean(rejected)))
+    return LengthCut(thr.value, min(c, thr.value))
 
 
 def model_values(

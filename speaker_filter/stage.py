@@ -1,9 +1,12 @@
 """Speaker filter stage: keep the slices of one target voice.
 
 Reads: the previous stage's slices (the segment stage's in the pipeline; any audio files from
-the CLI). Each slice is embedded once (Resemblyzer d-vector), its embedding cached in
-``<out>/embeddings/<id>.npz`` (with the input's fingerprint), and the audio linked (hard link,
-else copied) to ``<out>/<parent id>/<id>.<ext>``. A slice the segment stage already embedded
+the CLI). Each slice is embedded once (Resemblyzer d-vector), with its sliding 1.5-s windows
+(:mod:`speaker_filter.turns`), all cached in ``<out>/embeddings/<id>.npz`` (with the input's
+fingerprint), and the audio linked (hard link, else copied) to ``<out>/<parent id>/<id>.<ext>``.
+Where the voice may change inside a slice, its candidate parts are rows too (``part_of``; their
+embeddings are the means of their windows); a part kept is written as
+``<out>/<parent id>/<part id>.<ext>``. A slice the segment stage already embedded
 (``gender_engine: embedding``) is not embedded again: its embedding is taken from the segment
 folder's ``embeddings.npz`` when that file was written by the same segment work (its key is the
 slice row's key, the item's fingerprint). Every row carries ``similarity`` (cosine to the
@@ -11,13 +14,13 @@ profile's enrollment), ``score`` (AS-norm against the cohort) and ``threshold``;
 rejected slices are both listed, the rejected with the reason.
 
 The threshold is not part of the items' keys: after the loop, :meth:`after_run` scores every
-slice from the cached embeddings, picks the threshold (a pluggable rule, see
-:mod:`speaker_filter.score`) and re-partitions ``manifest.csv`` / ``rejected.csv`` /
-``progress.csv``; it writes ``threshold.json`` (value, rule, reason, settings) and
-``scores.png`` (histogram, kept vs rejected, with the threshold). So a threshold change moves rows
-without computing any embedding; a new profile recomputes the scores (the items' keys hold its
-digest) but still reads the embeddings from the cache. With ``dominant`` the slices of the run
-are clustered and the largest cluster's embeddings become the profile.
+slice (or its parts) from the cached embeddings, picks the threshold (a pluggable rule, see
+:mod:`speaker_filter.score`), makes it length-aware, and re-partitions ``manifest.csv`` /
+``rejected.csv`` / ``progress.csv``; it writes ``threshold.json`` (value, rule, reason,
+settings) and ``scores.png`` (histogram, kept vs rejected, with the threshold). So a threshold
+change moves rows without computing any embedding; a new profile recomputes the scores (the
+items' keys hold its digest) but still reads the embeddings from the cache. With ``dominant``
+the slices of the run are clustered and the largest cluster's embeddings become the profile.
 """
 
 from __future__ import annotations
@@ -409,97 +412,145 @@ class SpeakerFilterStage(PassesSlicesOn, Stage[SpeakerFilterConfig, SpeakerRow])
             if r.get("part_of"):
                 parts_of.setdefault(str(r["part_of"]), []).append(r)
         caches = {r["id"]: self._cache(r["id"]) for r in records}
-        emb = np.stack([caches[r["id"]]["emb"] for r in wholes])
-        ok = ~np.isnan(emb).any(axis=1)
+        # the units the run's cut is chosen on: a slice, or, where the voice may change inside
+        # it, each of its single parts (so a straddling slice is not one voice in the model)
+        singles = {
+            w["id"]: sorted(
+                (p for p in parts_of.get(w["id"], []) if "-" not in p["id"].rsplit(".", 1)[-1]),
+                key=lambda p: float(p["start"]),
+            )
+            for w in wholes
+        }
+        whole_emb = np.stack([caches[w["id"]]["emb"] for w in wholes])
         note = ""
         if self.params.dominant and not (self.params.references or self.params.profile):
-            profile, note = dominant_profile(emb[ok])
+            profile, note = dominant_profile(whole_emb[~np.isnan(whole_emb).any(axis=1)])
         else:
             profile = self._profile()
             assert profile is not None
         cohort = self._cohort()
-        sim = np.full(len(wholes), np.nan)
-        scores = np.full(len(wholes), np.nan)
-        if ok.any():
-            sim[ok], scores[ok] = score(profile.enroll, emb[ok], cohort)
-        run = RunScores(emb[ok], sim[ok], scores[ok])
-        thr = pick_threshold(self.params.threshold, profile, cohort, run, self.rules)
-        row_of = np.full(len(wholes), -1)
-        row_of[ok] = np.arange(int(ok.sum()))
-        values = np.full(len(wholes), np.nan)
-        if ok.any():
-            values[ok] = run.score if thr.values is None else thr.values
+        full = {k: turns.full_windows(caches[w["id"]]) for k, w in enumerate(wholes)}
+        wk = [k for k, w in full.items() for _ in range(len(w))]
 
-        def judge(rows: list[dict[str, Any]], owners: list[int]) -> tuple[np.ndarray, np.ndarray]:
-            """(value, own score) of more rows' cached embeddings, in thr's column."""
+        def calibrate(split: set[str]) -> dict[str, Any]:
+            """The run's cut on its units: each slice, or the single parts of those in
+            ``split``; made length-aware on the slices' 1.5-s windows."""
+            units = [u for w in wholes for u in (singles[w["id"]] if w["id"] in split else [w])]
+            emb = np.stack([caches[u["id"]]["emb"] for u in units])
+            ok = ~np.isnan(emb).any(axis=1)
+            sim = np.full(len(units), np.nan)
+            scores = np.full(len(units), np.nan)
+            if ok.any():
+                sim[ok], scores[ok] = score(profile.enroll, emb[ok], cohort)
+            run = RunScores(emb[ok], sim[ok], scores[ok])
+            thr = pick_threshold(self.params.threshold, profile, cohort, run, self.rules)
+            values = np.full(len(units), np.nan)
+            if ok.any():
+                values[ok] = run.score if thr.values is None else thr.values
+            cut, wkeep = LengthCut(thr.value), np.zeros(0, dtype=bool)
+            if wk and thr.rule != "given":  # a number given is the cut for every length
+                wv = model_values(
+                    thr,
+                    run,
+                    profile.enroll,
+                    cohort,
+                    np.concatenate([w for w in full.values() if len(w)]),
+                    np.full(len(wk), -1),
+                )
+                unit_keep = {u["id"]: bool(values[i] >= thr.value) for i, u in enumerate(units)}
+                whole_keep = np.array(
+                    [
+                        any(unit_keep[u["id"]] for u in (singles[w["id"]] if w["id"] in split
+                                                         else [w]))
+                        for w in wholes
+                    ]
+                )  # fmt: skip
+                wkeep = whole_keep[np.asarray(wk, dtype=np.int64)]
+                cut = length_cut(thr, wv[wkeep], wv[~wkeep])
+            return {
+                "units": units, "ok": ok, "sim": sim, "scores": scores, "run": run,
+                "thr": thr, "values": values, "cut": cut, "wkeep": wkeep,
+                "at": {u["id"]: k for k, u in enumerate(units)},
+            }  # fmt: skip
+
+        def mixed(c: dict[str, Any], parts: list[dict[str, Any]]) -> bool:
+            """Whether ``parts`` fall on both sides of their cuts under calibration ``c``."""
+            e = np.stack([caches[p["id"]]["emb"] for p in parts])
+            if np.isnan(e).any():
+                return False
+            v = model_values(c["thr"], c["run"], profile.enroll, cohort, e, np.full(len(e), -1))
+            keep = v >= c["cut"].at([_speech(caches[p["id"]], p) for p in parts])
+            return bool(keep.any() and not keep.all())
+
+        # pass 1 on the slices; pass 2 with the slices whose parts pass 1 told apart as units
+        first = calibrate(set())
+        split = {w["id"] for w in wholes if singles[w["id"]] and mixed(first, singles[w["id"]])}
+        c = calibrate(split) if split else first
+        units, ok, sim, scores = c["units"], c["ok"], c["sim"], c["scores"]
+        run, thr, values, cut, wkeep = c["run"], c["thr"], c["values"], c["cut"], c["wkeep"]
+        unit_at = c["at"]
+        row_of = np.full(len(units), -1)
+        row_of[ok] = np.arange(int(ok.sum()))
+
+        def judge(rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+            """(value in thr's column, score) of rows that are not units (groups of parts, a
+            split slice as a whole), from their cached embeddings."""
             e = np.stack([caches[r["id"]]["emb"] for r in rows])
-            own = np.array([row_of[o] for o in owners])
+            own = np.full(len(rows), -1)
             v = model_values(thr, run, profile.enroll, cohort, e, own)
             return v, score(profile.enroll, e, cohort)[1]
 
-        # the length-aware cut, from the 1.5-s windows of the slices the run's cut keeps/rejects
-        full = {k: turns.full_windows(caches[r["id"]]) for k, r in enumerate(wholes) if ok[k]}
-        wk = [k for k, w in full.items() for _ in range(len(w))]
-        wv = (
-            model_values(
-                thr,
-                run,
-                profile.enroll,
-                cohort,
-                np.concatenate(list(full.values())),
-                row_of[np.asarray(wk, dtype=np.int64)],
-            )
-            if wk
-            else np.zeros(0)
-        )
-        wkeep = values[np.asarray(wk, dtype=np.int64)] >= thr.value if wk else np.zeros(0, bool)
-        # a number given is the cut for every length; a rule's cut is made length-aware
-        cut = (
-            LengthCut(thr.value) if thr.rule == "given" else length_cut(thr, wv[wkeep], wv[~wkeep])
-        )
-        speech = np.array([_speech(caches[r["id"]], r) for r in wholes])
         kept, rejected = [], []
         setting = self.params.threshold
 
         def below(v: float, c: float) -> str:
             return f"{thr.column} {v:.3f} below threshold {c:.3f} ({setting}: {thr.rule})"
 
-        for k, rec in enumerate(wholes):
-            rec.update(threshold=round(thr.value, 4))
-            if not ok[k]:
-                rec.update(similarity=None, score=None, self_similarity=None)
-                rejected.append({**rec, "reason": NO_SPEECH})
-                rejected += [{**p, "reason": NO_SPEECH} for p in parts_of.get(rec["id"], [])]
-                continue
-            c = float(cut.at(speech[k]))
+        def fill(rec: dict[str, Any], v: float, s_: float, c: float) -> None:
             rec.update(
-                similarity=round(float(sim[k]), 4),
-                score=round(float(scores[k]), 4),
-                self_similarity=None if thr.values is None else round(float(values[k]), 4),
-                threshold=round(c, 4),
+                score=round(float(s_), 4),
+                self_similarity=None if thr.values is None else round(float(v), 4),
+                threshold=round(float(c), 4),
             )
-            whole_keep = values[k] >= c
+
+        for rec in wholes:
             parts = parts_of.get(rec["id"], [])
-            singles = sorted((p for p in parts if "-" not in p["id"].rsplit(".", 1)[-1]),
-                             key=lambda p: float(p["start"]))  # fmt: skip
-            if singles:
-                pv, ps = judge(parts, [k] * len(parts))
-                pc = cut.at([_speech(caches[p["id"]], p) for p in parts])
-                for p, v, s_, c_ in zip(parts, pv, ps, pc, strict=True):
-                    p.update(
-                        score=round(float(s_), 4),
-                        self_similarity=None if thr.values is None else round(float(v), 4),
-                        threshold=round(float(c_), 4),
-                        _keep=bool(v >= c_),
-                        _value=float(v),
+            ones = singles[rec["id"]] if rec["id"] in split else []
+            if not ones:
+                why = "the slice is one voice (its parts are judged alike)"
+                rejected += [{**_clean(p), "threshold": None, "reason": why} for p in parts]
+                k = unit_at[rec["id"]]
+                if not ok[k]:
+                    rec.update(similarity=None, score=None, self_similarity=None)
+                    rejected.append({**rec, "threshold": round(thr.value, 4), "reason": NO_SPEECH})
+                    continue
+                c = float(cut.at(_speech(caches[rec["id"]], rec)))
+                fill(rec, values[k], scores[k], c)
+                rec["similarity"] = round(float(sim[k]), 4)
+                if values[k] >= c:
+                    kept.append(rec)
+                else:
+                    rejected.append({**rec, "reason": below(values[k], c)})
+                continue
+            # a slice with candidate parts: its parts are units; it and their groups are judged
+            others = [rec] + [p for p in parts if p not in ones]
+            ov, os_ = judge(others)
+            for r, v, s_ in zip(others, ov, os_, strict=True):
+                r["_value"] = float(v)
+                fill(r, v, s_, float(cut.at(_speech(caches[r["id"]], r))))
+            for p in ones:
+                k = unit_at[p["id"]]
+                c = float(cut.at(_speech(caches[p["id"]], p)))
+                p["_value"] = float(values[k]) if ok[k] else -np.inf
+                fill(p, values[k] if ok[k] else np.nan, scores[k] if ok[k] else np.nan, c)
+            labels = [p["_value"] >= float(p["threshold"]) for p in ones]
+            if all(labels) or not any(labels):  # no change of voice: the slice is judged
+                if all(labels) or rec["_value"] >= float(rec["threshold"]):
+                    kept.append(_clean(rec))
+                else:
+                    rejected.append(
+                        {**_clean(rec), "reason": below(rec["_value"], rec["threshold"])}
                     )
-                # a kept slice is split only where a part is another voice for sure (below
-                # cut.floor): a part of the target's own slice may dip under its length's cut
-                labels = [p["_keep"] or (whole_keep and p["_value"] >= cut.floor) for p in singles]
-            if not singles or all(labels) or not any(labels):
-                (kept if whole_keep else rejected).append(
-                    rec if whole_keep else {**rec, "reason": below(values[k], c)}
-                )
                 why = "the slice is one voice (its parts are judged alike)"
                 rejected += [{**_clean(p), "reason": why} for p in parts]
                 continue
@@ -517,12 +568,15 @@ class SpeakerFilterStage(PassesSlicesOn, Stage[SpeakerFilterConfig, SpeakerRow])
                 if p["id"] in chosen:
                     kept.append(_clean(p))
                     self._write_part(rec, p)
-                elif p in singles and not p["_keep"]:
+                elif p in ones and p["_value"] < float(p["threshold"]):
                     rejected.append({**_clean(p), "reason": below(p["_value"], p["threshold"])})
                 else:
                     rejected.append({**_clean(p), "reason": "overlaps a kept part"})
             rejected.append(
-                {**rec, "reason": f"the voice changes inside: kept {', '.join(sorted(chosen))}"}
+                {
+                    **_clean(rec),
+                    "reason": f"the voice changes inside: kept {', '.join(sorted(chosen))}",
+                }
             )
         self.repartition_linked(kept, rejected, report)
         report.rejected_by_reason = {}
@@ -565,7 +619,7 @@ class SpeakerFilterStage(PassesSlicesOn, Stage[SpeakerFilterConfig, SpeakerRow])
         plot_scores(
             values[ok],
             np.array([r["id"] for r in kept]),
-            np.array([r["id"] for r in wholes])[ok],
+            np.array([u["id"] for u in units])[ok],
             thr,
             self.out_dir / "scores.png",
         )

@@ -30,6 +30,7 @@ CHANGE = 0.3  # cosine distance between the two sides: a candidate change of voi
 MAX_CHANGES = 2  # candidate changes per slice (host, guest, host)
 NEAR = 100  # frames of speech: the cut moves to the quietest point within 1 s of speech
 FRAME = 0.01  # seconds per energy frame when looking for the quietest point
+MIN_PART = 1.0  # seconds: no part shorter than this (a cut nearer an end is not made)
 
 
 def window_frames(n: int) -> list[tuple[int, int]]:
@@ -150,11 +151,18 @@ def pieces(
         )
         for t in changes
     ]
-    edges = [0.0, *cuts, duration]
-    frames = [0, *changes, len(frame_time) - 1]
+    kept: list[float] = []
+    for c in sorted(cuts):  # every part at least MIN_PART long
+        if c - (kept[-1] if kept else 0.0) >= MIN_PART and duration - c >= MIN_PART:
+            kept.append(c)
+    if not kept:
+        return []
+    edges = [0.0, *kept, duration]
+    # the speech frames on each side of a cut: the first frame at or after it
+    frames = [0, *(int(np.searchsorted(frame_time, c)) for c in kept), last]
     return [
         Piece(round(edges[k], 3), round(edges[k + 1], 3), frames[k], frames[k + 1])
-        for k in range(len(cuts) + 1)
+        for k in range(len(kept) + 1)
     ]
 
 

@@ -332,7 +332,8 @@ def test_a_folder_built_before_the_refactor_is_finished_and_recomputes_identical
             for name in old_tables
             if name.split("/")[0] in CHANGED
             and sorted(r["id"] for r in _rows(old_tables[name])[1])
-            != sorted(r["id"] for r in _rows(new_tables[name])[1])
+            # a slice's candidate parts (issue 22) are new rows; the slices keep their ids
+            != sorted(r["id"] for r in _rows(new_tables[name])[1] if not r.get("part_of"))
         ),
     ]
     assert not problems, (
