@@ -137,7 +137,7 @@ def child(mode: str, slices: Path, out: Path, threads: int, shared: Path) -> Non
                 t = time.perf_counter()
                 self.embedder = Embedder(threads=threads)
                 times["load"] = time.perf_counter() - t
-                for name in ("preprocess", "_mels", "embed_preprocessed"):
+                for name in ("preprocess", "speech", "_mels", "embed_preprocessed", "embed_frames"):
                     setattr(self.embedder, name, clocked(getattr(self.embedder, name), name))
             return self.embedder
 
@@ -145,6 +145,11 @@ def child(mode: str, slices: Path, out: Path, threads: int, shared: Path) -> Non
             t = time.perf_counter()
             super().setup()
             times["setup"] = time.perf_counter() - t
+
+        def prepare(self, items) -> None:
+            t = time.perf_counter()
+            super().prepare(items)
+            times["prepare"] = time.perf_counter() - t
 
         def _prefetch(self, items) -> None:
             t = time.perf_counter()
@@ -255,19 +260,21 @@ def main() -> None:
             continue
         t = r["times"]
         parts = [f"imports {r['import_s']:.1f} s"]
-        if "setup" in t:
-            profile = t["setup"] - t.get("load", 0.0) - t.get("embed", 0.0)
+        if "prepare" in t:  # the profile is built in prepare, before the batched embedding
+            profile = t["prepare"] - t.get("load", 0.0) - t.get("embed", 0.0)
             parts.append(f"profile (3 refs + crops) {profile:.1f} s")
         if "embed" in t:
             parts.append(f"batched embedding {t['embed']:.1f} s")
-        loop = r["run_s"] - t.get("setup", 0.0) - t.get("after_run", 0.0)
+        loop = r["run_s"] - t.get("prepare", 0.0) - t.get("setup", 0.0) - t.get("after_run", 0.0)
         parts.append(f"per-slice loop {loop:.1f} s")
         parts.append(f"threshold + partition + plot {t.get('after_run', 0.0):.1f} s")
-        if "preprocess" in t:
-            lstm = t["embed_preprocessed"] - t["_mels"]
+        if "preprocess" in t or "speech" in t:
+            lstm = t.get("embed_preprocessed", 0.0) - t.get("_mels", 0.0)
+            vad = t.get("preprocess", 0.0) + t.get("speech", 0.0)
             parts.append(
-                f"(all embedding, refs included: Resemblyzer preprocess/VAD {t['preprocess']:.1f} s"
-                f", mel partials {t['_mels']:.1f} s, LSTM {lstm:.1f} s)"
+                f"(all embedding, refs included: Resemblyzer preprocess/VAD {vad:.1f} s"
+                f", mel partials {t.get('_mels', 0.0):.1f} s, LSTM {lstm:.1f} s, sliding "
+                f"windows {t.get('embed_frames', 0.0):.1f} s)"
             )
         print(
             f"- {mode}, {threads} thread(s): {'; '.join(parts)}; processed {r['processed']}, "
