@@ -137,6 +137,24 @@ def sound_file(path: Path, mode: str = "w", **kwargs: object):  # -> soundfile.S
     return fh
 
 
+def write_wav_like(dest: Path, audio, source) -> None:  # audio: (n, channels); source: SoundFile
+    """Write ``audio`` atomically as a WAV at ``source``'s rate, in its PCM subtype (float when
+    the source is not PCM): a slice cut from ``source`` keeps its samples exactly."""
+    subtype = source.subtype if source.subtype in PCM_SUBTYPES else "FLOAT"
+    with (
+        atomic_path(dest) as tmp,
+        sound_file(
+            tmp,
+            "w",
+            samplerate=source.samplerate,
+            channels=audio.shape[1],
+            subtype=subtype,
+            format="WAV",
+        ) as out,
+    ):
+        out.write(audio)
+
+
 def _trim_padding(wav: Path, frames: int, max_excess: int) -> None:
     """Cut ``wav`` to ``frames`` if it is longer by at most ``max_excess`` (codec padding)."""
 

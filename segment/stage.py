@@ -22,7 +22,7 @@ import numpy as np
 import soundfile as sf
 from pydantic import Field
 
-from malmoi.audio import PCM_SUBTYPES, decode_to_float_wav, sndfile_pcm, sound_file
+from malmoi.audio import decode_to_float_wav, sndfile_pcm, write_wav_like
 from malmoi.config import ModelsConfig, SegmentConfig
 from malmoi.files import atomic_path, temp_dir
 from malmoi.ids import child_id
@@ -267,12 +267,7 @@ class SegmentStage(Stage[SegmentConfig, SliceRow]):
         path = ""
         if reason is None and audio is not None:
             path = f"{item.id}/{slice_id}.wav"
-            with atomic_path(self.out_dir / path) as tmp:
-                subtype = fin.subtype if fin.subtype in PCM_SUBTYPES else "FLOAT"
-                with sound_file(
-                    tmp, "w", samplerate=sr, channels=audio.shape[1], subtype=subtype, format="WAV"
-                ) as out:
-                    out.write(audio)
+            write_wav_like(self.out_dir / path, audio, fin)
         row = self.make_row(
             item,
             id=slice_id,

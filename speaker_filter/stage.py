@@ -33,7 +33,7 @@ import numpy as np
 import soundfile as sf
 from pydantic import Field
 
-from malmoi.audio import PCM_SUBTYPES, sound_file
+from malmoi.audio import write_wav_like
 from malmoi.config import SpeakerFilterConfig, resolve_profiles_dir
 from malmoi.errors import ItemError
 from malmoi.files import atomic_path, atomic_write_text
@@ -275,15 +275,9 @@ class SpeakerFilterStage(PassesSlicesOn, Stage[SpeakerFilterConfig, SpeakerRow])
 
     def _cached_for(self, item: Item) -> dict[str, np.ndarray] | None:
         """The cached analysis of ``item`` when made from the same input, else None."""
-        cache = self.out_dir / "embeddings" / f"{item.id}.npz"
-        if not cache.exists():
-            return None
-        try:
-            with np.load(cache, allow_pickle=False) as z:
-                if str(z["fingerprint"]) == item.fingerprint and "win" in z:
-                    return {k: z[k] for k in z.files}
-        except (OSError, ValueError, KeyError):
-            log.warning("%s: unreadable embedding cache, computing again", item.id)
+        cached = self._cache(item.id)
+        if str(cached.get("fingerprint", "")) == item.fingerprint and "win" in cached:
+            return cached
         return None
 
     def _upstream(self, item: Item) -> np.ndarray | None:
@@ -489,8 +483,6 @@ class SpeakerFilterStage(PassesSlicesOn, Stage[SpeakerFilterConfig, SpeakerRow])
         units, ok, sim, scores = c["units"], c["ok"], c["sim"], c["scores"]
         run, thr, values, cut, wkeep = c["run"], c["thr"], c["values"], c["cut"], c["wkeep"]
         unit_at = c["at"]
-        row_of = np.full(len(units), -1)
-        row_of[ok] = np.arange(int(ok.sum()))
 
         def judge(rows: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
             """(value in thr's column, score) of rows that are not units (groups of parts, a
@@ -635,25 +627,19 @@ class SpeakerFilterStage(PassesSlicesOn, Stage[SpeakerFilterConfig, SpeakerRow])
             a = round((float(part["start"]) - float(whole["start"] or 0.0)) * fin.samplerate)
             fin.seek(max(0, a))
             n = round(float(part["duration"]) * fin.samplerate)
-            audio = fin.read(n, dtype="float32", always_2d=True)
-            with atomic_path(dest) as tmp:
-                subtype = fin.subtype if fin.subtype in PCM_SUBTYPES else "FLOAT"
-                with sound_file(
-                    tmp,
-                    "w",
-                    samplerate=fin.samplerate,
-                    channels=fin.channels,
-                    subtype=subtype,
-                    format="WAV",
-                ) as out:
-                    out.write(audio)
+            write_wav_like(dest, fin.read(n, dtype="float32", always_2d=True), fin)
 
     def _cache(self, slice_id: str) -> dict[str, Any]:
+        """What ``embeddings/<slice_id>.npz`` holds; a NaN embedding when it is absent or
+        unreadable (a slice's analysis is then made again, a part's on its slice's next run)."""
         path = self.out_dir / "embeddings" / f"{slice_id}.npz"
-        if not path.exists():
-            return {"emb": np.full(256, np.nan, dtype=np.float32)}
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        if path.exists():
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    return {k: z[k] for k in z.files}
+            except (OSError, ValueError):
+                log.warning("%s: unreadable embedding cache, computing again", slice_id)
+        return {"emb": np.full(256, np.nan, dtype=np.float32)}
 
     def settings(self) -> dict[str, Any]:
         """What the partition depends on beyond the items' keys."""

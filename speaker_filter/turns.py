@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from speaker_filter.cohort import unit
+
 SR = 16000
 MEL_HOP = 160  # samples per mel frame (10 ms)
 WINDOW = 150  # frames: 1.5-s windows
@@ -51,10 +53,6 @@ def window_frames(n: int) -> list[tuple[int, int]]:
 def boundaries(n: int) -> np.ndarray:
     """Frames where a change may be: every 0.25 s with at least 1 s on each side."""
     return np.arange(MIN_SIDE, n - MIN_SIDE + 1, HOP)
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
 def side(frames: np.ndarray, emb: np.ndarray, lo: int, hi: int) -> np.ndarray | None:
