@@ -15,20 +15,23 @@ Each episode is a host (one of LibriSpeech test-other's 3331, 367, 1998 female; 
 - pauses of 0.3-1.2 s between turns; every pause is a studio's quiet floor (-65 dBFS noise).
 
 The references are the host's utterances 0-2 (not in the episode). The truth is who speaks when,
-phrase by phrase (pauses count for nobody). An episode runs through the pipeline's segment stage
-and the speaker filter, both with their default settings (``SegmentConfig()``,
-``SpeakerFilterConfig(references=...)``), and is scored on time:
+phrase by phrase (pauses count for nobody). An episode runs through the pipeline's separate
+stage (Spleeter), segment stage and speaker filter, all with their default settings
+(``SeparateConfig()``, ``SegmentConfig()``, ``SpeakerFilterConfig(references=...)``), and is
+scored on time (``--no-separate``: segment the episode as it is, music beds and all):
 
 - precision: host time / speech time in the kept slices;
 - recall: host time in the kept slices / the host's time in the episode;
 - segment coverage: the host's time inside the segment stage's slices / the host's time (it caps
   recall: a pause or a rejected short piece is in no slice);
 - filter recall: host time kept / host time in the segment stage's slices (what the filter kept
-  of what it could keep).
+  of what it could keep);
+- kept slices and their median length (seconds; joins across pauses make them fewer and longer).
 
 Cases: ``same`` (every host with each same-gender guest: 12 episodes) and ``mixed`` (every host
 with one guest of the other gender: 6). Run: ``python -m eval.host_episodes [--case same|mixed|
-all] [--work DIR]``; the segment stage's output is reused by later runs (its own resume), the
+all] [--work DIR] [--no-separate] [--segment KEY=VALUE] [--speaker KEY=VALUE] [--pair H-G]``;
+the separate and segment stages' outputs are reused by later runs (their own resume), the
 speaker filter runs again each time (its embeddings are cached)."""
 
 from __future__ import annotations
@@ -278,6 +281,7 @@ class PairScores:
     host_sliced: float  # in the segment stage's kept slices
     host_kept: float  # in the speaker filter's kept slices
     speech_kept: float
+    kept_seconds: tuple[float, ...] = ()  # the kept slices' durations
 
     @property
     def precision(self) -> float:
@@ -303,6 +307,7 @@ def total(name: str, scores: Sequence[PairScores]) -> PairScores:
         sum(s.host_sliced for s in scores),
         sum(s.host_kept for s in scores),
         sum(s.speech_kept for s in scores),
+        tuple(d for s in scores for d in s.kept_seconds),
     )
 
 
@@ -312,20 +317,26 @@ def run_episode(
     models: Any,
     speaker_params: dict[str, Any],
     segment_params: dict[str, Any] | None = None,
+    separate: bool = True,
 ) -> dict:
     """Segment (default settings, resumed when done) and speaker filter (run again) on one
-    episode; the kept rows of both and the filter's threshold."""
+    episode, after the separate stage (default settings, resumed) when ``separate``; the kept
+    rows of both and the filter's threshold."""
     from ingest.local import file_item
-    from malmoi.config import SegmentConfig, SpeakerFilterConfig
+    from malmoi.config import SegmentConfig, SeparateConfig, SpeakerFilterConfig
     from malmoi.manifest import read_records
     from malmoi.stage import items_from
     from segment.stage import SegmentStage
+    from separate.stage import SeparateStage
     from speaker_filter.stage import SpeakerFilterStage
 
     root = work / ep.name
-    SegmentStage(SegmentConfig(**(segment_params or {})), root / "segment", models).run(
-        [file_item(ep.audio)]
-    )
+    inputs = [file_item(ep.audio)]
+    if separate:
+        root = work / "separated" / ep.name
+        SeparateStage(SeparateConfig(), root / "separate", models).run(inputs)
+        inputs = items_from(root / "separate", stem="vocals")
+    SegmentStage(SegmentConfig(**(segment_params or {})), root / "segment", models).run(inputs)
     slices = items_from(root / "segment")
     params = SpeakerFilterConfig(
         references=ep.references, profiles_dir=root / "profiles", **speaker_params
@@ -348,6 +359,7 @@ def score_episode(ep: Episode, run: dict) -> PairScores:
         seconds_of(run["sliced"], ep.truth, ep.host),
         seconds_of(run["kept"], ep.truth, ep.host),
         speech_of(run["kept"], ep.truth),
+        tuple(float(r["duration"]) for r in run["kept"]),
     )
 
 
@@ -359,6 +371,7 @@ def evaluate(
     speaker_params: dict[str, Any] | None = None,
     segment_params: dict[str, Any] | None = None,
     seed: int = 22,
+    separate: bool = True,
 ) -> tuple[list[PairScores], dict[str, dict]]:
     """Build (once), run and score every pair's episode."""
     from malmoi.config import ModelsConfig
@@ -368,7 +381,7 @@ def evaluate(
     scores, runs = [], {}
     for k, (host, guest) in enumerate(pair_list):
         ep = build_episode(shared, host, guest, work / "episodes", seed + k)
-        run = run_episode(ep, work, models, speaker_params or {}, segment_params)
+        run = run_episode(ep, work, models, speaker_params or {}, segment_params, separate)
         runs[ep.name] = run | {"episode": ep}
         scores.append(score_episode(ep, run))
     return scores, runs
@@ -377,18 +390,20 @@ def evaluate(
 def table(scores: Sequence[PairScores]) -> str:
     rows = [
         [s.name, f"{s.host_total:.0f}", f"{s.precision:.3f}", f"{s.recall:.3f}",
-         f"{s.coverage:.3f}", f"{s.filter_recall:.3f}"]
+         f"{s.coverage:.3f}", f"{s.filter_recall:.3f}", str(len(s.kept_seconds)),
+         f"{np.median(s.kept_seconds):.1f}" if s.kept_seconds else "-"]
         for s in [*scores, total("overall", scores)]
     ]  # fmt: skip
     worst = min(scores, key=lambda s: s.filter_recall)
     rows.append(["worst pair", worst.name, f"{min(s.precision for s in scores):.3f}",
                  f"{min(s.recall for s in scores):.3f}", f"{min(s.coverage for s in scores):.3f}",
-                 f"{worst.filter_recall:.3f}"])  # fmt: skip
+                 f"{worst.filter_recall:.3f}", "", ""])  # fmt: skip
     return markdown_table(
-        ["host-guest", "host s", "precision", "recall", "segment coverage", "filter recall"],
+        ["host-guest", "host s", "precision", "recall", "segment coverage", "filter recall",
+         "kept slices", "median s"],
         rows,
-        right=(1, 2, 3, 4, 5),
-    )
+        right=(1, 2, 3, 4, 5, 6, 7),
+    )  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -403,6 +418,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="a segment setting other than the default (e.g. max_gap=0.5)",
     )
+    ap.add_argument(
+        "--separate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the separate stage (Spleeter, default settings) first, as the pipeline does; "
+        "--no-separate: segment the episode as it is (music beds left at 15 dB)",
+    )
+    ap.add_argument(
+        "--speaker",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a speaker-filter setting other than the default (e.g. join_gap=0)",
+    )
     ap.add_argument("--pair", action="append", default=[], help="HOST-GUEST (repeat); default all")
     args = ap.parse_args(argv)
     import logging
@@ -416,7 +445,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not pl:
                 continue
         seg = dict(kv.split("=", 1) for kv in args.segment)
-        scores, _ = evaluate(args.shared, args.work, pl, segment_params=seg)
+        spk = dict(kv.split("=", 1) for kv in args.speaker)
+        scores, _ = evaluate(
+            args.shared, args.work, pl, speaker_params=spk, segment_params=seg,
+            separate=args.separate,
+        )  # fmt: skip
         print(f"\n## {case}-gender guest ({len(pl)} episodes)\n")
         print(table(scores))
     return 0

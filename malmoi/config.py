@@ -241,6 +241,13 @@ class SpeakerFilterConfig(StrictModel):
         False, description="no reference: keep the largest cluster of voices of the run"
     )
     cohort: bool = Field(True, description="normalise scores against the bundled cohort (AS-norm)")
+    join_gap: float = Field(
+        1.0,
+        ge=0,
+        description="join kept slices of one track across pauses up to this long, when nothing "
+        "else lies in the pause (seconds; 0: never)",
+    )
+    join_max: float = Field(15.0, gt=0, description="longest slice a join makes (seconds)")
 
     @field_validator("threshold", mode="before")
     @classmethod

@@ -60,6 +60,8 @@ SPEC = StageSpec(
             Option("profiles_dir", help="Folder of saved profiles (default: beside the models)."),
             Option("dominant", help="No reference: keep the most frequent voice of the inputs."),
             Option("cohort", help="Normalise scores against the cohort."),
+            Option("join_gap"),
+            Option("join_max"),
         ),
         flags=(
             Flag("save-profile", str | None, None, "Save the references' profile under this name."),

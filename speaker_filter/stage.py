@@ -16,7 +16,9 @@ rejected slices are both listed, the rejected with the reason.
 The threshold is not part of the items' keys: after the loop, :meth:`after_run` scores every
 slice (or its parts) from the cached embeddings, picks the threshold (a pluggable rule, see
 :mod:`speaker_filter.score`), makes it length-aware, and re-partitions ``manifest.csv`` /
-``rejected.csv`` / ``progress.csv``; it writes ``threshold.json`` (value, rule, reason,
+``rejected.csv`` / ``progress.csv`` (kept slices of one track then joined across short pauses,
+:mod:`speaker_filter.join`: ``joined`` lists them, the join's audio is cut from the track into
+``<out>/<parent id>/<first id>+<n>.<ext>``); it writes ``threshold.json`` (value, rule, reason,
 settings) and ``scores.png`` (histogram, kept vs rejected, with the threshold). So a threshold
 change moves rows without computing any embedding; a new profile recomputes the scores (the
 items' keys hold its digest) but still reads the embeddings from the cache. With ``dominant``
@@ -26,6 +28,7 @@ the slices of the run are clustered and the largest cluster's embeddings become 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -37,16 +40,17 @@ from malmoi.audio import write_wav_like
 from malmoi.config import SpeakerFilterConfig, resolve_profiles_dir
 from malmoi.errors import ItemError
 from malmoi.files import atomic_path, atomic_write_text
-from malmoi.ids import child_id
+from malmoi.ids import child_id, short_hash
 from malmoi.logs import get_logger
 from malmoi.manifest import (
     AudioRow,
     Table,
+    read_record,
     rejected_model,
 )
 from malmoi.stage import Item, PassesSlicesOn, Result, Stage, StageReport
-from speaker_filter import turns
-from speaker_filter.cohort import Cohort, bundled_cohort
+from speaker_filter import join, turns
+from speaker_filter.cohort import Cohort, bundled_cohort, unit
 from speaker_filter.profile import (
     Profile,
     build_profile,
@@ -98,6 +102,11 @@ class SpeakerRow(AudioRow):
     part_of: str = Field(
         "", description="the slice this part was cut from where the voice changes ('' if whole)"
     )
+    joined: str = Field(
+        "",
+        description="the kept slices (or parts) this slice joins across short pauses, "
+        "space-separated ('' if none)",
+    )
 
 
 class SpeakerFilterStage(PassesSlicesOn, Stage[SpeakerFilterConfig, SpeakerRow]):
@@ -109,7 +118,7 @@ class SpeakerFilterStage(PassesSlicesOn, Stage[SpeakerFilterConfig, SpeakerRow])
     settings_file: ClassVar[str] = "threshold.json"
     # the profile enters the key by its digest (clip hashes), the threshold not at all
     unkeyed_params: ClassVar[frozenset[str]] = frozenset(
-        {"references", "profile", "profiles_dir", "threshold"}
+        {"references", "profile", "profiles_dir", "threshold", "join_gap", "join_max"}
     )
 
     def __init__(
@@ -398,6 +407,7 @@ class SpeakerFilterStage(PassesSlicesOn, Stage[SpeakerFilterConfig, SpeakerRow])
         ]
         if not records:
             return
+        records = [r for r in records if not r.get("joined")]  # joins are made again below
         for rec in records:
             rec.pop("reason", None)
         wholes = [r for r in records if not r.get("part_of")]
@@ -570,12 +580,14 @@ class SpeakerFilterStage(PassesSlicesOn, Stage[SpeakerFilterConfig, SpeakerRow])
                     "reason": f"the voice changes inside: kept {', '.join(sorted(chosen))}",
                 }
             )
+        kept, rejected = self._join(kept, rejected, {w["id"]: w for w in wholes}, caches, judge)
         self.repartition_linked(kept, rejected, report)
         report.rejected_by_reason = {}
         for r in rejected:
             key = r["reason"] if r["reason"] == NO_SPEECH else r["reason"].split(" (")[0]
             key = f"{thr.column} below threshold" if "below threshold" in key else key
             key = "the voice changes inside" if key.startswith("the voice changes") else key
+            key = "joined" if key.startswith("joined into") else key
             report.rejected_by_reason[key] = report.rejected_by_reason.get(key, 0) + 1
         info = {
             "value": thr.value,
@@ -595,6 +607,7 @@ class SpeakerFilterStage(PassesSlicesOn, Stage[SpeakerFilterConfig, SpeakerRow])
             "kept": len(kept),
             "rejected": len(rejected),
             "split": sum(1 for r in rejected if r["reason"].startswith("the voice changes")),
+            "joined": sum(1 for r in kept if r.get("joined")),
             "no_speech": int((~ok).sum()),
         }
         if note:
@@ -615,6 +628,109 @@ class SpeakerFilterStage(PassesSlicesOn, Stage[SpeakerFilterConfig, SpeakerRow])
             thr,
             self.out_dir / "scores.png",
         )
+
+    def _join(
+        self,
+        kept: list[dict[str, Any]],
+        rejected: list[dict[str, Any]],
+        wholes: dict[str, dict[str, Any]],
+        caches: dict[str, dict[str, Any]],
+        judge: Callable[[list[dict[str, Any]]], tuple[np.ndarray, np.ndarray]],
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Kept rows of one track joined across short pauses (:mod:`speaker_filter.join`): each
+        join is a new kept row cut from the track, its slices rejected as joined into it."""
+        if self.params.join_gap <= 0 or len(kept) < 2:
+            return kept, rejected
+        inputs = read_record(self.out_dir).get("inputs", [])
+        paths, segment_rejected = join.tracks(
+            [self.out_dir / p for p in inputs if isinstance(p, str)]
+        )
+
+        def whole_of(rec: dict[str, Any]) -> dict[str, Any]:
+            return wholes.get(str(rec.get("part_of") or ""), rec)
+
+        def track(rec: dict[str, Any]) -> str:
+            return str(whole_of(rec).get("parent_id") or "")
+
+        keptish = {r["id"] for r in kept}
+        by_track: dict[str, list[dict[str, Any]]] = {}
+        for r in kept:
+            by_track.setdefault(track(r), []).append(r)
+        blockers: dict[str, list[tuple[float, float]]] = {}
+        for r in rejected:  # what lies in a pause: another voice, a part cut away
+            why = str(r.get("reason", ""))
+            if r["id"] in keptish or r.get("start") in (None, ""):
+                continue
+            if "below threshold" in why or why == NO_SPEECH:
+                blockers.setdefault(track(r), []).append((float(r["start"]), float(r["stop"])))
+        out_kept, joined_away = [], {}
+        for tid, rows in by_track.items():
+            if not tid:  # files given as they are: no track to join on
+                continue
+            src = join.track_path(whole_of(rows[0]), paths)
+            spans = [join.Span(r["id"], float(r["start"]), float(r["stop"])) for r in rows
+                     if r.get("start") not in (None, "")]  # fmt: skip
+            found = (
+                join.runs(
+                    spans,
+                    blockers.get(tid, []) + segment_rejected.get(tid, []),
+                    self.params.join_gap,
+                    self.params.join_max,
+                )
+                if src is not None
+                else []
+            )
+            by_id = {r["id"]: r for r in rows}
+            for run in found:
+                members = [by_id[s.id] for s in run]
+                first = members[0]
+                jid = join.joined_id(first["id"], len(members))
+                emb = np.mean([unit(caches[m["id"]]["emb"]) for m in members], axis=0)
+                caches[jid] = {"emb": emb}
+                row = {
+                    **_clean(first),
+                    "id": jid,
+                    "parent_id": whole_of(first)["id"],
+                    "part_of": "",
+                    "joined": " ".join(m["id"] for m in members),
+                    "key": short_hash(" ".join(str(m["key"]) for m in members)),
+                    "path": f"{Path(first['path']).parent}/{jid}{Path(first['path']).suffix}",
+                    "start": run[0].start,
+                    "stop": run[-1].stop,
+                }
+                assert src is not None
+                row["duration"] = self._write_join(src, row)
+                v, s_ = judge([row])
+                row.update(
+                    score=round(float(s_[0]), 4),
+                    self_similarity=(
+                        None if first.get("self_similarity") is None else round(float(v[0]), 4)
+                    ),
+                    threshold=min(float(m["threshold"]) for m in members),
+                )
+                out_kept.append(row)
+                for m in members:
+                    joined_away[m["id"]] = jid
+        kept = [r for r in kept if r["id"] not in joined_away] + out_kept
+        rejected = rejected + [
+            {**_clean(r), "reason": f"joined into {joined_away[r['id']]}"}
+            for rows in by_track.values()
+            for r in rows
+            if r["id"] in joined_away
+        ]
+        return kept, rejected
+
+    def _write_join(self, track: Path, row: dict[str, Any]) -> float:
+        """The join's audio, cut from its track (pauses and all), once; its duration."""
+        dest = self.out_dir / row["path"]
+        self._linked[row["path"]] = dest
+        with sf.SoundFile(str(track)) as fin:
+            a = round(float(row["start"]) * fin.samplerate)
+            n = round(float(row["stop"]) * fin.samplerate) - a
+            if not dest.exists():
+                fin.seek(max(0, a))
+                write_wav_like(dest, fin.read(n, dtype="float32", always_2d=True), fin)
+            return n / fin.samplerate
 
     def _write_part(self, whole: dict[str, Any], part: dict[str, Any]) -> None:
         """The part's audio, cut from the slice's file (its input, or its link here), once."""
@@ -648,6 +764,7 @@ class SpeakerFilterStage(PassesSlicesOn, Stage[SpeakerFilterConfig, SpeakerRow])
             "digest": self.digest,
             "cohort": self.params.cohort,
             "dominant": self.params.dominant,
+            "join": [self.params.join_gap, self.params.join_max],
             "version": self.version,
         }
 

@@ -154,3 +154,107 @@ def test_host_episode_evaluation_small(shared: Path, tmp_path: Path) -> None:
     print("\n" + he.table(scores))
     assert s.precision >= MIN_PRECISION, s
     assert s.filter_recall >= MIN_FILTER_RECALL, s
+
+
+def test_join_rule() -> None:
+    """Consecutive kept spans join across pauses up to ``max_gap`` when nothing lies in the
+    pause and the join stays within ``max_duration``."""
+    from speaker_filter.join import Span, runs
+
+    a, b, c = Span("a", 0.0, 2.0), Span("b", 2.8, 5.0), Span("c", 5.9, 8.0)
+    assert [[s.id for s in r] for r in runs([c, a, b], [], 1.0, 15.0)] == [["a", "b", "c"]]
+    assert runs([a, b], [], 0.5, 15.0) == []  # the pause is longer than max_gap
+    assert runs([a, b], [(2.2, 2.5)], 1.0, 15.0) == []  # another voice in the pause
+    assert runs([a, b], [(1.5, 2.1)], 1.0, 15.0) == []  # ... reaching into it
+    assert [[s.id for s in r] for r in runs([a, b], [(5.2, 6.0)], 1.0, 15.0)] == [["a", "b"]]
+    assert [[s.id for s in r] for r in runs([a, b, c], [], 1.0, 6.0)] == [["a", "b"]]
+    assert runs([a], [], 1.0, 15.0) == []
+
+
+@pytest.fixture(scope="module")
+def paused(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A track through the real segment stage and speaker filter: 2609's utterances 5 and 9
+    (6.5 s, 4.3 s) with 0.8 s of quiet between them (segment cuts there: max_gap 0.5), 0.8 s,
+    3005's utterance 5, 0.8 s, 2609's utterance 8, 1.5 s, 2609's utterance 3, then 3005's 8 and
+    4 and 2609's 6, 0.8 s apart, so the run has voices on both sides. Target: 2609."""
+    from ingest.local import file_item
+    from malmoi.config import SegmentConfig
+    from malmoi.stage import items_from
+    from segment.stage import SegmentStage
+    from speaker_filter.stage import SpeakerFilterStage
+
+    root = tmp_path_factory.mktemp("join")
+    a, b = utterances(shared, "2609"), utterances(shared, "3005")
+    rng = np.random.default_rng(1)
+
+    def quiet(seconds: float) -> np.ndarray:
+        return (rng.standard_normal(round(seconds * SR)) * 10 ** (-65 / 20)).astype(np.float32)
+
+    plan = [(a[5], 0.8), (a[9], 0.8), (b[5], 0.8), (a[8], 1.5), (a[3], 0.8), (b[8], 0.8),
+            (b[4], 0.8), (a[6], 0.8)]  # fmt: skip
+    parts, regions, t = [quiet(0.5)], [], 0.5
+    for clip, pause in plan:
+        wav = read_audio(clip, SR)
+        regions.append((clip.parent.name, t, t + len(wav) / SR))
+        parts += [wav, quiet(pause)]
+        t += len(wav) / SR + pause
+    track = root / "track.wav"
+    sf.write(str(track), np.concatenate(parts), SR, subtype="PCM_16")
+    models = ModelsConfig(
+        dir=Path(os.environ["MALMOI_MODEL_DIR"]), search_dirs=[shared / "models"], offline=True
+    )
+    SegmentStage(SegmentConfig(), root / "segment", models).run([file_item(track)])
+    params = SpeakerFilterConfig(references=a[:3], profiles_dir=root / "profiles")
+    out = root / "sf"
+    SpeakerFilterStage(params, out).run(items_from(root / "segment"))
+    return {"out": out, "track": track, "regions": regions, "root": root, "params": params}
+
+
+def test_kept_slices_of_one_voice_join_across_short_pauses(paused: dict) -> None:
+    from malmoi.stage import items_from
+    from speaker_filter.stage import SpeakerFilterStage
+
+    out, regions = paused["out"], paused["regions"]
+    kept = read_records(out / "manifest.csv")
+    rejected = {r["id"]: r for r in read_records(out / "rejected.csv")}
+
+    def voices(r: dict) -> set[str]:
+        a, b = float(r["start"]), float(r["stop"])
+        return {who for who, s, e in regions if min(b, e) - max(a, s) > 0.05}
+
+    # utterances 4 and 5 (0.8 s apart) are one kept slice, cut from the track pauses and all
+    first = [r for r in kept if voices(r) >= {"2609"} and float(r["start"]) < regions[0][2]]
+    assert len(first) == 1 and first[0]["joined"], kept
+    row = first[0]
+    assert float(row["stop"]) >= regions[1][1] + 0.5, (row, regions[1])
+    members = row["joined"].split()
+    assert all(rejected[m]["reason"] == f"joined into {row['id']}" for m in members)
+    assert row["id"] == f"{members[0]}+{len(members) - 1}"
+    audio, sr = sf.read(str(out / row["path"]), dtype="float32")
+    src, _ = sf.read(str(paused["track"]), dtype="float32")
+    a = round(float(row["start"]) * sr)
+    np.testing.assert_allclose(audio, src[a : a + len(audio)], atol=1e-4)
+    assert len(audio) / sr == pytest.approx(float(row["stop"]) - float(row["start"]), abs=1e-3)
+    # never across another voice, nor across the 1.5-s pause
+    for r in kept:
+        assert voices(r) == {"2609"}, (r["id"], voices(r))
+        assert not (float(r["start"]) < regions[3][2] and float(r["stop"]) > regions[4][1]), r
+    # a rerun processes nothing and keeps the joins; join_gap 0 re-partitions without them
+    params = paused["params"]
+    report = SpeakerFilterStage(params, out).run(items_from(paused["root"] / "segment"))
+    assert report.processed == 0
+    assert sorted(r["id"] for r in read_records(out / "manifest.csv")) == sorted(
+        r["id"] for r in kept
+    )
+    # pauses up to 10 s and joins up to 60 s: still never across the other voice in a pause
+    wide = params.model_copy(update={"join_gap": 10.0, "join_max": 60.0})
+    report = SpeakerFilterStage(wide, out).run(items_from(paused["root"] / "segment"))
+    assert report.processed == 0
+    joins = [r for r in read_records(out / "manifest.csv") if r["joined"]]
+    assert len(joins) >= 2 and all(voices(r) == {"2609"} for r in joins), joins
+    apart = params.model_copy(update={"join_gap": 0.0})
+    report = SpeakerFilterStage(apart, out).run(items_from(paused["root"] / "segment"))
+    assert report.processed == 0
+    again = read_records(out / "manifest.csv")
+    assert not any(r["joined"] for r in again)
+    assert set(members) <= {r["id"] for r in again}
