@@ -722,28 +722,26 @@ class SpeakerFilterStage(PassesSlicesOn, Stage[SpeakerFilterConfig, SpeakerRow])
 
     def _write_join(self, track: Path, row: dict[str, Any]) -> float:
         """The join's audio, cut from its track (pauses and all), once; its duration."""
+        return self._cut(track, row, float(row["start"]), float(row["stop"]) - float(row["start"]))
+
+    def _write_part(self, whole: dict[str, Any], part: dict[str, Any]) -> None:
+        """The part's audio, cut from the slice's file (its input, or its link here), once."""
+        src = self._linked.get(whole["path"], self.out_dir / whole["path"])
+        offset = float(part["start"]) - float(whole["start"] or 0.0)
+        self._cut(src, part, offset, float(part["duration"]))
+
+    def _cut(self, src: Path, row: dict[str, Any], offset: float, seconds: float) -> float:
+        """Write ``row``'s file (unless it exists): ``seconds`` of ``src`` from ``offset``, in
+        ``src``'s format; the seconds it holds (whole samples)."""
         dest = self.out_dir / row["path"]
         self._linked[row["path"]] = dest
-        with sf.SoundFile(str(track)) as fin:
-            a = round(float(row["start"]) * fin.samplerate)
-            n = round(float(row["stop"]) * fin.samplerate) - a
+        with sf.SoundFile(str(src)) as fin:
+            a = round(offset * fin.samplerate)
+            n = round((offset + seconds) * fin.samplerate) - a
             if not dest.exists():
                 fin.seek(max(0, a))
                 write_wav_like(dest, fin.read(n, dtype="float32", always_2d=True), fin)
             return n / fin.samplerate
-
-    def _write_part(self, whole: dict[str, Any], part: dict[str, Any]) -> None:
-        """The part's audio, cut from the slice's file (its input, or its link here), once."""
-        dest = self.out_dir / part["path"]
-        self._linked[part["path"]] = dest
-        if dest.exists():
-            return
-        src = self._linked.get(whole["path"], self.out_dir / whole["path"])
-        with sf.SoundFile(str(src)) as fin:
-            a = round((float(part["start"]) - float(whole["start"] or 0.0)) * fin.samplerate)
-            fin.seek(max(0, a))
-            n = round(float(part["duration"]) * fin.samplerate)
-            write_wav_like(dest, fin.read(n, dtype="float32", always_2d=True), fin)
 
     def _cache(self, slice_id: str) -> dict[str, Any]:
         """What ``embeddings/<slice_id>.npz`` holds; a NaN embedding when it is absent or
