@@ -7,9 +7,11 @@ Reads the rows of ``manifest.jsonl`` (as dicts), the content of ``dataset.json``
 totals, tables per split / gender / speaker / source; when the slices were transcribed (the
 ``transcribe`` entry of ``dataset.json``, :mod:`export.transcripts`) the "Text" section: hours
 by source of the text, the CER of subtitles against ASR, the languages detected and what each
-transcribe rule removed; the limits applied, the plots, provenance (sources with URLs and
-licences, package versions, models with sha256, the resolved config) and how to load the
-folder with ``datasets``, pandas and NeMo. Every file is written atomically.
+transcribe rule removed; the "Review" section: how many slices a person reviewed, kept,
+rejected and edited (the ``review`` entry, :mod:`export.review`); the limits applied, the
+plots, provenance (sources with URLs and licences, package versions, models with sha256, the
+resolved config) and how to load the folder with ``datasets``, pandas and NeMo. Every file is
+written atomically.
 """
 
 from __future__ import annotations
@@ -433,6 +435,8 @@ def render_card(
     if info.get("transcribe"):
         out += _text_section(rows, info["transcribe"])
 
+    out += _review_section(info.get("review"))
+
     out += ["", "## Limits applied", ""]
     out += _table(
         ["limit", "value"],
@@ -511,6 +515,41 @@ def render_card(
     ]
     out += _how_to_load(name)
     return "\n".join(out) + "\n"
+
+
+def _review_section(review: dict | None) -> list[str]:
+    """The "Review" section: how many slices a person reviewed, kept, rejected and edited
+    (``review``: dataset.json's ``review``; None: nobody reviewed the build)."""
+    out = ["", "## Review", ""]
+    if not review:
+        return [*out, "Not reviewed: no person's decisions were found for this build."]
+    out += _table(
+        ["reviewed", "kept", "rejected", "edited"],
+        [[int(review.get(k) or 0) for k in ("reviewed", "kept", "rejected", "edited")]],
+    )
+    past_limits = len(review.get("kept_past_limits") or [])
+    past_filters = len(review.get("kept_past_filters") or [])
+    not_found = len(review.get("kept_not_found") or [])
+    notes = [
+        f"A person reviewed {_count(int(review.get('reviewed') or 0), 'slice')} "
+        "(`review/decisions.jsonl` of the build): a slice rejected there is left out "
+        '(`rejected.csv`: "rejected in review"), a slice kept is in the dataset whatever the '
+        "limits and filters said, an edited text replaces the text (`text_source` review, "
+        f"{_count(int(review.get('texts_in_dataset') or 0), 'slice')} here)."
+    ]
+    if past_filters:
+        notes.append(f"Kept although a filter had rejected them: {_count(past_filters, 'slice')}.")
+    if past_limits:
+        notes.append(
+            f"Kept outside the limits below: {_count(past_limits, 'slice')} "
+            "(`dataset.json`: `review.kept_past_limits`)."
+        )
+    if not_found:
+        notes.append(
+            f"Kept in review but left out, no audio of them left in the build: "
+            f"{_count(not_found, 'slice')} (`review.kept_not_found`)."
+        )
+    return [*out, "", " ".join(notes)]
 
 
 def _text_section(rows: Sequence[dict], summary: dict) -> list[str]:

@@ -27,6 +27,13 @@ with the reason; so do later copies of audio already in the dataset (``duplicate
 :mod:`export.dedup`), found before the splits are drawn. The split settings, the speaker name
 and the duplicate check's settings are not part of the items' keys: a new seed or threshold
 rewrites the metadata without writing any audio again.
+
+A person's review (``<output_dir>/review/decisions.jsonl``, :mod:`export.review`) is honoured the
+same way, outside the keys: a slice rejected in review goes to ``rejected.csv`` as "rejected in
+review", one kept is exported past the limits (and, when a filter rejected it, from the latest
+stage folder that holds its audio), an edited text replaces the text (``text_source`` review).
+The decisions are read from the build's ``output_dir`` (a config's; for ``malmoi export
+STAGE_DIR``, the folder that holds STAGE_DIR, where a build keeps its stage folders).
 """
 
 from __future__ import annotations
@@ -59,6 +66,16 @@ from export.layout import (
     ljspeech_field,
     normalized_text,
 )
+from export.review import (
+    REJECTED_IN_REVIEW,
+    TEXT_SOURCE,
+    counts,
+    digest,
+    judge,
+    kept_elsewhere,
+    needs_audio,
+    verdict,
+)
 from export.transcripts import transcribe_summary
 from malmoi.audio import as_float
 from malmoi.config import ExportConfig
@@ -66,8 +83,12 @@ from malmoi.errors import ItemError
 from malmoi.files import atomic_path, atomic_write_text
 from malmoi.lineage import Lineage, Origin
 from malmoi.logs import get_logger
-from malmoi.manifest import AudioRow, Table
+from malmoi.manifest import MANIFEST as STAGE_MANIFEST
+from malmoi.manifest import REJECTED, AudioRow, ProgressRow, Table, read_records, rejected_model
 from malmoi.stage import Item, Result, Stage, StageReport
+from review.decisions import Decision
+from review.decisions import load as load_decisions
+from review.decisions import path_of as decisions_path
 
 log = get_logger(__name__)
 
@@ -90,7 +111,8 @@ class ExportRow(AudioRow):
     text: str = Field("", description="the slice's transcript ('' when none)")
     text_source: str = Field(
         "",
-        description="subtitles, asr, the stage that wrote the text, or '' when there is no text",
+        description="subtitles, asr, the stage that wrote the text, review (a person's edit), "
+        "or '' when there is no text",
     )
     speaker: str = ""
     gender: str = Field("", description="as the segment stage told it")
@@ -157,14 +179,27 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
         dataset_name: str = "",
         input_folder: Path | None = None,
         unused_stages: frozenset[str] = frozenset(),
+        review_root: Path | None = None,
     ):
         """``lineage_root``: a build's ``output_dir``; ``input_folder``: the stage folder the
         slices are read from, when they are not a build's (its recorded inputs are the lineage,
         and the speaker filter's profile there names the speaker); ``unused_stages``: stages
         the build does not run, whose folders under ``lineage_root`` are left out of the
-        lineage (an earlier build's transcribe folder gives no text once transcribe is off)."""
+        lineage (an earlier build's transcribe folder gives no text once transcribe is off);
+        ``review_root``: the folder whose ``review/decisions.jsonl`` holds a person's
+        decisions (default: ``lineage_root``, else the folder holding ``input_folder``; with
+        neither, no review)."""
         super().__init__(params, out_dir)
         self.input_folder = input_folder
+        if review_root is None:
+            review_root = lineage_root
+        if review_root is None and input_folder is not None:
+            review_root = Path(input_folder).absolute().parent
+        self.review_root = review_root
+        self._decisions: dict[str, Decision] | None = None  # read by inputs()
+        self._recorded: dict[str, dict[str, Any]] = {}  # id -> export's row (rejected: reason)
+        self._restored: list[str] = []  # kept in review, read from an earlier stage's folder
+        self._missing: list[str] = []  # kept in review, no audio found
         if input_folder is not None and not (params.speaker or speaker):
             speaker = profile_in(input_folder)
         self.dataset_name = dataset_name or Path(out_dir).name
@@ -190,6 +225,7 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
             provenance=lambda: {"models": models_used(cfg)},
             dataset_name=cfg.name,
             unused_stages=frozenset() if cfg.transcribe.enabled else frozenset({"transcribe"}),
+            review_root=cfg.output_dir,
         )
 
     def setup(self) -> None:
@@ -213,6 +249,85 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
         root = Path(self.lineage_root)
         used = [s.name for s in before(self.name) if s.name not in self.unused_stages]
         return Lineage(root, [(name, root / name) for name in used])
+
+    # --- a person's review ---------------------------------------------------------------------
+
+    @property
+    def decisions(self) -> dict[str, Decision]:
+        """The review decisions by slice id (read once a run; {} when there is no review)."""
+        if self._decisions is None:
+            self._decisions = {} if self.review_root is None else load_decisions(self.review_root)
+        return self._decisions
+
+    def inputs(self, items: list[Item]) -> list[Item]:
+        """``items`` and the slices a person kept that no stage passed on (found in the
+        build's stage folders, :func:`export.review.kept_elsewhere`); reads the decisions and
+        what export recorded for each slice afresh (for :meth:`redo`)."""
+        self._decisions = None
+        self._recorded = {r["id"]: r for r in read_records(self.out_dir / STAGE_MANIFEST)}
+        self._recorded |= {r["id"]: r for r in read_records(self.out_dir / REJECTED)}
+        known = {item.id for item in items}
+        wanted = {d.id for d in self.decisions.values() if d.decision == "keep"} - known
+        extra: list[Item] = []
+        self._missing = []
+        if wanted:
+            extra, self._missing = kept_elsewhere(wanted, self.read_lineage().folders)
+        self._restored = [item.id for item in extra]
+        return items + extra
+
+    def redo(self, item: Item, done: ProgressRow) -> bool:
+        """A finished slice whose audio (or stage text) the review now needs again
+        (:func:`export.review.needs_audio`)."""
+        return needs_audio(self.decisions.get(item.id), self._recorded.get(item.id))
+
+    def row_limits_reason(self, rec: dict[str, Any]) -> str | None:
+        """:meth:`limits_reason` of an export row (its duration and stored scores)."""
+        columns = ("duration", "snr_db", "dnsmos_ovrl", "similarity")
+        return self.limits_reason({c: as_float(rec.get(c)) for c in columns})
+
+    def apply_review(self, kept: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Re-judge the folder's rows by the decisions (:func:`export.review.judge`): the
+        tables are rewritten when the partition or a text changes, and the WAVs of slices no
+        longer kept are removed; returns the kept rows."""
+        rejected_t = Table(self.out_dir, rejected_model(ExportRow))
+        rejected = [dict(r.record()) for r in rejected_t.rows()]
+        new_kept, new_rejected = judge(kept, rejected, self.decisions, self.row_limits_reason)
+        if (new_kept, new_rejected) == (kept, rejected):
+            return kept
+        still = {str(r["id"]) for r in new_kept}
+        out = [rec for rec in kept if str(rec["id"]) not in still]
+        for rec in out:
+            (self.out_dir / str(rec["path"])).unlink(missing_ok=True)
+        self.repartition(new_kept, new_rejected)
+        log.info(
+            "export: the review re-judged the slices done before: %d left out, %d kept, "
+            "%d with an edited text",
+            len(out),
+            len(new_kept),
+            sum(r.get("text_source") == TEXT_SOURCE for r in new_kept),
+        )
+        return new_kept
+
+    def review_info(self, entries: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """dataset.json's ``review``: how many slices a person reviewed, kept, rejected and
+        edited; of the dataset's slices, those kept past the limits (``malmoi verify`` holds
+        them to none) and those kept after a filter rejected them; the slices kept with no
+        audio found. None when nobody reviewed the build."""
+        if not self.decisions:
+            return None
+        kept = {d.id for d in self.decisions.values() if d.decision == "keep"}
+        ids = [str(e["id"]) for e in entries]
+        by_id = {str(e["id"]): e for e in entries}
+        return {
+            **counts(self.decisions),
+            "decisions": str(decisions_path(Path(self.review_root or "."))),
+            "texts_in_dataset": sum(e.get("text_source") == TEXT_SOURCE for e in entries),
+            "kept_past_limits": [
+                i for i in ids if i in kept and self.row_limits_reason(by_id[i]) is not None
+            ],
+            "kept_past_filters": sorted(set(self._restored) & set(ids)),
+            "kept_not_found": list(self._missing),
+        }
 
     # --- per slice ----------------------------------------------------------------------------
 
@@ -295,7 +410,10 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
         gain = PEAK / peak if peak > PEAK else 1.0
         mono = (mono * gain).astype(np.float32)
         rel = f"{WAVS}/{item.id}.wav"
+        decision = self.decisions.get(item.id)
         text, text_source = self.text_of(r, origin, offset, end)
+        if decision is not None and decision.text is not None:  # a person's edit
+            text, text_source = decision.text, TEXT_SOURCE
         row = self.make_row(
             item,
             id=item.id,
@@ -316,7 +434,10 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
             gain_db=round(20 * math.log10(gain), 3),
             **scores,
         )
-        why = self.limits_reason({"duration": row.duration, **scores})
+        wanted = verdict(decision)  # a person's keep passes the limits
+        why = REJECTED_IN_REVIEW if wanted == "reject" else None
+        if why is None and wanted != "keep":
+            why = self.limits_reason({"duration": row.duration, **scores})
         if why is not None:
             return Result(rejected=[(row, why)])
         dest = self.out_dir / rel
@@ -328,7 +449,8 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
     # --- after the loop: splits, metadata files, card -----------------------------------------
 
     def settings(self) -> dict[str, Any]:
-        """What the metadata depend on beyond the items' keys."""
+        """What the metadata depend on beyond the items' keys (with a review, the digest of
+        its decisions: a changed decision is work for the next run)."""
         p = self.params
         return {
             "splits": p.splits.model_dump(),
@@ -337,11 +459,12 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
             "dedup": p.dedup,
             "dedup_max_ber": p.dedup_max_ber,
             "dedup_min_overlap": p.dedup_min_overlap,
-        }
+        } | ({"review": digest(self.decisions)} if self.decisions else {})
 
     def after_run(self, report: StageReport) -> None:
         table = Table(self.out_dir, ExportRow)
-        rows = deduplicate(self, [dict(r.record()) for r in table.rows()])  # before the splits
+        kept = self.apply_review([dict(r.record()) for r in table.rows()])
+        rows = deduplicate(self, kept)  # before the splits
         splits = assign_splits(
             {str(rec["source_id"]) for rec in rows},
             self.params.seed,
@@ -384,6 +507,9 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
         transcribed = transcribe_summary(lineage, rows, self.params.text)
         if transcribed is not None:
             info["transcribe"] = transcribed
+        reviewed = self.review_info(entries)
+        if reviewed is not None:
+            info["review"] = reviewed
         atomic_write_text(
             self.out_dir / INFO, json.dumps(info, ensure_ascii=False, indent=1) + "\n"
         )

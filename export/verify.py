@@ -18,7 +18,9 @@ relative to ``DATASET``) and why:
   and the samples are decoded anyway to find truncation, so the hash costs no extra read;
 - the limits in ``dataset.json`` hold on every row (null = no limit). A row whose score is null
   while that score's limit is set is a problem too: the dataset then claims a bar the row was
-  never measured against. Duration limits allow one sample of rounding at the sample rate;
+  never measured against. Duration limits allow one sample of rounding at the sample rate. A
+  slice a person kept in review past the limits (``dataset.json``'s
+  ``review.kept_past_limits``, :mod:`export.review`) is not held to them;
 - every split is train/validation/test and no ``source_id`` is in two splits;
 - nothing in ``wavs/`` that no row lists (orphans).
 
@@ -446,14 +448,20 @@ def _compare_ids(name: str, got: list[str], want: list[str], problems: list[Prob
 
 
 def _check_limits(info: dict[str, Any], good: dict[str, _Row], problems: list[Problem]) -> None:
-    """Every limit of dataset.json holds on every row; a null score under a set limit fails."""
+    """Every limit of dataset.json holds on every row but those a person kept past them
+    (``review.kept_past_limits``); a null score under a set limit fails."""
     sr = info.get("sample_rate")
+    review = info.get("review")
+    kept = review.get("kept_past_limits") if isinstance(review, dict) else None
+    exempt = {str(i) for i in kept} if isinstance(kept, list) else set()
     for key, (column, is_min) in LIMITS.items():
         limit = info["limits"].get(key)
         if not _is_number(limit):
             continue
         slack = 1 / sr if column == "duration" and sr else 1e-9
         for row in good.values():
+            if row.id in exempt:
+                continue
             value = row.data[column]
             if value is None:
                 problems.append(

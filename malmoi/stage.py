@@ -229,6 +229,20 @@ class Stage(ABC, Generic[P, R]):
         and the input (e.g. the digest of a speaker profile's clips). Default: nothing."""
         return []
 
+    def inputs(self, items: list[Item]) -> list[Item]:
+        """The items a run (and :meth:`pending`) takes: those given, and any the stage finds
+        itself (export: the slices a person's review keeps that no stage passed on). Default:
+        those given."""
+        return items
+
+    def redo(self, item: Item, done: ProgressRow) -> bool:
+        """Whether ``item``, finished with the same key and its outputs on disk, must be
+        processed again all the same: what it made depends on something outside its key that
+        changed in a way :meth:`after_run` cannot mend without the item's audio (export: a
+        person kept a slice the limits rejected). Called by the skip rule, so :meth:`pending`
+        counts it too. Default: never."""
+        return False
+
     def settings(self) -> dict[str, Any]:
         """What :meth:`after_run`'s output (``settings_file``) depends on beyond the items'
         keys (a threshold, a split seed); a change makes the next run do the after-run work
@@ -363,7 +377,7 @@ class Stage(ABC, Generic[P, R]):
                     size / 1e6,
                 )
             report = self._run(
-                check_ids(items),
+                check_ids(self.inputs(list(items))),
                 retry_failed,
                 config,
                 progress,
@@ -638,7 +652,7 @@ class Stage(ABC, Generic[P, R]):
         (:meth:`after_run_stale`)."""
         progress = {r["id"]: r for r in read_records(self.out_dir / PROGRESS)}
         kept_paths = {r["id"]: r["path"] for r in read_records(self.out_dir / MANIFEST)}
-        items = check_ids(items)
+        items = check_ids(self.inputs(list(items)))
         count = len(set(progress) - {item.id for item in items}) if prune else 0
         for item in items:
             rec = progress.get(item.id)
@@ -657,14 +671,15 @@ class Stage(ABC, Generic[P, R]):
         force: bool,
     ) -> Literal["run", "skip", "failed"]:
         """The one skip rule: an item finished with the same key is skipped while its outputs
-        are on disk; one that failed through its own fault stands failed (unless
-        ``retry_failed``); anything else (new, changed, errored, outputs gone) runs."""
+        are on disk (unless :meth:`redo` says otherwise); one that failed through its own
+        fault stands failed (unless ``retry_failed``); anything else (new, changed, errored,
+        outputs gone) runs."""
         if done is None or done.key != key or force:
             return "run"
         if done.status == "failed":
             return "run" if retry_failed else "failed"
         if done.status == "ok" and self._outputs_exist(done, kept_paths):
-            return "skip"
+            return "run" if self.redo(item, done) else "skip"
         return "run"
 
     def repartition(self, kept: list[dict[str, Any]], rejected: list[dict[str, Any]]) -> None:
