@@ -132,6 +132,19 @@ def artifact_key(cfg: PipelineConfig, *parts: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", "-".join([cfg.name, *parts]).lower()).strip("-")
 
 
+def review_hint(cfg: PipelineConfig) -> str:
+    """The line that points from a stage's artifact to the review page (issue 23)."""
+    return f"Review the slices: `malmoi review {cfg.output_dir}`"
+
+
+def reviewable(name: str) -> bool:
+    """Whether ``name`` is a stage whose slices the review page shows (segment and later)."""
+    from malmoi.registry import names
+
+    order = list(names())
+    return name in order and "segment" in order and order.index(name) >= order.index("segment")
+
+
 def report_row(report: StageReport) -> dict[str, Any]:
     """A stage's counts as one table row: scalars only, rejections by reason as text."""
     row: dict[str, Any] = {}
@@ -325,10 +338,11 @@ def run_stage(
             submit=submit,
             window=window,
         )
+    description = f"{name} of {cfg.name}: {report.summary()}"
+    if reviewable(name):
+        description += f"\n\n{review_hint(cfg)}"
     create_table_artifact(
-        table=[report_row(report)],
-        key=artifact_key(cfg, name),
-        description=f"{name} of {cfg.name}: {report.summary()}",
+        table=[report_row(report)], key=artifact_key(cfg, name), description=description
     )
     if report.failures:
         create_table_artifact(
@@ -362,7 +376,15 @@ def verify_dataset(cfg: PipelineConfig) -> dict[str, Any]:
         logger.error("%s", problem)
     logger.info("verify: %s", summary)
     create_markdown_artifact(
-        markdown="\n".join([f"**{summary}**", "", *(f"- {p}" for p in problems if not empty)]),
+        markdown="\n".join(
+            [
+                f"**{summary}**",
+                "",
+                *(f"- {p}" for p in problems if not empty),
+                *([""] if problems and not empty else []),
+                review_hint(cfg),
+            ]
+        ),
         key=artifact_key(cfg, "verify"),
         description=f"malmoi verify of {cfg.name}'s dataset",
     )

@@ -544,6 +544,66 @@ def serve(
     serve_flow([str(c) for c in configs])
 
 
+def review(
+    what: Annotated[
+        Path,
+        typer.Argument(
+            help="CONFIG (a pipeline YAML: review its <output_dir>) or a build's output folder."
+        ),
+    ],
+    host: Annotated[
+        str,
+        typer.Option(help="Address to bind; any but loopback needs a token (made if not given)."),
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    token: Annotated[
+        str | None,
+        typer.Option(help="Require ?token=THIS on every request (always when not on loopback)."),
+    ] = None,
+    verbose: Verbose = False,
+) -> None:
+    """Review the build's slices in the browser: every slice of the last stages, kept and
+    rejected, with its audio, spectrogram, text, scores and the stage that decided it; keep,
+    reject and edit texts (keys: j/k, space, a, r, e). Decisions go to
+    <output_dir>/review/decisions.jsonl, which export honours. Blocks until stopped."""
+    setup_cli_logging(verbose)
+    from malmoi.config import ConfigError, load_config
+
+    if what.is_file():
+        try:
+            output_dir = Path(load_config(what).output_dir)  # type: ignore[attr-defined]
+        except ConfigError as exc:
+            fail(str(exc))
+    elif what.is_dir():
+        output_dir = what
+        from malmoi.folders import is_stage_folder
+
+        if is_stage_folder(what):
+            output_dir = what.parent  # a stage folder of a build: the build
+    else:
+        fail(f"{what}: neither a config file nor a build's output folder")
+    from review.slices import stage_folders
+
+    if not stage_folders(output_dir):
+        fail(f"{output_dir}: no slices to review (no segment stage or later has run there)")
+    from review.server import create_app, is_loopback, new_token
+
+    loopback = is_loopback(host)
+    if token is None and not loopback:
+        token = new_token()
+    if token is not None and len(token) < 8:
+        fail("--token: give at least 8 characters")
+    import uvicorn
+
+    app = create_app(output_dir, token=token, loopback=loopback)
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+    typer.echo(f"review: {url}  ({output_dir.absolute()}; Ctrl-C stops)")
+    if not loopback:
+        typer.echo(f"token: {token} (every request must carry it)")
+    uvicorn.run(app, host=host, port=port, log_level="info" if verbose else "warning")
+
+
 def models_list(
     config: Annotated[Path | None, typer.Option(help="Take the store from this config.")] = None,
 ) -> None:
@@ -781,7 +841,7 @@ def build_app() -> typer.Typer:
             add(app, stage_verb(spec), spec.verb)
     stages = ", ".join(s.name for s in specs())
     build.__doc__ = (build.__doc__ or "").split("\n\nStages:")[0] + f"\n\nStages: {stages}."
-    for func in (export, run, sweep, build, validate, verify, serve):
+    for func in (export, run, sweep, build, validate, verify, serve, review):
         add(app, func)
     models_app = typer.Typer(
         help="List and fetch model weights (Spleeter, inaSpeechSegmenter…).", no_args_is_help=True

@@ -136,6 +136,18 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def build_from(root: Path, name: str, cfg: dict) -> Path:
+    """Write ``cfg`` to ``root/<name>.yaml`` and run ``malmoi build`` on it (it must succeed);
+    the config's path."""
+    import yaml
+
+    config = root / f"{name}.yaml"
+    config.write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
+    proc = run_malmoi("build", str(config), cwd=root, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return config
+
+
 def run_malmoi(
     *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:

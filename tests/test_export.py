@@ -16,9 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-import yaml
 
-from tests.conftest import child_env, run_malmoi
+from tests.conftest import build_from, child_env, run_malmoi
 
 SPEAKERS = ("1688", "2609", "3331")
 
@@ -65,10 +64,7 @@ def built(shared: Path, dnsmos_model: Path, tmp_path_factory: pytest.TempPathFac
             "search_dirs": [str(shared / "models")],
         },
     }
-    config = root / "exporttest.yaml"
-    config.write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
-    proc = run_malmoi("build", str(config), cwd=root, timeout=1200)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    config = build_from(root, "exporttest", cfg)
     return {"root": root, "config": config, "dataset": root / "out/export"}
 
 

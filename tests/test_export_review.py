@@ -16,7 +16,6 @@ import os
 from pathlib import Path
 
 import pytest
-import yaml
 
 from export.review import REJECTED_IN_REVIEW
 from export.stage import ExportStage
@@ -24,7 +23,7 @@ from export.verify import verify
 from malmoi.config import ExportConfig
 from malmoi.stage import Item
 from review.decisions import Decision, append
-from tests.conftest import run_malmoi
+from tests.conftest import build_from, run_malmoi
 from tests.test_export_stage import write
 
 EDITED = "사과 3개 주세요"
@@ -284,10 +283,7 @@ def reviewed(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "transcribe": {"enabled": False},
         "models": {"dir": os.environ["MALMOI_MODEL_DIR"]},
     }
-    config = root / "reviewtest.yaml"
-    config.write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
-    built = run_malmoi("build", str(config), cwd=root, timeout=1200)
-    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-4000:]
+    config = build_from(root, "reviewtest", cfg)
     dataset = out / "export"
     first = sorted(manifest(dataset))
     assert len(first) >= 3, first
