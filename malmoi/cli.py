@@ -586,22 +586,12 @@ def review(
 
     if not stage_folders(output_dir):
         fail(f"{output_dir}: no slices to review (no segment stage or later has run there)")
-    from review.server import create_app, is_loopback, new_token
+    from review.server import serve
 
-    loopback = is_loopback(host)
-    if token is None and not loopback:
-        token = new_token()
-    if token is not None and len(token) < 8:
-        fail("--token: give at least 8 characters")
-    import uvicorn
-
-    app = create_app(output_dir, token=token, loopback=loopback)
-    shown = f"[{host}]" if ":" in host else host
-    url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
-    typer.echo(f"review: {url}  ({output_dir.absolute()}; Ctrl-C stops)")
-    if not loopback:
-        typer.echo(f"token: {token} (every request must carry it)")
-    uvicorn.run(app, host=host, port=port, log_level="info" if verbose else "warning")
+    try:
+        serve(output_dir, host, port, token, typer.echo, verbose)
+    except ValueError as exc:
+        fail(str(exc))
 
 
 def models_list(

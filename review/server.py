@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 from urllib.parse import quote
@@ -73,6 +74,33 @@ def is_loopback(host: str) -> bool:
 
 def new_token() -> str:
     return secrets.token_urlsafe(18)
+
+
+def serve(
+    output_dir: Path,
+    host: str,
+    port: int,
+    token: str | None,
+    announce: Callable[[str], None],
+    verbose: bool = False,
+) -> None:
+    """Serve the review page of the build at ``output_dir`` on ``host``:``port`` until stopped;
+    ``announce`` is given the URL (with the token: one is made when ``host`` is not loopback
+    and none is given). ValueError for a token shorter than 8 characters."""
+    import uvicorn
+
+    loopback = is_loopback(host)
+    if token is None and not loopback:
+        token = new_token()
+    if token is not None and len(token) < 8:
+        raise ValueError("--token: give at least 8 characters")
+    app = create_app(output_dir, token=token, loopback=loopback)
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+    announce(f"review: {url}  ({Path(output_dir).absolute()}; Ctrl-C stops)")
+    if not loopback:
+        announce(f"token: {token} (every request must carry it)")
+    uvicorn.run(app, host=host, port=port, log_level="info" if verbose else "warning")
 
 
 class Refused(Exception):
