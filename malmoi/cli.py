@@ -560,6 +560,32 @@ def review(
         str | None,
         typer.Option(help="Require ?token=THIS on every request (always when not on loopback)."),
     ] = None,
+    to_label_studio: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the most doubtful slices to FILE as Label Studio tasks (and its labeling "
+            "config to FILE's .xml), then exit.",
+            metavar="FILE",
+        ),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option(min=1, help="How many slices --to-label-studio writes.")
+    ] = 200,
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            help="--to-label-studio: the audio at <URL>/files/<path> (a running malmoi review) "
+            "instead of Label Studio's /data/local-files/?d=<path>."
+        ),
+    ] = None,
+    from_label_studio: Annotated[
+        Path | None,
+        typer.Option(
+            help="Read a Label Studio export (JSON or JSON_MIN) of those tasks into the review "
+            "decisions, then exit.",
+            metavar="FILE",
+        ),
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
     """Review the build's slices in the browser: every slice of the last stages, kept and
@@ -586,12 +612,37 @@ def review(
 
     if not stage_folders(output_dir):
         fail(f"{output_dir}: no slices to review (no segment stage or later has run there)")
+    if to_label_studio is not None or from_label_studio is not None:
+        label_studio(output_dir, to_label_studio, limit, base_url, from_label_studio)
+        return
     from review.server import serve
 
     try:
         serve(output_dir, host, port, token, typer.echo, verbose)
     except ValueError as exc:
         fail(str(exc))
+
+
+def label_studio(
+    output_dir: Path, to: Path | None, limit: int, base_url: str | None, source: Path | None
+) -> None:
+    """``malmoi review --to-label-studio/--from-label-studio``: no server."""
+    from review import label_studio as ls
+    from review.slices import Build
+
+    build = Build(output_dir)
+    if source is not None:
+        try:
+            found = ls.read_export(source)
+        except (OSError, ValueError) as exc:
+            fail(f"{source}: {exc}")
+        written, unknown = ls.apply(build, found)
+        if unknown:
+            typer.echo(f"{len(unknown)} of no slice of this build, left out: {', '.join(unknown)}")
+        typer.echo(f"{written} decisions from {source} added to {output_dir}/review")
+    if to is not None:
+        count, config = ls.write_tasks(build, to, limit, base_url)
+        typer.echo(f"{count} tasks written to {to}, the labeling config to {config}")
 
 
 def models_list(
