@@ -14,7 +14,6 @@ request is timed as the median of 5. Prints a markdown table."""
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import tempfile
 import time
@@ -27,12 +26,10 @@ WORDS = ["오늘은", "날씨가", "맑아서", "공원에", "산책을", "갔�
 
 
 def write_table(path: Path, rows: list[dict[str, Any]]) -> None:
+    import pandas as pd
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    with path.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+    pd.DataFrame(rows).to_csv(path, index=False)
 
 
 def make_build(out: Path, n: int) -> None:

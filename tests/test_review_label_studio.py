@@ -4,7 +4,6 @@ as review decisions. A tiny build's tables are written by hand."""
 
 from __future__ import annotations
 
-import csv
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -15,18 +14,10 @@ from typer.testing import CliRunner
 from review import decisions
 from review import label_studio as ls
 from review.slices import Build
+from tests.test_review_ui import write_table
 
 BELOW = "self_similarity 0.500 below threshold 0.800 (auto: self-enrollment)"
 TEXTS = {"a": "가나다", "b": "라마바", "c": "사아자", "d": "차카타", "e": "파하"}
-
-
-def write_table(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    with path.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def row(rid: str, start: float, **more) -> dict:
