@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from malmoi.audio import as_float
 from malmoi.errors import ItemError
 from malmoi.folders import config_of
 from malmoi.lineage import Lineage
@@ -68,11 +69,8 @@ TEXTS = ("text", "text_source", "asr_text", "subtitle_text")
 
 def number(value: Any) -> float | None:
     """A cell as a finite float (None: empty, not a number)."""
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
+    out = as_float(value)
+    return out if out is not None and math.isfinite(out) else None
 
 
 def reason_kind(reason: str) -> str:

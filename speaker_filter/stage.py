@@ -665,20 +665,16 @@ class SpeakerFilterStage(PassesSlicesOn, Stage[SpeakerFilterConfig, SpeakerRow])
                 blockers.setdefault(track(r), []).append((float(r["start"]), float(r["stop"])))
         out_kept, joined_away = [], {}
         for tid, rows in by_track.items():
-            if not tid:  # files given as they are: no track to join on
+            src = join.track_path(whole_of(rows[0]), paths) if tid else None
+            if src is None:  # files given as they are, or a track not on disk: no joins
                 continue
-            src = join.track_path(whole_of(rows[0]), paths)
             spans = [join.Span(r["id"], float(r["start"]), float(r["stop"])) for r in rows
                      if r.get("start") not in (None, "")]  # fmt: skip
-            found = (
-                join.runs(
-                    spans,
-                    blockers.get(tid, []) + segment_rejected.get(tid, []),
-                    self.params.join_gap,
-                    self.params.join_max,
-                )
-                if src is not None
-                else []
+            found = join.runs(
+                spans,
+                blockers.get(tid, []) + segment_rejected.get(tid, []),
+                self.params.join_gap,
+                self.params.join_max,
             )
             by_id = {r["id"]: r for r in rows}
             for run in found:
@@ -698,7 +694,6 @@ class SpeakerFilterStage(PassesSlicesOn, Stage[SpeakerFilterConfig, SpeakerRow])
                     "start": run[0].start,
                     "stop": run[-1].stop,
                 }
-                assert src is not None
                 row["duration"] = self._write_join(src, row)
                 v, s_ = judge([row])
                 row.update(
