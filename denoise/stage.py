@@ -419,7 +419,9 @@ class DenoiseStage(Stage[DenoiseConfig, DenoiseRow]):
 
 def tracks_from(stage_dir: Path) -> TrackOf:
     """The source track of a slice: the row of ``stage_dir``'s manifest (the stage the slices
-    were cut from reads it: the separate stage's vocals) whose id is the slice's parent."""
+    were cut from reads it: the separate stage's vocals) whose id is the slice's parent, or
+    the parent's nearest ancestor (the speaker filter's joins and parts are children of a
+    slice)."""
     from malmoi.manifest import MANIFEST, read_records
 
     paths: dict[str, Path] | None = None
@@ -431,7 +433,11 @@ def tracks_from(stage_dir: Path) -> TrackOf:
                 r["id"]: (stage_dir / r["path"]).absolute()
                 for r in read_records(stage_dir / MANIFEST)
             }
+        # a slice's parent is the track; a joined slice's or a part's is a slice of it, whose
+        # id extends the track's (ids extend their parent's): the nearest ancestor listed
         parent = str(item.row.get("parent_id") or "")
+        while parent and parent not in paths:
+            parent = parent.rpartition(".")[0]
         path = paths.get(parent)
         return (parent, path) if path is not None and path.exists() else None
 

@@ -210,3 +210,26 @@ def test_the_default_chain_beats_the_seeds_recipe(shared: Path, dnsmos_model: Pa
     for kind in ("crackle", "whine"):
         assert chain[kind][0] > 2.0 and chain[kind][0] > pydub[kind][0] + 1.0, (kind, data)
     assert chain["all"][1] > noisy["all"][1], data  # DNSMOS OVRL rises on the whole
+
+
+def test_a_joined_slice_or_a_part_finds_its_track(tmp_path: Path) -> None:
+    """The speaker filter's joins (``<slice>+<n>``) and parts (``<slice>.1``) are children of a
+    slice, not of the track: their track is the nearest ancestor in the separate stage's table,
+    so notches and the low-pass cutoff are found once per track, not once per joined slice."""
+    from denoise.stage import tracks_from
+
+    sep = tmp_path / "separate"
+    (sep / "ep").mkdir(parents=True)
+    sf.write(sep / "ep" / "vocals.wav", np.zeros(160, np.float32), 16000)
+    (sep / "manifest.csv").write_text("id,parent_id,path\nep.vocals,ep,ep/vocals.wav\n")
+    track_of = tracks_from(sep)
+    vocals = ("ep.vocals", (sep / "ep" / "vocals.wav").absolute())
+
+    def item(parent: str) -> Item:
+        return Item(id=f"{parent}.x", path=tmp_path / "x.wav", source="", row={"parent_id": parent})
+
+    assert track_of(item("ep.vocals")) == vocals  # a segment slice
+    assert track_of(item("ep.vocals.0016")) == vocals  # a join <slice>+<n>, a part <slice>.1
+    assert track_of(item("ep.vocals.0016.1")) == vocals  # a part of a part's row
+    assert track_of(item("other.vocals.0001")) is None  # not in the table: the slice itself
+    assert track_of(item("")) is None

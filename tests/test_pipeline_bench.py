@@ -156,3 +156,29 @@ def test_help_runs() -> None:
     proc = subprocess.run([sys.executable, str(bench), "--help"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "--minutes" in proc.stdout
+
+
+def test_the_bench_config_is_the_defaults_and_set_changes_one_key(
+    shared: Path, tmp_path: Path
+) -> None:
+    """The bench builds what a new user configures: every stage at its defaults but for the
+    source, the references and the transcribe language; ``--set`` changes one key (YAML value)
+    and a malformed one is refused."""
+    from bench.pipeline_speed import write_config
+    from malmoi.config import SegmentConfig, load_config
+
+    mp3 = tmp_path / "in.mp3"
+    cfg = load_config(write_config(tmp_path, mp3, shared))
+    assert cfg.segment == SegmentConfig()
+    assert cfg.denoise.lowpass.cutoff_hz == "auto"
+    assert cfg.transcribe.model == "whisper:base"
+    assert cfg.speaker_filter.references == reference_files(shared)
+    other = tmp_path / "other"
+    other.mkdir()
+    cfg = load_config(
+        write_config(other, mp3, shared, ["segment.gender_engine=ina", "denoise.lowpass.passes=3"])
+    )
+    assert cfg.segment.gender_engine == "ina"
+    assert cfg.denoise.lowpass.passes == 3
+    with pytest.raises(SystemExit, match="SECTION.KEY=VALUE"):
+        write_config(other, mp3, shared, ["gender_engine"])
