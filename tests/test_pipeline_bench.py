@@ -180,5 +180,5 @@ def test_the_bench_config_is_the_defaults_and_set_changes_one_key(
     )
     assert cfg.segment.gender_engine == "ina"
     assert cfg.denoise.lowpass.passes == 3
-    with pytest.raises(SystemExit, match="SECTION.KEY=VALUE"):
+    with pytest.raises(SystemExit, match=r"SECTION\.KEY=VALUE"):
         write_config(other, mp3, shared, ["gender_engine"])
