@@ -364,7 +364,8 @@ def sweep(
     if not gender_filtered(params):
         typer.echo(
             f"note: counts are before the gender filter (gender {params.gender} with the "
-            "embedding gender engine needs the audio and its model; the stage applies it)"
+            f"{params.gender_engine} gender engine needs the audio and its model; the stage "
+            "applies it)"
         )
 
 

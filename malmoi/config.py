@@ -184,10 +184,12 @@ class SegmentConfig(StrictModel):
 
     engine: Literal["ina"] = Field("ina", description="speech detector: inaSpeechSegmenter smn")
     gender: Literal["male", "female", "any"] = Field("any", description="slices to keep")
-    gender_engine: Literal["ina", "embedding"] = Field(
+    gender_engine: Literal["ina", "ina-slice", "embedding"] = Field(
         "ina",
-        description="ina: inaSpeechSegmenter's gender CNN; embedding: Resemblyzer + "
-        "a linear classifier",
+        description="ina: inaSpeechSegmenter's gender CNN on every 20 ms of speech (slow: "
+        "RTF about 0.09); ina-slice: the same CNN on a few patches of each slice's speech; "
+        "embedding: Resemblyzer + a linear classifier (its embeddings reused by the speaker "
+        "filter)",
     )
     min_duration: float = Field(1.0, gt=0, description="shorter slices are rejected (seconds)")
     max_duration: float = Field(15.0, gt=0, description="longer speech is split (seconds)")

@@ -6,7 +6,8 @@ from malmoi.registry import Cli, StageSpec
 
 
 def _models(cfg) -> list[str]:
-    gender = "ina:gender" if cfg.segment.gender_engine == "ina" else "resemblyzer:encoder"
+    engine = cfg.segment.gender_engine
+    gender = "resemblyzer:encoder" if engine == "embedding" else "ina:gender"
     return ["ina:speech-music-noise", gender]
 
 
@@ -20,7 +21,7 @@ SPEC = StageSpec(
     models=_models,
     weights=lambda cfg: (
         [("segment gender classifier", "segment", "gender_embedding.json")]
-        if cfg.segment.gender_engine != "ina"
+        if cfg.segment.gender_engine == "embedding"
         else []
     ),
     cli=Cli(

@@ -13,6 +13,10 @@ and CNN patches (a 60-minute file peaks near 6 GB), so long inputs are processed
 
 The result equals whole-file processing except close to chunk seams (where the CNN's Viterbi
 smoothing sees a different context).
+
+:class:`PatchGender` (``gender_engine: ina-slice``) runs the same gender CNN on a few patches
+per slice instead of every 20 ms of speech: the patches inaSpeechSegmenter would build for the
+20-ms units chosen by :func:`patch_units`, from the file's features already computed.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ HOP = 160  # 10-ms frames
 WIN = 400  # of 25 ms
 UNIT = 0.02  # inaSpeechSegmenter labels 20-ms units (two frames)
 MIN_FRAMES = 68  # the CNN's patch length
+PATCH_UNITS = MIN_FRAMES // 2  # 20-ms units one patch spans (0.68 s)
+LEAD = MIN_FRAMES // 4  # unit j's patch starts LEAD units before j (inaSpeechSegmenter's lfill)
 
 
 class InaEngine:
@@ -83,6 +89,19 @@ class InaEngine:
         """The segment table of ``path`` (any format ffmpeg reads), in seconds. The 16-kHz
         copy goes into a temporary folder inside ``tmp_parent`` (a stage folder, whose next run
         removes what a killed one left) or the system's."""
+        return self.segments(*self.file_features(path, tmp_parent))
+
+    def segments(self, mspec: np.ndarray, loge: np.ndarray) -> list[Segment]:
+        """The segment table (seconds) of features made by :meth:`file_features`."""
+        return [
+            Segment(lab, start, stop) for lab, start, stop in self.segment_features(mspec, loge)
+        ]
+
+    def file_features(
+        self, path: Path, tmp_parent: Path | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Mel spectrogram and log energy (10-ms frames) of ``path`` decoded to 16-kHz mono
+        (see :meth:`segment_file` for the temporary copy)."""
         with (
             temp_dir(tmp_parent) if tmp_parent is not None else tempfile.TemporaryDirectory() as tmp
         ):
@@ -105,10 +124,7 @@ class InaEngine:
                 ],
                 "ffmpeg could not decode it",
             )
-            mspec, loge = features(wav)
-        return [
-            Segment(lab, start, stop) for lab, start, stop in self.segment_features(mspec, loge)
-        ]
+            return features(wav)
 
     def segment_features(
         self, mspec: np.ndarray, loge: np.ndarray
@@ -175,3 +191,150 @@ def features(wav16k: Path, block_seconds: float = 60.0) -> tuple[np.ndarray, np.
     if not loges:
         return np.zeros((0, 24)), np.zeros(0)
     return np.concatenate(mspecs), np.concatenate(loges)
+
+
+PATCHES = 10  # gender patches per slice at most (ina-slice); eval/gender.py measured the choice
+MIN_SPEECH_SECONDS = 0.25  # a slice with less speech (20-ms units labelled speech): no gender
+GENDER_LABELS = ("female", "male")  # the gender CNN's outputs (inaSpeechSegmenter's Gender)
+
+
+def speech_track(segments: list[Segment], n_units: int) -> np.ndarray:
+    """Which 20-ms units the segment table labels ``speech`` (or ``male``/``female``)."""
+    track = np.zeros(n_units, dtype=bool)
+    for s in segments:
+        if s.label in ("speech", "male", "female"):
+            track[round(s.start / UNIT) : round(s.stop / UNIT)] = True
+    return track
+
+
+def slice_speech(track: np.ndarray, start: float, stop: float) -> np.ndarray:
+    """The 20-ms units of speech (indices into ``track``) between ``start`` and ``stop`` s."""
+    a = max(0, round(start / UNIT))
+    return np.flatnonzero(track[a : max(a, round(stop / UNIT))]) + a
+
+
+def patch_units(speech: np.ndarray, patches: int) -> np.ndarray:
+    """The units to centre the gender patches of a slice on: ``speech`` (its speech units,
+    sorted) cut into k equal shares, one patch in the middle of each, with k = ``patches`` or
+    fewer so that patches need not overlap (as many as fit side by side, at least one: speech
+    shorter than one patch gets one, in its middle). Empty without speech."""
+    m = len(speech)
+    if m == 0 or patches < 1:
+        return np.zeros(0, dtype=np.int64)
+    k = min(patches, -(-m // PATCH_UNITS))
+    return np.asarray(speech)[((np.arange(k) + 0.5) * m / k).astype(np.int64)]
+
+
+def _padded(mspec: np.ndarray) -> np.ndarray:
+    """``mspec`` padded to one patch with its minimum, as ``_media2feats`` pads short files."""
+    if len(mspec) >= MIN_FRAMES:
+        return mspec
+    pad = np.ones((MIN_FRAMES - len(mspec), mspec.shape[1])) * np.min(mspec)
+    return np.concatenate((mspec, pad))
+
+
+def _first_frames(mspec: np.ndarray, units: np.ndarray) -> np.ndarray:
+    """The first frame of each unit's patch in (padded) ``mspec``."""
+    windows = (len(mspec) - MIN_FRAMES) // 2 + 1
+    return np.clip(np.asarray(units, dtype=np.int64) - LEAD, 0, windows - 1) * 2
+
+
+def finite_units(mspec: np.ndarray, units: np.ndarray) -> np.ndarray:
+    """Whether the patch of each unit (:func:`patches_at`) has no infinite or NaN frame: the
+    log mel spectrogram of digital silence is -inf, and inaSpeechSegmenter scores such patches
+    0.5 (no opinion). Cheap: no patch is built."""
+    mspec = _padded(mspec)
+    bad = np.concatenate([[0], np.cumsum(~np.all(np.isfinite(mspec), axis=1))])
+    first = _first_frames(mspec, units)
+    return bad[first + MIN_FRAMES] == bad[first]
+
+
+def patches_at(mspec: np.ndarray, units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """inaSpeechSegmenter's gender-CNN input for the 20-ms ``units`` of the file whose mel
+    spectrogram is ``mspec``: for each, the patch ``DnnSegmenter`` builds for that unit
+    (``_get_patches(mspec, 68, 2)``: the 68 frames from 2 × (unit - 17), clamped to the file,
+    each patch standardised over its 68 × 24 values; a file shorter than a patch padded with its
+    minimum as ``_media2feats`` pads it). (n, 68, 24) and whether each patch is finite."""
+    mspec = _padded(mspec)
+    first = _first_frames(mspec, units)
+    if len(first) == 0:
+        return np.zeros((0, MIN_FRAMES, mspec.shape[1]), mspec.dtype), np.zeros(0, dtype=bool)
+    data = np.stack([mspec[f : f + MIN_FRAMES] for f in first]).reshape(len(first), -1)
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="invalid value encountered", category=RuntimeWarning
+        )
+        data = (data - np.mean(data, axis=1)[:, None]) / np.std(data, axis=1)[:, None]
+    finite = np.all(np.isfinite(data), axis=1)
+    return data.reshape(len(first), MIN_FRAMES, mspec.shape[1]), finite
+
+
+class PatchGender:
+    """inaSpeechSegmenter's gender CNN (the keras model of the store's ``ina:gender``) on a few
+    patches per slice: a slice's label is the higher of its patches' mean probabilities
+    (female, male), its score that mean. Loaded once."""
+
+    def __init__(
+        self,
+        model: Path,
+        patches: int = PATCHES,
+        min_speech_seconds: float = MIN_SPEECH_SECONDS,
+        batch_size: int = 256,
+    ):
+        from tensorflow import keras
+
+        self.nn = keras.models.load_model(str(model), compile=False)
+        self.patches = patches
+        self.min_speech_seconds = min_speech_seconds
+        self.batch_size = batch_size
+        self.patches_run = 0  # patches through the CNN so far
+
+    def probabilities(self, patches: np.ndarray) -> np.ndarray:
+        """(n, 2) probabilities (female, male) of patches made by :func:`patches_at`."""
+        if len(patches) == 0:
+            return np.zeros((0, 2), np.float32)
+        out = []
+        for a in range(0, len(patches), self.batch_size):
+            batch = np.expand_dims(patches[a : a + self.batch_size], 3).astype(np.float32)
+            out.append(np.asarray(self.nn(batch, training=False)))
+        return np.concatenate(out)
+
+    def tell(
+        self, mspec: np.ndarray, speech: list[np.ndarray]
+    ) -> list[tuple[str | None, float | None]]:
+        """(label, probability of it) of each slice from its speech units (see
+        :func:`slice_speech`): :func:`decide` on its :meth:`patch_probabilities`."""
+        return [decide(p) for p in self.patch_probabilities(mspec, speech)]
+
+    def patch_probabilities(self, mspec: np.ndarray, speech: list[np.ndarray]) -> list[np.ndarray]:
+        """Per slice, given by its speech units, the (k, 2) probabilities (female, male) of its
+        patches: k = 0 for a slice with under ``min_speech_seconds`` of speech or none whose
+        patch is finite, else the ``patches`` (or fewer) of :func:`patch_units` spread over the
+        speech units whose patch is finite (:func:`finite_units`: not touching digital
+        silence). One batch of patches for all the slices."""
+        min_units = self.min_speech_seconds / UNIT - 1e-9
+        units = [
+            patch_units(s[finite_units(mspec, s)], self.patches)
+            if len(s) >= min_units
+            else np.zeros(0, np.int64)
+            for s in speech
+        ]
+        patches, finite = patches_at(mspec, np.concatenate([np.zeros(0, np.int64), *units]))
+        probs = self.probabilities(patches)
+        self.patches_run += len(patches)
+        out, at = [], 0
+        for u in units:
+            p, ok = probs[at : at + len(u)], finite[at : at + len(u)]
+            out.append(p[ok])
+            at += len(u)
+        return out
+
+
+def decide(probs: np.ndarray) -> tuple[str | None, float | None]:
+    """A slice's (label, probability of it) from its patches' (k, 2) probabilities (female,
+    male): the label of the higher mean; (None, None) without patches."""
+    if len(probs) == 0:
+        return None, None
+    mean = probs.mean(axis=0)
+    k = int(np.argmax(mean))
+    return GENDER_LABELS[k], float(mean[k])

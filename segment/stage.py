@@ -10,7 +10,9 @@ model) and the slices ``<id>.<nnnn>.wav``; one :class:`SliceRow` per slice in
 With ``gender_engine: embedding`` the slices are embedded with Resemblyzer in batches
 (:class:`malmoi.embedding.Embedder`), their gender told from those embeddings, and the
 embeddings of the written slices saved in ``<out>/<id>/embeddings.npz`` with the input's key:
-the speaker filter uses them instead of embedding the same slices again.
+the speaker filter uses them instead of embedding the same slices again. With ``ina-slice`` the
+gender CNN of inaSpeechSegmenter runs on a few patches of each slice's speech
+(:class:`segment.ina.PatchGender`), from the features the speech detector computed.
 """
 
 from __future__ import annotations
@@ -47,13 +49,15 @@ class SliceRow(AudioRow):
     stop: float
     label: str = Field(description="the segmenter's label of the speech: male, female, speech")
     gender: str = Field(description="male, female, or '' when it could not be told")
-    gender_score: float | None = Field(description="probability of that gender (embedding)")
+    gender_score: float | None = Field(
+        description="probability of that gender (embedding, ina-slice)"
+    )
     gender_engine: str
 
 
 def wanted_labels(params: SegmentConfig) -> tuple[str, ...]:
     """Speech labels that become slices; the gender filter comes after (as rejections)."""
-    return ("speech",) if params.gender_engine == "embedding" else ("male", "female")
+    return ("male", "female") if params.gender_engine == "ina" else ("speech",)
 
 
 def label_gender(label: str) -> str:
@@ -133,6 +137,7 @@ class SegmentStage(Stage[SegmentConfig, SliceRow]):
         self.engine = None
         self.embedder = None  # Resemblyzer (gender_engine embedding)
         self.gender_weights: dict | None = None
+        self.patch_gender = None  # the gender CNN on a few patches (gender_engine ina-slice)
 
     @classmethod
     def from_config(cls, cfg: Any) -> SegmentStage:
@@ -148,6 +153,13 @@ class SegmentStage(Stage[SegmentConfig, SliceRow]):
         gender = None
         if self.params.gender_engine == "ina":
             gender = store.path("ina:gender") / "keras_male_female_cnn.hdf5"
+        elif self.params.gender_engine == "ina-slice":
+            from segment.ina import PatchGender
+
+            self.patch_gender = PatchGender(
+                store.path("ina:gender") / "keras_male_female_cnn.hdf5",
+                batch_size=self.params.batch_size,
+            )
         else:
             from malmoi.embedding import Embedder
             from segment.gender import load_weights
@@ -179,7 +191,8 @@ class SegmentStage(Stage[SegmentConfig, SliceRow]):
     def _process(self, item: Item, src: Path, folder: Path) -> Result[SliceRow]:
         """Segment and slice ``src``: ``item``'s audio as PCM/float samples libsndfile reads."""
         assert self.engine is not None
-        segments = self.engine.segment_file(src, tmp_parent=folder)
+        mspec, loge = self.engine.file_features(src, tmp_parent=folder)
+        segments = self.engine.segments(mspec, loge)
         write_segments(segments, folder)
         track = energy_track(src)
         with atomic_path(folder / "energy.npy") as tmp, tmp.open("wb") as fh:
@@ -190,11 +203,13 @@ class SegmentStage(Stage[SegmentConfig, SliceRow]):
         pieces = sorted([(s, None) for s in kept] + rejected, key=lambda p: p[0].start)
         (folder / EMBEDDINGS).unlink(missing_ok=True)
         embedded = self._embed(src, pieces) if self.embedder is not None else {}
+        told = self._told(pieces, embedded, segments, mspec, len(loge))
+        del mspec, loge
         result: Result[SliceRow] = Result()
         ids, frames, embeddings = [], [], []
         with sf.SoundFile(str(src)) as fin:
             for k, (piece, reason) in enumerate(pieces, start=1):
-                row, why = self._slice(item, fin, piece, k, folder, reason, embedded.get(k - 1))
+                row, why = self._slice(item, fin, piece, k, folder, reason, told.get(k - 1))
                 if why is None:
                     result.kept.append(row)
                     if k - 1 in embedded:
@@ -213,6 +228,29 @@ class SegmentStage(Stage[SegmentConfig, SliceRow]):
                     key=np.array(self.key(item)),
                 )
         return result
+
+    def _told(
+        self,
+        pieces: list[tuple[Segment, str | None]],
+        embedded: dict[int, tuple[np.ndarray, float, int]],
+        segments: list[Segment],
+        mspec: np.ndarray,
+        frames: int,
+    ) -> dict[int, tuple[str | None, float | None]]:
+        """(gender, probability) of every piece not rejected yet, by index in ``pieces``, from
+        its embedding (``embedding``) or the gender CNN on patches of its speech
+        (``ina-slice``; ``frames``: the features' 10-ms frames); (None, None) when it cannot
+        be told. Empty with ``ina``: the segment labels say the gender."""
+        if self.gender_weights is not None:
+            return {k: classify(e, s, self.gender_weights) for k, (e, s, _) in embedded.items()}
+        if self.patch_gender is None:
+            return {}
+        from segment.ina import slice_speech, speech_track
+
+        todo = [k for k, (_, reason) in enumerate(pieces) if reason is None]
+        track = speech_track(segments, (frames + 1) // 2)
+        speech = [slice_speech(track, pieces[k][0].start, pieces[k][0].stop) for k in todo]
+        return dict(zip(todo, self.patch_gender.tell(mspec, speech), strict=True))
 
     def _embed(
         self, src: Path, pieces: list[tuple[Segment, str | None]]
@@ -249,7 +287,7 @@ class SegmentStage(Stage[SegmentConfig, SliceRow]):
         k: int,
         folder: Path,
         reason: str | None,
-        embedded: tuple[np.ndarray, float, int] | None = None,
+        told: tuple[str | None, float | None] | None = None,
     ) -> tuple[SliceRow, str | None]:
         sr = fin.samplerate
         a, b = round(piece.start * sr), round(piece.stop * sr)
@@ -259,9 +297,8 @@ class SegmentStage(Stage[SegmentConfig, SliceRow]):
         if reason is None:
             fin.seek(a)
             audio = fin.read(b - a, dtype="float32", always_2d=True)
-            if embedded is not None:
-                assert self.gender_weights is not None
-                label, prob = classify(embedded[0], embedded[1], self.gender_weights)
+            if told is not None:
+                label, prob = told
                 gender, score = label or "", prob
             reason = gender_rejection(gender, self.params.gender)
         path = ""

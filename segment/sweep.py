@@ -3,8 +3,8 @@
 The segment stage stores each input's segment table (``segments.csv``) and frame energies
 (``energy.npy``); slicing is pure arithmetic on those, so trying thresholds costs seconds. The
 gender filter is applied as the stage applies it when the gender comes from the segment labels
-(``gender_engine: ina``); with the ``embedding`` engine it needs the audio and a model, so the
-counts are then before the gender filter (``other_gender`` is None).
+(``gender_engine: ina``); with the ``ina-slice`` and ``embedding`` engines it needs the audio
+and a model, so the counts are then before the gender filter (``other_gender`` is None).
 """
 
 from __future__ import annotations
