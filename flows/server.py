@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 import tomllib
+import urllib.request
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,20 +58,18 @@ class EarlyServer:
     def wait_ready(self, timeout: float) -> bool:
         """Wait until the server answers its health check (True), or exits, or ``timeout``
         seconds have passed since it started (False)."""
-        import httpx  # Prefect's own client library, imported by Prefect already
-
         deadline = self.started + timeout
-        with httpx.Client(timeout=5.0) as client:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    log.debug("the early temporary server exited (%s)", self.process.returncode)
-                    return False
-                try:
-                    if client.get(f"{self.api_url}/health").status_code == 200:
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                log.debug("the early temporary server exited (%s)", self.process.returncode)
+                return False
+            try:
+                with urllib.request.urlopen(f"{self.api_url}/health", timeout=5) as answer:
+                    if answer.status == 200:
                         return True
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.05)
+            except OSError:  # not listening yet (URLError is an OSError)
+                pass
+            time.sleep(0.05)
         return False
 
     def stop(self) -> None:
