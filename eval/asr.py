@@ -341,6 +341,112 @@ def korean(engine: WhisperEngine, folder: Path) -> str:
     return f"Reference: {KOREAN}\n\n" + markdown_table(header, rows, right=[2])
 
 
+# --- 3. compute types, word timestamps, Silero VAD: what the stage's defaults cost ----------------
+
+COMPUTE_TYPES = ("int8", "int8_float32", "int16", "float32")
+
+
+@dataclass
+class Variant:
+    name: str
+    compute_type: str
+    words: bool = True  # word timestamps
+    vad: bool = True  # Silero VAD's speech seconds (WhisperEngine.transcribe always measures it)
+
+
+def stage_texts(engine: WhisperEngine, audios: list[np.ndarray], words: bool) -> list[str]:
+    """The stage's decoding (its config defaults: batch 1, beam 1), language en."""
+    engine.batch_size, engine.beam_size, engine.word_timestamps = 1, 1, words
+    return [t.text for t in engine.transcribe(audios, "en")]
+
+
+def compute_table(
+    model_dir: Path,
+    audios: list[np.ndarray],
+    shared: Path,
+    folder: Path,
+    repeats: int,
+    types: Sequence[str] = COMPUTE_TYPES,
+) -> str:
+    """Per compute type, with the stage's defaults (batch 1, beam 1, word timestamps, Silero
+    VAD's speech seconds): seconds and RTF on the LibriSpeech slices, WER on the espeak-ng clips
+    (known text: clean and the four noisy conditions, undenoised, as the stage hears by default),
+    and how far each type's LibriSpeech text is from float32's (WER against float32's output:
+    agreement, not accuracy; LibriSpeech's transcripts are not in ../shared). Then the cost of
+    the extras at the default type: the same without word timestamps, and Silero VAD alone."""
+    from transcribe.whisper import speech_seconds
+
+    engines = {t: WhisperEngine(model_dir, compute_type=t, threads=2) for t in types}
+    default = engines["int8"] if "int8" in engines else next(iter(engines.values()))
+    variants = [Variant(f"{t}, words on", t) for t in types]
+    variants.append(Variant(f"{default.compute_type}, words off", default.compute_type, False))
+    seconds = sum(len(a) for a in audios) / ASR_SR
+    for e in engines.values():  # warm-up: first CTranslate2 call, VAD model load
+        stage_texts(e, audios[:1], True)
+    took: dict[str, list[float]] = {v.name: [] for v in variants}
+    took["Silero VAD alone"] = []
+    texts: dict[str, list[str]] = {}
+    for r in range(repeats):  # interleaved, as in the speed table
+        for v in variants:
+            started = time.perf_counter()
+            texts[v.name] = stage_texts(engines[v.compute_type], audios, v.words)
+            took[v.name].append(time.perf_counter() - started)
+            log.info("run %d %s: %.1f s", r + 1, v.name, took[v.name][-1])
+        started = time.perf_counter()
+        for a in audios:
+            speech_seconds(a)
+        took["Silero VAD alone"].append(time.perf_counter() - started)
+    # accuracy on the espeak-ng clips with known text
+    clips = build_clips(shared, folder)
+    wers: dict[str, dict[str, float]] = {}
+    for v in variants:
+        if not v.words:  # word timestamps do not change the text: checked below
+            continue
+        engine = engines[v.compute_type]
+        per: dict[str, list[float]] = {}
+        for condition in ("clean", *CONDITIONS):
+            chosen = [c for c in clips if c.condition == condition]
+            hyps = stage_texts(engine, [read_audio(c.noisy, ASR_SR) for c in chosen], True)
+            per[condition] = [wer(c.text, h) for c, h in zip(chosen, hyps, strict=True)]
+        wers[v.name] = {k: statistics.fmean(x) for k, x in per.items()}
+        wers[v.name]["all"] = statistics.fmean([w for x in per.values() for w in x])
+        log.info("%s: WER %s", v.name, {k: round(x, 4) for k, x in wers[v.name].items()})
+    reference = texts.get("float32, words on")
+    header = ["setup", *(f"s run {r + 1}" for r in range(repeats)), "RTF (median)"]
+    header += ["× vs int8", "WER clean", "WER noisy", "WER all", "LibriSpeech WER vs float32"]
+    base = statistics.median(took[variants[0].name])
+    rows: list[list[object]] = []
+    for name, t in took.items():
+        med = statistics.median(t)
+        row: list[object] = [name, *(f"{x:.1f}" for x in t), f"{med / seconds:.3f}"]
+        row.append(f"{base / med:.2f}")
+        w = wers.get(name)
+        if w:
+            noisy = statistics.fmean(w[c] for c in CONDITIONS)
+            row += [f"{100 * w['clean']:.1f}%", f"{100 * noisy:.1f}%", f"{100 * w['all']:.1f}%"]
+        else:
+            row += ["—", "—", "—"]
+        if reference is not None and name in texts:
+            agree = statistics.fmean(
+                wer(ref, hyp) for ref, hyp in zip(reference, texts[name], strict=True)
+            )
+            row.append(f"{100 * agree:.1f}%")
+        else:
+            row.append("—")
+        rows.append(row)
+    same = texts[variants[-1].name] == texts[f"{default.compute_type}, words on"]
+    caption = (
+        f"{len(audios)} LibriSpeech utterances, {seconds:.0f} s; whisper base, cpu_threads 2, "
+        "batch 1, beam 1, language en (the stage's defaults); each setup's seconds include "
+        "Silero VAD's speech seconds (the stage measures them on every slice), so 'Silero VAD "
+        "alone' is part of every other row. WER: mean per-clip WER on "
+        f"{len([c for c in clips if c.condition == 'clean'])} espeak-ng clips × clean and "
+        f"{', '.join(CONDITIONS)} (undenoised). Text with word timestamps off is "
+        f"{'identical' if same else 'NOT identical'} to the text with them on."
+    )
+    return caption + "\n\n" + markdown_table(header, rows, right=range(1, len(header)))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=Path("../shared"))
@@ -350,12 +456,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument(
+        "--compute",
+        action="store_true",
+        help="only the compute-type table (int8, int8_float32, int16, float32; word timestamps; "
+        "Silero VAD)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     setup_cli_logging(args.verbose)
 
-    engine = WhisperEngine(resolve_model(args.model), threads=2)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.compute:
+        audios = [read_audio(p, ASR_SR) for p in utterances(args.shared, args.utterances)]
+        print("### Compute types, word timestamps, Silero VAD\n")
+        table = compute_table(
+            resolve_model(args.model), audios, args.shared, args.out, args.repeats
+        )
+        print(table, "\n", flush=True)
+        return
+    engine = WhisperEngine(resolve_model(args.model), threads=2)
     if not args.skip_speed:
         audios = [read_audio(p, ASR_SR) for p in utterances(args.shared, args.utterances)]
         print("### Speed on short slices\n")

@@ -7,6 +7,7 @@ retry — or a rerun of the whole flow — resumes where the last one stopped. S
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import re
@@ -23,16 +24,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "malmoi")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-# malmoi's log records outside a flow run (e.g. "SIGTERM: stopping" after the run crashed) go to
-# the console only, without Prefect's warning that they cannot reach the API.
-os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
-# Prefect's temporary server creates and migrates its SQLite database on its first start: 35 s
-# were measured on a fresh machine, beyond Prefect's default wait of 20 s ("Timed out while
-# attempting to connect to ephemeral Prefect API server"). A user's own setting wins.
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-
 import prefect
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
@@ -48,6 +39,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import TaskRunner
 
+from flows.server import EarlyServer
 from malmoi.config import DaskConfig, PipelineConfig, load_config
 from malmoi.logs import get_logger
 from malmoi.pipeline import StageSpec, as_names, check_input, select, spec
@@ -115,6 +107,46 @@ def temporary_server_dies_with_us() -> bool:
 
 if not prefect.settings.get_current_settings().api.url:
     temporary_server_dies_with_us()  # only a temporary server is started by this process
+
+
+def use_temporary_server(early: EarlyServer | None) -> bool:
+    """Hand Prefect the temporary server that :func:`flows.server.start_temporary_server`
+    started while Prefect was being imported, once it answers: the flow run then uses it as the
+    temporary server Prefect would have started itself (Prefect's ``get_client`` finds its
+    ``SubprocessASGIServer`` running) and stops it at exit. Read against Prefect 3.8.8. Where
+    Prefect's settings want no temporary server (an API URL from a source the early check did
+    not read), where the server did not come up, or where Prefect's internals differ, the early
+    server is stopped and Prefect starts its own as before: False."""
+    if early is None:
+        return False
+    settings = prefect.settings.get_current_settings()
+    if settings.api.url or not settings.server.ephemeral.enabled:
+        early.stop()
+        return False
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()  # the one get_client() starts: no port given
+    wanted = ("port", "server_process", "running", "stop")
+    if server.running or not all(hasattr(server, name) for name in wanted):
+        log.warning(
+            "Prefect %s keeps its temporary server differently than malmoi expects: "
+            "it starts its own",
+            prefect.__version__,
+        )
+        early.stop()
+        return False
+    if not early.wait_ready(float(settings.server.ephemeral.startup_timeout_seconds)):
+        log.warning("Prefect's temporary server did not start early: Prefect starts it again")
+        early.stop()
+        return False
+    server.port, server.server_process, server.running = early.port, early.process, True
+    atexit.register(server.stop)  # as SubprocessASGIServer.start does
+    log.info(
+        "Prefect's temporary server is up on %s (%.1f s after it was started)",
+        server.address,
+        time.monotonic() - early.started,
+    )
+    return True
 
 
 @task(name="gather", retries=2, retry_delay_seconds=30, cache_policy=NO_CACHE)

@@ -444,8 +444,14 @@ def build(
         )
         typer.echo(f"output: {cfg.output_dir}")
         return
-    from flows.build import build_dataset
+    # Prefect's temporary server (when no PREFECT_API_URL is set) starts now, while this
+    # process imports Prefect: the two overlap instead of following each other (bench/startup.py)
+    from flows.server import start_temporary_server
 
+    early = start_temporary_server()
+    from flows.build import build_dataset, use_temporary_server
+
+    use_temporary_server(early)
     state = build_dataset(
         config_path=str(config),
         only=list(only) if only else None,

@@ -51,6 +51,10 @@ def test_build_runs_ingest_through_the_flow_and_resumes(tmp_path: Path) -> None:
     assert "separate: 1 processed, 0 skipped, 0 failed, 2 kept" in proc.stdout
     assert "segment: 1 processed, 0 skipped, 0 failed" in proc.stdout
     assert "for flow 'build-dataset'" in proc.stderr
+    # Prefect's temporary server was started before Prefect was imported (flows/server.py) and
+    # Prefect used it rather than start its own
+    assert "Prefect's temporary server is up on" in proc.stderr
+    assert "Starting temporary server" not in proc.stderr
     assert "broken.mkv: not a readable media file" in proc.stderr  # stage logs reach Prefect
     # the build ends with its dataset's card and the verify result: a tone has no speech,
     # so the dataset is empty, which is said, not failed
