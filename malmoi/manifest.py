@@ -237,6 +237,25 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return list(latest.values())
 
 
+def read_latest(path: Path) -> tuple[dict[str, dict[str, Any]], bool]:
+    """A table's rows as dicts of strings by id (the last written wins), read-only, and whether
+    the file holds one row per id (nothing superseded to compact)."""
+    if not path.exists():
+        return {}, True
+    latest: dict[str, dict[str, Any]] = {}
+    count = 0
+    for rec in _parse(path.read_text(encoding="utf-8")):
+        latest[rec["id"]] = rec
+        count += 1
+    return latest, count == len(latest)
+
+
+def progress_row(rec: dict[str, Any]) -> ProgressRow:
+    """A ``progress.csv`` record as a :class:`ProgressRow`, without validating it: every field
+    is text, as the table holds it (the loop reads one per input of a build, thousands)."""
+    return ProgressRow.model_construct(**{c: rec.get(c, "") for c in ProgressRow.model_fields})
+
+
 def _typed(row_type: type[Row], rec: dict[str, Any]) -> dict[str, Any]:
     """Drop columns the model does not know (an older header); an empty cell of an optional
     field is None, and of a non-text field with a default (a column added by an upgrade,
