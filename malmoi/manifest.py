@@ -153,6 +153,12 @@ class Table:
         records = read_records(self.path)
         return [self.row_type.model_validate(_typed(self.row_type, r)) for r in records]
 
+    def records(self) -> list[dict[str, Any]]:
+        """All records, one per id (the last written wins), as dicts of the table's text, an
+        empty cell of an optional field None: what :meth:`rows` holds, without validating
+        each row (an after-run pass reads every row of a build, tens of thousands)."""
+        return [_typed(self.row_type, r) for r in read_records(self.path)]
+
     def append(self, rows: Iterable[Row]) -> None:
         """Append rows and flush them to disk."""
         rows = list(rows)

@@ -706,8 +706,7 @@ class Stage(ABC, Generic[P, R]):
         kept_ids = {r["id"] for r in kept}
         rejected_ids = {r["id"] for r in rejected}
         rows = []
-        for p in progress_t.rows():
-            assert isinstance(p, ProgressRow)
+        for p in map(progress_row, read_records(progress_t.path)):
             if p.status == "ok":
                 made = json.loads(p.outputs) + json.loads(p.rejected)
                 p = p.model_copy(
