@@ -203,6 +203,69 @@ def candidates(
     return out
 
 
+class Index:
+    """The inverted index of :func:`candidates` over every unit's fingerprint at once, as
+    sorted arrays (value, unit) instead of a Python list per value: a build's hundreds of
+    hour-long sources are millions of values, a few arrays here (not a tuple each, rebuilt
+    every run). :meth:`candidates` of the ``k``-th unit sees the units before it only, as the
+    dictionary filled unit after unit does."""
+
+    def __init__(self, units: list[Unit]):
+        self.names = [u.name for u in units]
+        sizes = [len(u.fingerprint) for u in units]
+        values = (
+            np.concatenate([u.fingerprint for u in units]).astype(np.uint64)
+            if units
+            else np.zeros(0, dtype=np.uint64)
+        )
+        unit = np.repeat(np.arange(len(units), dtype=np.uint64), sizes)
+        pos = np.concatenate([np.arange(n, dtype=np.int64) for n in sizes]) if units else values
+        keys = (values << np.uint64(32)) | unit
+        order = np.argsort(keys, kind="stable")
+        self.keys = keys[order]
+        self.unit = unit[order].astype(np.int64)
+        self.pos = pos[order].astype(np.int64)
+
+    def candidates(
+        self, k: int, fp: np.ndarray, min_votes: int = MIN_VOTES
+    ) -> list[tuple[str, int]]:
+        """:func:`candidates` of ``fp`` (the ``k``-th unit's) against the units before it."""
+        q = fp.astype(np.uint64) << np.uint64(32)
+        order = np.argsort(q, kind="stable")  # sorted needles: each search starts at the last
+        lo, count = np.empty(len(q), dtype=np.int64), np.empty(len(q), dtype=np.int64)
+        lo[order] = np.searchsorted(self.keys, q[order], "left")
+        count[order] = np.searchsorted(self.keys, q[order] | np.uint64(k), "left") - lo[order]
+        hit = (count > 0) & (count <= MAX_POSTINGS)  # as many postings as the dictionary's
+        if not hit.any():
+            return []
+        n = count[hit]
+        idx = np.repeat(lo[hit] - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
+        off = len(fp) + 1  # offsets d = pos - j shifted to stay positive (and d - 1 too)
+        votes_of = (self.unit[idx] << 32) + (
+            self.pos[idx] - np.repeat(np.flatnonzero(hit), n) + off
+        )
+        keys, votes = np.unique(votes_of, return_counts=True)
+
+        def at(wanted: np.ndarray) -> np.ndarray:
+            i = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+            return np.where(keys[i] == wanted, votes[i], 0)
+
+        pooled = votes + at(keys - 1) + at(keys + 1)
+        good = pooled >= min_votes
+        found = sorted(
+            (
+                (int(v), (self.names[int(key) >> 32], (int(key) & 0xFFFFFFFF) - off))
+                for v, key in zip(pooled[good], keys[good], strict=True)
+            ),
+            key=lambda t: (-t[0], t[1]),
+        )
+        out: list[tuple[str, int]] = []
+        for _, (name, d) in found:  # a peak, not its neighbours
+            if not any(o == name and abs(od - d) <= 1 for o, od in out):
+                out.append((name, d))
+        return out
+
+
 def align(a: Unit, b: Unit, offset: int) -> Alignment:
     """The smoothed bit error rate of ``b`` against ``a`` at ``offset``."""
     ber = np.ones(len(b.fingerprint))
@@ -296,10 +359,10 @@ def find_duplicates(
     remaining = [r for r in rows if r["id"] not in reasons]
     units = units_of(remaining)
     kept = {r["id"] for r in remaining}
-    index: dict[int, list[tuple[str, int]]] = defaultdict(list)
+    index = Index(units)
     by_name = {u.name: u for u in units}
-    for unit in units:
-        for a_name, offset in candidates(index, unit.fingerprint):
+    for k, unit in enumerate(units):
+        for a_name, offset in index.candidates(k, unit.fingerprint):
             a = by_name[a_name]
             if a.rank == unit.rank:
                 continue  # the same source: repeats inside one source are not looked for
@@ -313,8 +376,6 @@ def find_duplicates(
                 if twin is not None:
                     reasons[s[0]] = REASON + twin
                     kept.discard(s[0])
-        for pos, value in enumerate(unit.fingerprint.tolist()):
-            index[value].append((unit.name, pos))
     return reasons
 
 
