@@ -861,17 +861,18 @@ def items_from(stage_dir: Path, **where: str) -> list[Item]:
     stage's parameters leaves the earlier ones alone.
     """
     items = []
+    folder = Path(stage_dir).absolute()
     for rec in read_records(stage_dir / MANIFEST):
         if any(rec.get(k) != v for k, v in where.items()):
             continue
         items.append(
             Item(
                 id=rec["id"],
-                path=(stage_dir / rec["path"]).absolute(),
+                path=folder / rec["path"],
                 source=rec["source"],
                 fingerprint=rec["key"],
                 row=rec,
-                folder=Path(stage_dir).absolute(),
+                folder=folder,
             )
         )
     return items
