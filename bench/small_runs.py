@@ -23,14 +23,16 @@ The criteria (issue 24): (b) ≤ 1.1 × (a), and (c) ≤ 2% of (a).
 computed again by the stage's own :meth:`~malmoi.stage.Stage.key` from the episode's id and its
 input row's new key, stage after stage (the speaker filter's joined rows: from their members'
 keys, as the stage does), so every stage's skip rule sees each episode as done with the
-current config. The files the rows name (decoded WAV, stems, segments, slices, links, the
-dataset's WAVs) are hard links of (a)'s; the files that record a key are written again with
-the new one (the segment folder's ``embeddings.npz``, the speaker filter's per-slice
-``embeddings/<id>.npz``). The audio content is therefore the same in every episode; what the
-duplicate check reads of it is made distinct, or export would reject 199 copies: the ingest
-rows' ``audio_sha256``, the slices' sample hashes (``.dedup/hashes.json``) and each episode's
-Chromaprint fingerprint (``.dedup/fingerprints/``, random values of the template's length,
-stored as the check stores what ``fpcalc`` computed). Then each stage's ``after_run`` runs once
+current config. The files the rows name (decoded WAV, stems, segments, slices, links) are hard
+links of (a)'s; the files that record a key are written again with the new one (the segment
+folder's ``embeddings.npz``, the speaker filter's per-slice ``embeddings/<id>.npz``). The audio
+content is therefore the same in every episode; what the duplicate checks read of it is made
+distinct, or export would reject 199 copies and `malmoi verify` fail the build: each dataset
+WAV (``export/wavs/``) is a copy whose first sample is moved by the episode's number (16-bit
+steps), the slices' sample hashes (``.dedup/hashes.json``) are those copies', the ingest rows'
+``audio_sha256`` are made up, and each episode's Chromaprint fingerprint
+(``.dedup/fingerprints/``) is random values of the template's length, stored as the check
+stores what ``fpcalc`` computed. Then each stage's ``after_run`` runs once
 over the copied folder (the real code: threshold, rules, duplicate check, the dataset's
 metadata and card), so the folder-wide files are those of a build of that many episodes, and
 the script checks that every stage's :meth:`~malmoi.stage.Stage.pending` is 0 (the rule the
@@ -142,6 +144,7 @@ class Replicator:
             s.name: {t: [] for t in TABLES} for s in self.specs
         }
         self.hashes: dict[str, str] = {}  # export's slice hashes, by slice key
+        self.copies = 0  # episodes copied so far
         self.template_hashes = self._template_hashes()
 
     def _template_hashes(self) -> dict[str, str]:
@@ -196,10 +199,24 @@ class Replicator:
                             f"{eid}\0{row['audio_sha256']}".encode()
                         ).hexdigest()
                     self.rows[s.name][table].append(new)
-        for old, sha in self.template_hashes.items():
-            self.hashes[keymap[old]] = hashlib.sha256(f"{eid}\0{sha}".encode()).hexdigest()
+        self.copies += 1
         self._files(eid, keymap)
         self._fingerprints(media, keymap)
+        self._hashes(eid, keymap)
+
+    def _hashes(self, eid: str, keymap: dict[str, str]) -> None:
+        """The slices' sample hashes the duplicate check keeps, of the episode's own WAVs."""
+        from malmoi.audio import pcm_sha256
+
+        rows = {r["key"]: r for r in self.by_id.get("export", {}).values()}
+        for old, sha in self.template_hashes.items():
+            wav = (
+                self.dest / "export" / self.rename(rows[old]["path"], eid) if old in rows else None
+            )
+            if wav is not None and wav.is_file():
+                self.hashes[keymap[old]] = pcm_sha256(wav)
+            else:
+                self.hashes[keymap[old]] = hashlib.sha256(f"{eid}\0{sha}".encode()).hexdigest()
 
     def _files(self, eid: str, keymap: dict[str, str]) -> None:
         for folder, _, files in os.walk(self.template):
@@ -217,6 +234,8 @@ class Replicator:
                     data["ids"] = np.array([self.rename(str(i), eid) for i in data["ids"]])
                     data["key"] = np.array(keymap[str(data["key"])])
                     np.savez(dest, **data)
+                elif rel.parts[:2] == ("export", "wavs"):  # the dataset: no two WAVs alike
+                    self._distinct_wav(src, dest)
                 elif rel.parts[0] == "speaker_filter" and rel.parts[1] == "embeddings":
                     with np.load(src, allow_pickle=False) as z:
                         data = {k: z[k] for k in z.files}
@@ -225,6 +244,17 @@ class Replicator:
                     np.savez(dest, **data)
                 else:
                     os.link(src, dest)
+
+    def _distinct_wav(self, src: Path, dest: Path) -> None:
+        """A copy of a dataset WAV whose samples differ from every other copy's (its first
+        sample moved by the copy's number, in 16-bit steps): `malmoi verify` and the
+        duplicate check see another slice, as they would in another episode."""
+        import soundfile as sf
+
+        audio, rate = sf.read(str(src), dtype="int16", always_2d=True)
+        first = int(audio[0, 0]) + self.copies
+        audio[0, 0] = first if first <= 32767 else first - 65536
+        sf.write(str(dest), audio, rate, subtype="PCM_16", format="WAV")
 
     def _fingerprints(self, media: Path, keymap: dict[str, str]) -> None:
         """The episode's Chromaprint fingerprints: random values, as long as the template's."""
@@ -388,6 +418,12 @@ def main() -> None:
     )
     if any(todo.values()):
         raise SystemExit(f"the copied build is not finished: {todo}")
+    from export.verify import check
+
+    verified = check(grown / "build" / "export")
+    print(f"the copied build's dataset: {verified.summary()}", flush=True)
+    if not verified.ok:
+        raise SystemExit("the copied build's dataset does not verify")
 
     episode_folder(grown, mp3, [NEW])
     load.append(os.getloadavg())
