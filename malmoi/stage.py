@@ -706,16 +706,15 @@ class Stage(ABC, Generic[P, R]):
         kept_ids = {r["id"] for r in kept}
         rejected_ids = {r["id"] for r in rejected}
         rows = []
-        for p in map(progress_row, read_records(progress_t.path)):
-            if p.status == "ok":
-                made = json.loads(p.outputs) + json.loads(p.rejected)
-                p = p.model_copy(
-                    update={
-                        "outputs": json.dumps([i for i in made if i in kept_ids]),
-                        "rejected": json.dumps([i for i in made if i in rejected_ids]),
-                    }
-                )
-            rows.append(p.record())
+        for rec in read_records(progress_t.path):  # as text: a build's every input, no model
+            if rec.get("status") == "ok":
+                made = json.loads(rec["outputs"]) + json.loads(rec["rejected"])
+                rec = {
+                    **rec,
+                    "outputs": json.dumps([i for i in made if i in kept_ids]),
+                    "rejected": json.dumps([i for i in made if i in rejected_ids]),
+                }
+            rows.append(rec)
         progress_t.rewrite(rows)
 
     def _outputs_exist(self, done: ProgressRow, kept_paths: dict[str, str]) -> bool:
