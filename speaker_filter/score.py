@@ -290,16 +290,33 @@ def model_values(
     if thr.members is None:
         return score(enroll, emb, cohort, stats)[1]
     u = unit(np.asarray(emb, dtype=np.float64))
-    members = unit(np.asarray(run.emb, dtype=np.float64))[thr.members]
-    total = members.sum(axis=0)
+    run_unit, total = _voice_model(run.emb, thr.members)
     out = u @ unit(total)
     in_model = np.zeros(len(run.emb) + 1, dtype=bool)
     in_model[:-1] = thr.members
-    own = (owner >= 0) & in_model[owner] & (len(members) > 1)
+    own = (owner >= 0) & in_model[owner] & (int(thr.members.sum()) > 1)
     if own.any():
-        rest = total[None, :] - unit(np.asarray(run.emb, dtype=np.float64))[owner[own]]
+        rest = total[None, :] - run_unit[owner[own]]
         out[own] = np.sum(u[own] * unit(rest), axis=1)
     return out
+
+
+_VOICE: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+
+
+def _voice_model(emb: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The run's unit embeddings and the sum of its members' (the voice model), remembered for
+    the last few runs: :func:`model_values` is called for every group of parts and every
+    bundle of windows of a build, and the run is every slice of it (the arrays held, so their
+    ids are not reused)."""
+    key = (id(emb), id(members))
+    found = _VOICE.get(key)
+    if found is None or found[0] is not emb or found[1] is not members:
+        if len(_VOICE) > 4:
+            _VOICE.clear()
+        run_unit = unit(np.asarray(emb, dtype=np.float64))
+        found = _VOICE[key] = (emb, members, run_unit, run_unit[members].sum(axis=0))
+    return found[2], found[3]
 
 
 def cohort_bound_rule(profile: Profile, cohort: Cohort | None, run: RunScores) -> Threshold:

@@ -692,6 +692,7 @@ class SpeakerFilterStage(PassesSlicesOn, Stage[SpeakerFilterConfig, SpeakerRow])
             return str(whole_of(rec).get("parent_id") or "")
 
         keptish = {r["id"] for r in kept}
+        by_id_all = {r["id"]: r for r in kept}
         by_track: dict[str, list[dict[str, Any]]] = {}
         for r in kept:
             by_track.setdefault(track(r), []).append(r)
@@ -734,17 +735,20 @@ class SpeakerFilterStage(PassesSlicesOn, Stage[SpeakerFilterConfig, SpeakerRow])
                     "stop": run[-1].stop,
                 }
                 row["duration"] = self._write_join(src, row)
-                v, s_ = judge([row])
-                row.update(
-                    score=round(float(s_[0]), 4),
-                    self_similarity=(
-                        None if first.get("self_similarity") is None else round(float(v[0]), 4)
-                    ),
-                    threshold=min(float(m["threshold"]) for m in members),
-                )
+                row["threshold"] = min(float(m["threshold"]) for m in members)
                 out_kept.append(row)
                 for m in members:
                     joined_away[m["id"]] = jid
+        if out_kept:  # the joins judged together (each on its own embedding)
+            v, s_ = judge(out_kept)
+            for k, row in enumerate(out_kept):
+                first = by_id_all[row["joined"].split()[0]]
+                row.update(
+                    score=round(float(s_[k]), 4),
+                    self_similarity=(
+                        None if first.get("self_similarity") is None else round(float(v[k]), 4)
+                    ),
+                )
         kept = [r for r in kept if r["id"] not in joined_away] + out_kept
         rejected = rejected + [
             {**_clean(r), "reason": f"joined into {joined_away[r['id']]}"}
