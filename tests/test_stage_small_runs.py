@@ -121,3 +121,25 @@ def test_rows_left_by_a_killed_run_are_compacted_away(tmp_path: Path, counts: Co
     CopyStage(Params(), out).run(_items(inputs))
     ids = [line.split(",")[0] for line in (out / "manifest.csv").read_text().splitlines()[1:]]
     assert ids == ["a.copy", "b.copy"]
+
+
+def test_reading_once_parses_a_table_once_until_it_changes(tmp_path: Path, counts: Counter) -> None:
+    from malmoi.manifest import read_latest, read_records, reading_once
+
+    out = tmp_path / "out"
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "a.in").write_text("aaaa")
+    CopyStage(Params(), out).run(_items(inputs))
+    counts.clear()
+    with reading_once():
+        first = read_records(out / "manifest.csv")
+        assert read_latest(out / "manifest.csv")[0] == {r["id"]: r for r in first}
+        assert counts["parsed"] == 1
+        row = AudioRow(**{**first[0], "id": "b.copy", "duration": 4.0})
+        Table(out, AudioRow).append([row])  # the table changes: parsed again
+        assert len(read_records(out / "manifest.csv")) == 2
+    parsed = counts["parsed"]
+    read_records(out / "manifest.csv")  # outside: every read parses
+    read_records(out / "manifest.csv")
+    assert counts["parsed"] == parsed + 2
