@@ -468,6 +468,11 @@ def main() -> None:
         stage_cells.append(
             [stage, f"{wa:.1f}", f"{wb:.1f}", f"{wb - wa:+.1f}", f"{ra:.1f}", f"{rb:.1f}"]
         )
+    ea = max(a.boundaries.ends.values(), default=a.wall)
+    eb = max(b.boundaries.ends.values(), default=b.wall)
+    tail = [a.wall - ea, b.wall - eb]
+    stage_cells.append(["after the last stage (verify, flow end)", f"{tail[0]:.1f}",
+                        f"{tail[1]:.1f}", f"{tail[1] - tail[0]:+.1f}", "", ""])  # fmt: skip
     ba, bb = a.boundaries.start or 0.0, b.boundaries.start or 0.0
     stage_cells.insert(0, ["startup (before the first stage)", f"{ba:.1f}", f"{bb:.1f}",
                            f"{bb - ba:+.1f}", "", ""])  # fmt: skip
