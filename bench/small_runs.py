@@ -429,6 +429,7 @@ def main() -> None:
     load.append(os.getloadavg())
     print(f"(b) the new episode added to {args.episodes}: {config_b} ...", flush=True)
     b = checked(run_build(config_b, grown, args.model_dir), "(b)")
+    shutil.copy2(b.log, grown / "build-b.log")  # the reruns write build.log again
     load.append(os.getloadavg())
     reruns = []
     for i in range(args.reruns):
