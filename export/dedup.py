@@ -203,6 +203,66 @@ def candidates(
     return out
 
 
+class Index:
+    """The inverted index of :func:`candidates` over every unit's fingerprint at once: each
+    unit's candidate alignments against the units before it (in keep order), found for all
+    units together from the values sorted by (value, unit), as the dictionary filled unit
+    after unit finds them. A build's hundreds of hour-long sources are millions of values:
+    a few arrays and one sort here, not a Python tuple per value (rebuilt every run)."""
+
+    def __init__(self, units: list[Unit], min_votes: int = MIN_VOTES):
+        self.names = [u.name for u in units]
+        self.found: dict[int, list[tuple[str, int]]] = {}
+        sizes = [len(u.fingerprint) for u in units]
+        if not sum(sizes):
+            return
+        values = np.concatenate([u.fingerprint for u in units]).astype(np.uint64)
+        unit = np.repeat(np.arange(len(units), dtype=np.uint64), sizes)
+        pos = np.concatenate([np.arange(n, dtype=np.int64) for n in sizes])
+        keys = (values << np.uint64(32)) | unit
+        order = np.argsort(keys, kind="stable")
+        keys, unit, pos = keys[order], unit[order].astype(np.int64), pos[order]
+        at = np.arange(len(keys))
+        # for each value: where its postings start, and where this unit's own begin
+        value_starts = np.r_[True, (keys[1:] >> np.uint64(32)) != (keys[:-1] >> np.uint64(32))]
+        unit_starts = np.r_[True, keys[1:] != keys[:-1]]
+        first = np.maximum.accumulate(np.where(value_starts, at, 0))
+        own = np.maximum.accumulate(np.where(unit_starts, at, 0))
+        earlier = own - first  # postings of the units before this one
+        hit = (earlier > 0) & (earlier <= MAX_POSTINGS)  # as the dictionary counts them
+        n = earlier[hit]
+        if not len(n):
+            return
+        other = np.repeat(first[hit] - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
+        this = np.repeat(at[hit], n)
+        span = 2 * max(sizes) + 2  # offsets d = pos - j, shifted to 1 .. span - 2
+        code = (unit[this] * len(units) + unit[other]) * span + (pos[other] - pos[this] + span // 2)
+        codes, votes = np.unique(code, return_counts=True)
+
+        def count(wanted: np.ndarray) -> np.ndarray:
+            i = np.minimum(np.searchsorted(codes, wanted), len(codes) - 1)
+            return np.where(codes[i] == wanted, votes[i], 0)
+
+        pooled = votes + count(codes - 1) + count(codes + 1)  # neighbouring offsets pooled
+        good = pooled >= min_votes
+        per: dict[int, list[tuple[int, tuple[str, int]]]] = {}
+        for v, c in zip(pooled[good].tolist(), codes[good].tolist(), strict=True):
+            pair, d = divmod(c, span)
+            k, a = divmod(pair, len(units))
+            per.setdefault(k, []).append((v, (self.names[a], d - span // 2)))
+        for k, found in per.items():
+            found.sort(key=lambda t: (-t[0], t[1]))
+            out: list[tuple[str, int]] = []
+            for _, (name, d) in found:  # a peak, not its neighbours
+                if not any(o == name and abs(od - d) <= 1 for o, od in out):
+                    out.append((name, d))
+            self.found[k] = out
+
+    def candidates(self, k: int) -> list[tuple[str, int]]:
+        """:func:`candidates` of the ``k``-th unit's fingerprint against the units before it."""
+        return self.found.get(k, [])
+
+
 def align(a: Unit, b: Unit, offset: int) -> Alignment:
     """The smoothed bit error rate of ``b`` against ``a`` at ``offset``."""
     ber = np.ones(len(b.fingerprint))
@@ -296,10 +356,10 @@ def find_duplicates(
     remaining = [r for r in rows if r["id"] not in reasons]
     units = units_of(remaining)
     kept = {r["id"] for r in remaining}
-    index: dict[int, list[tuple[str, int]]] = defaultdict(list)
+    index = Index(units)
     by_name = {u.name: u for u in units}
-    for unit in units:
-        for a_name, offset in candidates(index, unit.fingerprint):
+    for k, unit in enumerate(units):
+        for a_name, offset in index.candidates(k):
             a = by_name[a_name]
             if a.rank == unit.rank:
                 continue  # the same source: repeats inside one source are not looked for
@@ -313,8 +373,6 @@ def find_duplicates(
                 if twin is not None:
                     reasons[s[0]] = REASON + twin
                     kept.discard(s[0])
-        for pos, value in enumerate(unit.fingerprint.tolist()):
-            index[value].append((unit.name, pos))
     return reasons
 
 

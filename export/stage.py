@@ -206,6 +206,7 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
         self.lineage_root = lineage_root
         self.unused_stages = unused_stages
         self.lineage = Lineage(None)  # read in setup(): only a run with slices to export needs it
+        self._lineage_read: Lineage | None = None  # read_lineage()'s, for this run
         self.speaker = params.speaker or speaker
         self.provenance = provenance  # called when the metadata are written (it hashes models)
         self.text_engine: Any = None
@@ -239,7 +240,13 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
 
     def read_lineage(self) -> Lineage:
         """The lineage of the slices: the recorded inputs of ``input_folder``, else the stage
-        folders under ``lineage_root``."""
+        folders under ``lineage_root``; read once a run (every stage's manifest: a build's
+        tens of thousands of rows), :meth:`inputs` forgets it."""
+        if self._lineage_read is None:
+            self._lineage_read = self._read_lineage()
+        return self._lineage_read
+
+    def _read_lineage(self) -> Lineage:
         from malmoi.registry import before
 
         if self.input_folder is not None:
@@ -264,6 +271,7 @@ class ExportStage(Stage[ExportConfig, ExportRow]):
         build's stage folders, :func:`export.review.kept_elsewhere`); reads the decisions and
         what export recorded for each slice afresh (for :meth:`redo`)."""
         self._decisions = None
+        self._lineage_read = None
         self._recorded = {r["id"]: r for r in read_records(self.out_dir / STAGE_MANIFEST)}
         self._recorded |= {r["id"]: r for r in read_records(self.out_dir / REJECTED)}
         known = {item.id for item in items}

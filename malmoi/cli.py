@@ -422,21 +422,26 @@ def build(
             check_input(cfg, stage, running=names[:i])
     except (ConfigError, StageOrderError) as exc:
         fail(str(exc))
-    if not force and not always_flow and pending(cfg, stages, retry_failed) == 0:
-        # a no-op rerun answers in seconds: no Prefect import, no temporary server
-        for stage in stages:
-            if not stage.used_by(cfg):
-                continue
-            failed = failed_before(cfg, stage)
-            note = (
-                f"; {failed} input(s) failed before: {cfg.stage_dir(stage.name) / 'failures.csv'}"
-                " (--retry-failed tries them again)"
-                if failed
-                else ""
-            )
-            typer.echo(f"{stage.name}: nothing to do{note}")
-        for stage in stages:  # every input stands failed, or the sources give none: exit 1
-            if stage.used_by(cfg) and (reason := no_input_standing(cfg, stage)) is not None:
+    from malmoi.manifest import reading_once
+
+    with reading_once():  # read-only: each table parsed once for the whole check
+        nothing_to_do = not force and not always_flow and pending(cfg, stages, retry_failed) == 0
+        if nothing_to_do:  # a no-op rerun answers in seconds: no Prefect, no temporary server
+            for stage in stages:
+                if not stage.used_by(cfg):
+                    continue
+                failed = failed_before(cfg, stage)
+                where = cfg.stage_dir(stage.name) / "failures.csv"
+                note = (
+                    f"; {failed} input(s) failed before: {where} (--retry-failed tries them again)"
+                    if failed
+                    else ""
+                )
+                typer.echo(f"{stage.name}: nothing to do{note}")
+            standing = [no_input_standing(cfg, s) for s in stages if s.used_by(cfg)]
+    if nothing_to_do:
+        for reason in standing:  # every input stands failed, or the sources give none: exit 1
+            if reason is not None:
                 fail(f"build-dataset: {reason}", 1)
         typer.echo(
             "no flow run started: every stage is finished (--force STAGE recomputes one; "

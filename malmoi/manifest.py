@@ -23,7 +23,7 @@ import io
 import json
 import os
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -153,6 +153,12 @@ class Table:
         records = read_records(self.path)
         return [self.row_type.model_validate(_typed(self.row_type, r)) for r in records]
 
+    def records(self) -> list[dict[str, Any]]:
+        """All records, one per id (the last written wins), as dicts of the table's text, an
+        empty cell of an optional field None: what :meth:`rows` holds, without validating
+        each row (an after-run pass reads every row of a build, tens of thousands)."""
+        return [_typed(self.row_type, r) for r in read_records(self.path)]
+
     def append(self, rows: Iterable[Row]) -> None:
         """Append rows and flush them to disk."""
         rows = list(rows)
@@ -208,12 +214,23 @@ class Table:
 
 
 def _parse(text: str) -> list[dict[str, Any]]:
-    """Records of a table's text; torn rows and repeated header lines are left out."""
-    return [
-        r
-        for r in csv.DictReader(io.StringIO(text))
-        if None not in r.values() and any(k != v for k, v in r.items())
-    ]
+    """Records of a table's text; torn rows and repeated header lines are left out (what
+    ``csv.DictReader`` gives, less rows with missing cells and copies of the header; its
+    per-row work done once here: a build's tables hold tens of thousands of rows)."""
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if header is None:
+        return []
+    n = len(header)
+    out = []
+    for row in reader:
+        if len(row) < n or row == header:  # torn (or blank), or the header again
+            continue
+        rec = dict(zip(header, row, strict=False))
+        if len(row) > n:  # extra cells: DictReader keeps them under the key None
+            rec[None] = row[n:]  # type: ignore[index]
+        out.append(rec)
+    return out
 
 
 def _defaults(row_type: type[Row]) -> dict[str, Any]:
@@ -232,9 +249,59 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     latest: dict[str, dict[str, Any]] = {}
-    for rec in _parse(path.read_text(encoding="utf-8")):
+    for rec in _records_of(path):
         latest[rec["id"]] = rec
     return list(latest.values())
+
+
+_ONCE: dict[tuple[str, int, int, int], list[dict[str, Any]]] | None = None
+
+
+@contextlib.contextmanager
+def reading_once() -> Iterator[None]:
+    """Within it, :func:`read_records` and :func:`read_latest` parse each table file once (by
+    path, size, modification time and inode) and hand out the same rows: for read-only passes
+    over a build that read one table for two stages (a stage's manifest is its own kept rows
+    and the next stage's inputs), as :func:`malmoi.pipeline.pending` does. The rows are shared:
+    nothing inside may change them."""
+    global _ONCE
+    outer = _ONCE
+    _ONCE = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _ONCE = outer
+
+
+def _records_of(path: Path) -> list[dict[str, Any]]:
+    """The parsed rows of a table file (each file once inside :func:`reading_once`)."""
+    if _ONCE is None:
+        return _parse(path.read_text(encoding="utf-8"))
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    found = _ONCE.get(key)
+    if found is None:
+        found = _ONCE[key] = _parse(path.read_text(encoding="utf-8"))
+    return found
+
+
+def read_latest(path: Path) -> tuple[dict[str, dict[str, Any]], bool]:
+    """A table's rows as dicts of strings by id (the last written wins), read-only, and whether
+    the file holds one row per id (nothing superseded to compact)."""
+    if not path.exists():
+        return {}, True
+    latest: dict[str, dict[str, Any]] = {}
+    count = 0
+    for rec in _records_of(path):
+        latest[rec["id"]] = rec
+        count += 1
+    return latest, count == len(latest)
+
+
+def progress_row(rec: dict[str, Any]) -> ProgressRow:
+    """A ``progress.csv`` record as a :class:`ProgressRow`, without validating it: every field
+    is text, as the table holds it (the loop reads one per input of a build, thousands)."""
+    return ProgressRow.model_construct(**{c: rec.get(c, "") for c in ProgressRow.model_fields})
 
 
 def _typed(row_type: type[Row], rec: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from malmoi.manifest import FAILURES, MANIFEST, PROGRESS, read_records
+from malmoi.manifest import FAILURES, MANIFEST, PROGRESS, read_records, reading_once
 from malmoi.registry import StageOrderError, StageSpec, input_of, names, spec, specs
 
 __all__ = [
@@ -74,14 +74,15 @@ def pending(cfg: Any, stages: Sequence[StageSpec], retry_failed: bool = False) -
     """How many inputs the stages would process now, summed (read-only; the first stage's
     inputs are gathered from the sources, a cheap look when the media are already there).
     Stops counting at the first stage with work: the ones after it then change anyway."""
-    for stage_spec in stages:
-        if not stage_spec.used_by(cfg):
-            continue
-        count = stage_spec.make(cfg).pending(
-            stage_spec.items(cfg), retry_failed, prune=stage_spec.prunes
-        )
-        if count:
-            return count
+    with reading_once():  # a stage's manifest is also the next stage's inputs: parsed once
+        for stage_spec in stages:
+            if not stage_spec.used_by(cfg):
+                continue
+            count = stage_spec.make(cfg).pending(
+                stage_spec.items(cfg), retry_failed, prune=stage_spec.prunes
+            )
+            if count:
+                return count
     return 0
 
 

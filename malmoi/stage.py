@@ -47,6 +47,8 @@ from malmoi.manifest import (
     ProgressRow,
     Table,
     params_json,
+    progress_row,
+    read_latest,
     read_records,
     rejected_model,
     write_record,
@@ -200,6 +202,7 @@ class Stage(ABC, Generic[P, R]):
         # it whatever the working directory was given as (issue 20)
         self.out_dir = Path(out_dir).absolute()
         self._ready = False
+        self._key_head: str | None = None
         self.params_json = params_json(
             params.model_dump(mode="json", exclude=set(self.unkeyed_params))
         )
@@ -226,7 +229,8 @@ class Stage(ABC, Generic[P, R]):
 
     def key_extra(self) -> list[Any]:
         """What the items' keys depend on besides the stage's name, version, keyed parameters
-        and the input (e.g. the digest of a speaker profile's clips). Default: nothing."""
+        and the input (e.g. the digest of a speaker profile's clips); read once per stage
+        object. Default: nothing."""
         return []
 
     def inputs(self, items: list[Item]) -> list[Item]:
@@ -310,17 +314,13 @@ class Stage(ABC, Generic[P, R]):
     # --- the loop ---------------------------------------------------------------------------
 
     def key(self, item: Item) -> str:
-        """Identifies the work: stage, its version and parameters, and the input's fingerprint."""
-        text = json.dumps(
-            [
-                self.name,
-                self.version,
-                self.params_json,
-                *self.key_extra(),
-                item.id,
-                item.fingerprint,
-            ]
-        )
+        """Identifies the work: stage, its version and parameters, and the input's fingerprint
+        (the sha256 of the JSON list of them)."""
+        if self._key_head is None:  # the part every item shares, as json.dumps writes it
+            self._key_head = json.dumps(
+                [self.name, self.version, self.params_json, *self.key_extra()]
+            )[:-1]
+        text = f"{self._key_head}, {json.dumps(item.id)}, {json.dumps(item.fingerprint)}]"
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def ensure_setup(self) -> None:
@@ -413,12 +413,19 @@ class Stage(ABC, Generic[P, R]):
         rejected_t = Table(self.out_dir, rejected_model(self.row_type))
         failures_t = Table(self.out_dir, FailureRow)
         progress_t = Table(self.out_dir, ProgressRow)
-        progress = {r.id: r for r in progress_t.rows()}
-        kept_paths = {r.id: r.path for r in kept_t.rows()}  # type: ignore[attr-defined]
-        kept_seconds = {r.id: r.duration for r in kept_t.rows()}
-        rejected_seconds = {r.id: r.duration for r in rejected_t.rows()}
+        # the tables as text, each read once, no row validated: a build's thousands of
+        # finished inputs cost a parse, not a model each (issue 24)
+        tables = [read_latest(t.path) for t in (progress_t, kept_t, rejected_t, failures_t)]
+        (done_recs, _), (kept_recs, _), (rejected_recs, _), (failed_recs, _) = tables
+        progress = {i: progress_row(r) for i, r in done_recs.items()}
+        kept_paths = {i: r["path"] for i, r in kept_recs.items()}
+        kept_seconds = {i: _seconds(r) for i, r in kept_recs.items()}
+        rejected_seconds = {i: _seconds(r) for i, r in rejected_recs.items()}
         report = StageReport(stage=self.name, failures_file=str(failures_t.path), items=len(items))
-        reasons = {r.id: r.reason for r in failures_t.rows()}  # type: ignore[attr-defined]
+        reasons = {i: r.get("reason", "") for i, r in failed_recs.items()}
+        # compacting rewrites every table: needed only when a row is superseded (an input
+        # processed again, one pruned) or the tables hold what a compaction leaves out
+        compact_now = not _compacted(progress, tables)
         known = [_input_seconds(item) for item in items]
         audio_total = None if None in known else sum(k for k in known if k is not None)
         audio_done = 0.0
@@ -451,7 +458,7 @@ class Stage(ABC, Generic[P, R]):
             took: float,
         ) -> None:
             """Record one processed item: its rows, or its failure (main thread only)."""
-            nonlocal busy, seconds_in, seconds_out
+            nonlocal busy, seconds_in, seconds_out, compact_now
             if isinstance(outcome, BaseException):
                 exc = outcome
                 if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit
@@ -464,6 +471,7 @@ class Stage(ABC, Generic[P, R]):
                         "so the next run takes it again"
                     ) from exc
                 kind = "input" if isinstance(exc, ItemError) else "error"
+                compact_now = compact_now or done is not None
                 log.error("FAILED %s: %s", item.shown, reason)
                 log.debug("traceback of %s", item.id, exc_info=exc)
                 failures_t.append(
@@ -490,6 +498,7 @@ class Stage(ABC, Generic[P, R]):
                 return
             result = outcome
             busy += took
+            compact_now = compact_now or done is not None
             rej_type = rejected_model(self.row_type)
             rejected_rows = [rej_type(**r.record(), reason=why) for r, why in result.rejected]
             self._remove_outputs(done, kept_paths, keep={r.path for r in result.kept})
@@ -592,6 +601,7 @@ class Stage(ABC, Generic[P, R]):
                 for gone in [i for i in progress if i not in current]:
                     self._remove_outputs(progress.pop(gone), kept_paths, keep=set())
                     report.pruned += 1
+                    compact_now = True
                 if report.pruned:
                     log.info(
                         "%s: removed the outputs of %d input(s) no longer given",
@@ -604,7 +614,8 @@ class Stage(ABC, Generic[P, R]):
                 pool.shutdown(wait=True, cancel_futures=True)
             for fut in running:  # sent elsewhere and not recorded (stopped): not waited for
                 fut.cancel()
-            self._compact(progress, kept_t, rejected_t, failures_t, progress_t)
+            if compact_now:
+                self._compact(progress, kept_t, rejected_t, failures_t, progress_t)
             report.hours_in = seconds_in / 3600
             report.hours_out = seconds_out / 3600
             report.rtf = busy / seconds_in if seconds_in > 0 else 0.0
@@ -627,10 +638,11 @@ class Stage(ABC, Generic[P, R]):
         text = yaml.safe_dump(data, allow_unicode=True, sort_keys=False)
         atomic_write_text(self.out_dir / "config.yaml", text)
 
-    def after_run_stale(self) -> bool:
+    def after_run_stale(self, has_rows: bool | None = None) -> bool:
         """Whether what :meth:`after_run` wrote to ``settings_file`` was made with other
-        :meth:`settings` while the folder has rows: :meth:`pending` then counts one more, so a
-        rerun after a threshold or seed change is not a no-op."""
+        :meth:`settings` while the folder has rows (``has_rows``: known by the caller, else
+        read): :meth:`pending` then counts one more, so a rerun after a threshold or seed
+        change is not a no-op."""
         if self.settings_file is None:
             return False
         path = self.out_dir / self.settings_file
@@ -638,9 +650,10 @@ class Stage(ABC, Generic[P, R]):
         made = (
             json.loads(path.read_text(encoding="utf-8")).get("settings") if path.exists() else None
         )
-        has_rows = bool(read_records(self.out_dir / PROGRESS)) or bool(
-            read_records(self.out_dir / MANIFEST)
-        )
+        if has_rows is None:
+            has_rows = bool(read_records(self.out_dir / PROGRESS)) or bool(
+                read_records(self.out_dir / MANIFEST)
+            )
         return has_rows and made != current
 
     def pending(
@@ -650,16 +663,17 @@ class Stage(ABC, Generic[P, R]):
         write), by the rule the loop skips by; with ``prune``, plus the inputs no longer given
         whose outputs a run would remove; plus one when only the after-run work is stale
         (:meth:`after_run_stale`)."""
-        progress = {r["id"]: r for r in read_records(self.out_dir / PROGRESS)}
-        kept_paths = {r["id"]: r["path"] for r in read_records(self.out_dir / MANIFEST)}
+        progress, _ = read_latest(self.out_dir / PROGRESS)
+        kept, _ = read_latest(self.out_dir / self.row_type.table)
+        kept_paths = {i: r["path"] for i, r in kept.items()}
         items = check_ids(self.inputs(list(items)))
         count = len(set(progress) - {item.id for item in items}) if prune else 0
         for item in items:
             rec = progress.get(item.id)
-            done = None if rec is None else ProgressRow.model_validate(rec)
+            done = None if rec is None else progress_row(rec)
             decision = self._decide(item, self.key(item), done, kept_paths, retry_failed, False)
             count += decision == "run"
-        return count + int(count == 0 and self.after_run_stale())
+        return count + int(count == 0 and self.after_run_stale(bool(progress or kept)))
 
     def _decide(
         self,
@@ -692,23 +706,22 @@ class Stage(ABC, Generic[P, R]):
         kept_ids = {r["id"] for r in kept}
         rejected_ids = {r["id"] for r in rejected}
         rows = []
-        for p in progress_t.rows():
-            assert isinstance(p, ProgressRow)
-            if p.status == "ok":
-                made = json.loads(p.outputs) + json.loads(p.rejected)
-                p = p.model_copy(
-                    update={
-                        "outputs": json.dumps([i for i in made if i in kept_ids]),
-                        "rejected": json.dumps([i for i in made if i in rejected_ids]),
-                    }
-                )
-            rows.append(p.record())
+        for rec in read_records(progress_t.path):  # as text: a build's every input, no model
+            if rec.get("status") == "ok":
+                made = json.loads(rec["outputs"]) + json.loads(rec["rejected"])
+                rec = {
+                    **rec,
+                    "outputs": json.dumps([i for i in made if i in kept_ids]),
+                    "rejected": json.dumps([i for i in made if i in rejected_ids]),
+                }
+            rows.append(rec)
         progress_t.rewrite(rows)
 
     def _outputs_exist(self, done: ProgressRow, kept_paths: dict[str, str]) -> bool:
+        folder = str(self.out_dir)
         for out_id in json.loads(done.outputs):
             rel = kept_paths.get(out_id)
-            if rel is None or not (self.out_dir / rel).exists():
+            if rel is None or not os.path.exists(os.path.join(folder, rel)):
                 return False
         return True
 
@@ -847,20 +860,47 @@ def items_from(stage_dir: Path, **where: str) -> list[Item]:
     stage's parameters leaves the earlier ones alone.
     """
     items = []
+    folder = Path(stage_dir).absolute()
     for rec in read_records(stage_dir / MANIFEST):
         if any(rec.get(k) != v for k, v in where.items()):
             continue
         items.append(
             Item(
                 id=rec["id"],
-                path=(stage_dir / rec["path"]).absolute(),
+                path=folder / rec["path"],
                 source=rec["source"],
                 fingerprint=rec["key"],
                 row=rec,
-                folder=Path(stage_dir).absolute(),
+                folder=folder,
             )
         )
     return items
+
+
+def _seconds(rec: dict[str, Any]) -> float:
+    """A table row's ``duration`` (0 when the cell is empty or not a number)."""
+    try:
+        return float(rec.get("duration") or 0.0)
+    except ValueError:
+        return 0.0
+
+
+def _compacted(
+    progress: dict[str, ProgressRow],
+    tables: list[tuple[dict[str, dict[str, Any]], bool]],
+) -> bool:
+    """Whether the tables (progress, kept, rejected, failures: rows by id, one row per id or
+    not) are what :meth:`Stage._compact` would leave: each id once, and exactly the rows the
+    progress rows name (no row of a superseded or interrupted run)."""
+    if not all(single for _, single in tables):
+        return False
+    (_, _), (kept, _), (rejected, _), (failed, _) = tables
+    ok = [p for p in progress.values() if p.status == "ok"]
+    return (
+        kept.keys() == {i for p in ok for i in json.loads(p.outputs)}
+        and rejected.keys() == {i for p in ok for i in json.loads(p.rejected)}
+        and failed.keys() == {p.id for p in progress.values() if p.status != "ok"}
+    )
 
 
 def _input_seconds(item: Item) -> float | None:

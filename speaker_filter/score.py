@@ -43,6 +43,7 @@ class RunScores:
     emb: np.ndarray
     similarity: np.ndarray
     score: np.ndarray
+    stats: np.ndarray | None = None  # the slices' cohort_stats, when known
 
 
 @dataclass(frozen=True)
@@ -74,25 +75,67 @@ def topk_stats(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return top.mean(axis=1), top.std(axis=1) + 1e-9
 
 
-def asnorm(enroll: np.ndarray, tests: np.ndarray, cohort: np.ndarray, k: int = TOP_K) -> np.ndarray:
-    """AS-norm of cos(enroll, tests) (tests: (n, 256)) against ``cohort`` (c, 256)."""
-    e, t, c = unit(enroll), unit(tests), unit(cohort)
+def asnorm(
+    enroll: np.ndarray,
+    tests: np.ndarray,
+    cohort: np.ndarray,
+    k: int = TOP_K,
+    stats: np.ndarray | None = None,
+) -> np.ndarray:
+    """AS-norm of cos(enroll, tests) (tests: (n, 256)) against ``cohort`` (c, 256).
+    ``stats``: the tests' side of it when known (:func:`cohort_stats` of ``tests``)."""
+    e, t = unit(enroll), unit(tests)
     raw = t @ e
-    me, se = topk_stats((c @ e)[None, :], k)
-    mt, st = topk_stats(t @ c.T, k)
+    if stats is None:
+        c = unit(cohort)
+        me, se = topk_stats((c @ e)[None, :], k)
+        mt, st = topk_stats(t @ c.T, k)
+    else:  # the enrollment's side, once per enrollment and cohort (slices are scored in groups)
+        me, se = _enroll_stats(e, cohort, k)
+        mt, st = stats[:, 0], stats[:, 1]
     return 0.5 * ((raw - me[0]) / se[0] + (raw - mt) / st)
 
 
+_ENROLL_STATS: dict[tuple[int, bytes, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+
+def _enroll_stats(e: np.ndarray, cohort: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`topk_stats` of the unit enrollment ``e`` against ``cohort``, remembered for the
+    last few (enrollment, cohort) pairs (the cohort held, so its id is not reused)."""
+    key = (id(cohort), e.tobytes(), k)
+    found = _ENROLL_STATS.get(key)
+    if found is None or found[0] is not cohort:
+        if len(_ENROLL_STATS) > 16:
+            _ENROLL_STATS.clear()
+        me, se = topk_stats((unit(cohort) @ e)[None, :], k)
+        found = _ENROLL_STATS[key] = (cohort, me, se)
+    return found[1], found[2]
+
+
+def cohort_stats(tests: np.ndarray, cohort: Cohort, k: int = TOP_K) -> np.ndarray:
+    """The tests' side of AS-norm, (n, 2): the mean and std of each row's ``k`` highest
+    cosines to the cohort. It depends on the embeddings and the cohort, not on the profile,
+    so it is computed once per slice and stored (the speaker filter's analysis bundles): a
+    run scores the slices done before without comparing them with the cohort again."""
+    t = unit(np.atleast_2d(np.asarray(tests, dtype=np.float64)))
+    mt, st = topk_stats(t @ unit(cohort.emb).T, k)
+    return np.stack([mt, st], axis=1)
+
+
 def score(
-    enroll: np.ndarray, tests: np.ndarray, cohort: Cohort | None
+    enroll: np.ndarray,
+    tests: np.ndarray,
+    cohort: Cohort | None,
+    stats: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(similarity, score) of each row of ``tests``: raw cosine, and AS-norm (or the cosine
-    when there is no cohort). NaN rows (no speech) give NaN."""
+    when there is no cohort). NaN rows (no speech) give NaN. ``stats``: the rows'
+    :func:`cohort_stats` when known."""
     tests = np.atleast_2d(np.asarray(tests, dtype=np.float64))
     sim = unit(tests) @ unit(enroll)
     if cohort is None:
         return sim, sim.copy()
-    return sim, asnorm(enroll, tests, cohort.emb)
+    return sim, asnorm(enroll, tests, cohort.emb, stats=stats)
 
 
 def cohort_bound_scores(enroll: np.ndarray, cohort: Cohort, k: int = TOP_K) -> np.ndarray:
@@ -144,7 +187,7 @@ def clean_bound_seeds(profile: Profile, cohort: Cohort, run: RunScores) -> np.nd
     (RESEARCH.md, round 3), so a sure slice must pass both enrollments' bounds."""
     clean = unit(unit(profile.refs).mean(axis=0))
     bound = float(cohort_bound_scores(clean, cohort).max())
-    return asnorm(clean, run.emb, cohort.emb) >= bound
+    return asnorm(clean, run.emb, cohort.emb, stats=run.stats) >= bound
 
 
 def self_enrollment_rule(profile: Profile, cohort: Cohort | None, run: RunScores) -> Threshold:
@@ -237,24 +280,43 @@ def model_values(
     cohort: Cohort | None,
     emb: np.ndarray,
     owner: np.ndarray,
+    stats: np.ndarray | None = None,
 ) -> np.ndarray:
     """``thr``'s column for more embeddings ``emb`` (parts and windows of the run's slices;
     ``owner``: the row of ``run`` each comes from, -1 for none): with ``self_similarity`` the
     cosine to the run's voice model, leaving the owner out when it is a member (as the
-    members' own values are); else the score against ``enroll``."""
+    members' own values are); else the score against ``enroll`` (``stats``: the rows'
+    :func:`cohort_stats` when known)."""
     if thr.members is None:
-        return score(enroll, emb, cohort)[1]
+        return score(enroll, emb, cohort, stats)[1]
     u = unit(np.asarray(emb, dtype=np.float64))
-    members = unit(np.asarray(run.emb, dtype=np.float64))[thr.members]
-    total = members.sum(axis=0)
+    run_unit, total = _voice_model(run.emb, thr.members)
     out = u @ unit(total)
     in_model = np.zeros(len(run.emb) + 1, dtype=bool)
     in_model[:-1] = thr.members
-    own = (owner >= 0) & in_model[owner] & (len(members) > 1)
+    own = (owner >= 0) & in_model[owner] & (int(thr.members.sum()) > 1)
     if own.any():
-        rest = total[None, :] - unit(np.asarray(run.emb, dtype=np.float64))[owner[own]]
+        rest = total[None, :] - run_unit[owner[own]]
         out[own] = np.sum(u[own] * unit(rest), axis=1)
     return out
+
+
+_VOICE: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+
+
+def _voice_model(emb: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The run's unit embeddings and the sum of its members' (the voice model), remembered for
+    the last few runs: :func:`model_values` is called for every group of parts and every
+    bundle of windows of a build, and the run is every slice of it (the arrays held, so their
+    ids are not reused)."""
+    key = (id(emb), id(members))
+    found = _VOICE.get(key)
+    if found is None or found[0] is not emb or found[1] is not members:
+        if len(_VOICE) > 4:
+            _VOICE.clear()
+        run_unit = unit(np.asarray(emb, dtype=np.float64))
+        found = _VOICE[key] = (emb, members, run_unit, run_unit[members].sum(axis=0))
+    return found[2], found[3]
 
 
 def cohort_bound_rule(profile: Profile, cohort: Cohort | None, run: RunScores) -> Threshold:

@@ -27,6 +27,7 @@ the slices of the run are clustered and the largest cluster's embeddings become 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -62,10 +63,12 @@ from speaker_filter.score import (
     LONG,
     RULES,
     SHORT,
+    TOP_K,
     LengthCut,
     RunScores,
     Threshold,
     ThresholdRule,
+    cohort_stats,
     length_cut,
     model_values,
     pick_threshold,
@@ -80,6 +83,7 @@ BATCH = 64  # slices embedded per call (their partial utterances batched by the 
 CLUSTER_CUT = 0.35  # cosine distance, average linkage (dominant)
 RUN_PROFILE = "profile"  # the profile of the run, saved in the stage folder
 UPSTREAM = "embeddings.npz"  # the segment stage's embeddings, beside its slices
+BUNDLES = "bundles"  # under embeddings/: per track folder, the analyses after_run reads
 
 
 class SpeakerRow(AudioRow):
@@ -401,10 +405,7 @@ class SpeakerFilterStage(PassesSlicesOn, Stage[SpeakerFilterConfig, SpeakerRow])
         self._upstreams = {}  # the segment folders' embeddings, read again by the next run
         kept_t = Table(self.out_dir, SpeakerRow)
         rej_t = Table(self.out_dir, rejected_model(SpeakerRow))
-        records = [dict(r.record()) for r in kept_t.rows()] + [
-            dict(r.record())
-            for r in rej_t.rows()  # type: ignore[attr-defined]
-        ]
+        records = kept_t.records() + rej_t.records()
         if not records:
             return
         records = [r for r in records if not r.get("joined")]  # joins are made again below
@@ -415,7 +416,7 @@ class SpeakerFilterStage(PassesSlicesOn, Stage[SpeakerFilterConfig, SpeakerRow])
         for r in records:
             if r.get("part_of"):
                 parts_of.setdefault(str(r["part_of"]), []).append(r)
-        caches = {r["id"]: self._cache(r["id"]) for r in records}
+        caches, bundles = self._analyses(records)
         # the units the run's cut is chosen on: a slice, or, where the voice may change inside
         # it, each of its single parts (so a straddling slice is not one voice in the model)
         singles = {
@@ -433,8 +434,42 @@ class SpeakerFilterStage(PassesSlicesOn, Stage[SpeakerFilterConfig, SpeakerRow])
             profile = self._profile()
             assert profile is not None
         cohort = self._cohort()
-        full = {k: turns.full_windows(caches[w["id"]]) for k, w in enumerate(wholes)}
-        wk = [k for k, w in full.items() for _ in range(len(w))]
+        whole_at = {str(w["id"]): k for k, w in enumerate(wholes)}
+        windows = sum(int(caches[w["id"]].get("windows", 0)) for w in wholes)
+
+        def window_values(thr: Threshold, run: RunScores) -> tuple[np.ndarray, np.ndarray]:
+            """``thr``'s column for the slices' full 1.5-s windows, and the whole slice each
+            belongs to (its index in ``wholes``): read bundle by bundle."""
+            values, owners = [], []
+            for path in bundles:
+                with np.load(path, allow_pickle=False) as z:
+                    if not len(z["win_of"]):
+                        continue
+                    at = np.array([whole_at.get(str(i), -1) for i in z["ids"]], dtype=np.int64)
+                    k = at[z["win_of"]]
+                    sel = k >= 0
+                    if not sel.any():
+                        continue
+                    stats = z["win_stats"][sel] if cohort is not None else None
+                    win = z["win"][sel]
+                values.append(
+                    model_values(
+                        thr, run, profile.enroll, cohort, win, np.full(len(win), -1), stats
+                    )
+                )
+                owners.append(k[sel])
+            if not values:
+                return np.zeros(0), np.zeros(0, dtype=np.int64)
+            return np.concatenate(values), np.concatenate(owners)
+
+        def stats_of(rows: list[dict[str, Any]], emb: np.ndarray) -> np.ndarray | None:
+            """The rows' cohort statistics: stored, or computed now (a join's embedding)."""
+            if cohort is None:
+                return None
+            found = [caches[r["id"]].get("stats") for r in rows]
+            if all(f is not None for f in found):
+                return np.stack(found).reshape(-1, 2)
+            return cohort_stats(emb, cohort)
 
         def calibrate(split: set[str]) -> dict[str, Any]:
             """The run's cut on its units: each slice, or the single parts of those in
@@ -444,23 +479,18 @@ class SpeakerFilterStage(PassesSlicesOn, Stage[SpeakerFilterConfig, SpeakerRow])
             ok = ~np.isnan(emb).any(axis=1)
             sim = np.full(len(units), np.nan)
             scores = np.full(len(units), np.nan)
+            stats = None
             if ok.any():
-                sim[ok], scores[ok] = score(profile.enroll, emb[ok], cohort)
-            run = RunScores(emb[ok], sim[ok], scores[ok])
+                stats = stats_of([u for u, o in zip(units, ok, strict=True) if o], emb[ok])
+                sim[ok], scores[ok] = score(profile.enroll, emb[ok], cohort, stats)
+            run = RunScores(emb[ok], sim[ok], scores[ok], stats)
             thr = pick_threshold(self.params.threshold, profile, cohort, run, self.rules)
             values = np.full(len(units), np.nan)
             if ok.any():
                 values[ok] = run.score if thr.values is None else thr.values
             cut, wkeep = LengthCut(thr.value), np.zeros(0, dtype=bool)
-            if wk and thr.rule != "given":  # a number given is the cut for every length
-                wv = model_values(
-                    thr,
-                    run,
-                    profile.enroll,
-                    cohort,
-                    np.concatenate([w for w in full.values() if len(w)]),
-                    np.full(len(wk), -1),
-                )
+            if windows and thr.rule != "given":  # a number given is the cut for every length
+                wv, wk = window_values(thr, run)
                 unit_keep = {u["id"]: bool(values[i] >= thr.value) for i, u in enumerate(units)}
                 whole_keep = np.array(
                     [
@@ -469,7 +499,7 @@ class SpeakerFilterStage(PassesSlicesOn, Stage[SpeakerFilterConfig, SpeakerRow])
                         for w in wholes
                     ]
                 )  # fmt: skip
-                wkeep = whole_keep[np.asarray(wk, dtype=np.int64)]
+                wkeep = whole_keep[wk]
                 cut = length_cut(thr, wv[wkeep], wv[~wkeep])
             return {
                 "units": units, "ok": ok, "sim": sim, "scores": scores, "run": run,
@@ -477,18 +507,26 @@ class SpeakerFilterStage(PassesSlicesOn, Stage[SpeakerFilterConfig, SpeakerRow])
                 "at": {u["id"]: k for k, u in enumerate(units)},
             }  # fmt: skip
 
-        def mixed(c: dict[str, Any], parts: list[dict[str, Any]]) -> bool:
-            """Whether ``parts`` fall on both sides of their cuts under calibration ``c``."""
-            e = np.stack([caches[p["id"]]["emb"] for p in parts])
-            if np.isnan(e).any():
-                return False
-            v = model_values(c["thr"], c["run"], profile.enroll, cohort, e, np.full(len(e), -1))
-            keep = v >= c["cut"].at([_speech(caches[p["id"]], p) for p in parts])
-            return bool(keep.any() and not keep.all())
+        def mixed(c: dict[str, Any]) -> set[str]:
+            """The slices whose single parts fall on both sides of their cuts under
+            calibration ``c`` (all parts judged at once)."""
+            parts = [(w["id"], p) for w in wholes for p in singles[w["id"]]]
+            if not parts:
+                return set()
+            rows = [p for _, p in parts]
+            e = np.stack([caches[p["id"]]["emb"] for p in rows])
+            bad = {w for (w, _), nan in zip(parts, np.isnan(e).any(axis=1), strict=True) if nan}
+            own = np.full(len(e), -1)
+            v = model_values(c["thr"], c["run"], profile.enroll, cohort, e, own, stats_of(rows, e))
+            keep = v >= c["cut"].at([_speech(caches[p["id"]], p) for p in rows])
+            sides: dict[str, set[bool]] = {}
+            for (w, _), k in zip(parts, keep.tolist(), strict=True):
+                sides.setdefault(w, set()).add(k)
+            return {w for w, found in sides.items() if len(found) == 2 and w not in bad}
 
         # pass 1 on the slices; pass 2 with the slices whose parts pass 1 told apart as units
         first = calibrate(set())
-        split = {w["id"] for w in wholes if singles[w["id"]] and mixed(first, singles[w["id"]])}
+        split = mixed(first)
         c = calibrate(split) if split else first
         units, ok, sim, scores = c["units"], c["ok"], c["sim"], c["scores"]
         run, thr, values, cut, wkeep = c["run"], c["thr"], c["values"], c["cut"], c["wkeep"]
@@ -499,8 +537,9 @@ class SpeakerFilterStage(PassesSlicesOn, Stage[SpeakerFilterConfig, SpeakerRow])
             split slice as a whole), from their cached embeddings."""
             e = np.stack([caches[r["id"]]["emb"] for r in rows])
             own = np.full(len(rows), -1)
-            v = model_values(thr, run, profile.enroll, cohort, e, own)
-            return v, score(profile.enroll, e, cohort)[1]
+            stats = stats_of(rows, e)
+            v = model_values(thr, run, profile.enroll, cohort, e, own, stats)
+            return v, score(profile.enroll, e, cohort, stats)[1]
 
         kept, rejected = [], []
         setting = self.params.threshold
@@ -653,6 +692,7 @@ class SpeakerFilterStage(PassesSlicesOn, Stage[SpeakerFilterConfig, SpeakerRow])
             return str(whole_of(rec).get("parent_id") or "")
 
         keptish = {r["id"] for r in kept}
+        by_id_all = {r["id"]: r for r in kept}
         by_track: dict[str, list[dict[str, Any]]] = {}
         for r in kept:
             by_track.setdefault(track(r), []).append(r)
@@ -695,17 +735,20 @@ class SpeakerFilterStage(PassesSlicesOn, Stage[SpeakerFilterConfig, SpeakerRow])
                     "stop": run[-1].stop,
                 }
                 row["duration"] = self._write_join(src, row)
-                v, s_ = judge([row])
-                row.update(
-                    score=round(float(s_[0]), 4),
-                    self_similarity=(
-                        None if first.get("self_similarity") is None else round(float(v[0]), 4)
-                    ),
-                    threshold=min(float(m["threshold"]) for m in members),
-                )
+                row["threshold"] = min(float(m["threshold"]) for m in members)
                 out_kept.append(row)
                 for m in members:
                     joined_away[m["id"]] = jid
+        if out_kept:  # the joins judged together (each on its own embedding)
+            v, s_ = judge(out_kept)
+            for k, row in enumerate(out_kept):
+                first = by_id_all[row["joined"].split()[0]]
+                row.update(
+                    score=round(float(s_[k]), 4),
+                    self_similarity=(
+                        None if first.get("self_similarity") is None else round(float(v[k]), 4)
+                    ),
+                )
         kept = [r for r in kept if r["id"] not in joined_away] + out_kept
         rejected = rejected + [
             {**_clean(r), "reason": f"joined into {joined_away[r['id']]}"}
@@ -738,6 +781,74 @@ class SpeakerFilterStage(PassesSlicesOn, Stage[SpeakerFilterConfig, SpeakerRow])
                 write_wav_like(dest, fin.read(n, dtype="float32", always_2d=True), fin)
             return n / fin.samplerate
 
+    # --- the analyses after_run reads: one bundle per track folder --------------------------------
+
+    def _bundle_path(self, folder: str) -> Path:
+        return self.out_dir / "embeddings" / BUNDLES / f"{folder}.npz"
+
+    def _analyses(
+        self, records: list[dict[str, Any]]
+    ) -> tuple[dict[str, dict[str, Any]], list[Path]]:
+        """What :meth:`after_run` needs of every row's analysis (embedding, seconds of speech,
+        cohort statistics: :func:`~speaker_filter.score.cohort_stats`) by id, and the bundles
+        whose full 1.5-s windows calibrate the cut. One bundle per track folder
+        (``embeddings/bundles/<folder>.npz``), made from the rows' caches
+        (``embeddings/<id>.npz``) when none matches: made again when a row of the folder was
+        processed in this run, its rows or their keys changed, or the cohort did. So a run
+        reads one file per track, not one per slice, and compares only new slices with the
+        cohort; bundles of folders no longer in the tables are removed."""
+        cohort = self._cohort()
+        made_for = _cohort_digest(cohort)
+        by_folder: dict[str, dict[str, str]] = {}
+        for r in records:
+            by_folder.setdefault(_bundle_name(r), {})[str(r["id"])] = str(r["key"])
+        fresh = {Path(rel).parent.name for rel in self._linked}
+        caches: dict[str, dict[str, Any]] = {}
+        paths = []
+        for folder, keys in by_folder.items():
+            path = self._bundle_path(folder)
+            got = None if folder in fresh else _read_bundle(path, keys, made_for)
+            if got is None:
+                self._make_bundle(path, keys, cohort, made_for)
+                got = _read_bundle(path, keys, made_for)
+                assert got is not None
+            caches.update(got)
+            paths.append(path)
+        folder = self.out_dir / "embeddings" / BUNDLES
+        if folder.is_dir():
+            for old in set(folder.glob("*.npz")) - set(paths):
+                old.unlink()
+        return caches, paths
+
+    def _make_bundle(
+        self, path: Path, keys: dict[str, str], cohort: Cohort | None, made_for: str
+    ) -> None:
+        """Write the bundle of a folder's rows (``keys``: id -> row key) from their caches."""
+        ids = list(keys)
+        caches = [self._cache(i) for i in ids]
+        emb = np.stack([np.asarray(c["emb"], dtype=np.float64) for c in caches])
+        speech = np.array([float(c["speech"]) if "speech" in c else np.nan for c in caches])
+        full = [turns.full_windows(c) for c in caches]
+        win_of = np.array([k for k, w in enumerate(full) for _ in range(len(w))], dtype=np.int64)
+        win = np.concatenate(full) if len(win_of) else np.zeros((0, 256), dtype=np.float32)
+        data: dict[str, np.ndarray] = {
+            "ids": np.array(ids, dtype=str),
+            "keys": np.array([keys[i] for i in ids], dtype=str),
+            "cohort": np.array(made_for),
+            "emb": emb,
+            "speech": speech,
+            "win": win,
+            "win_of": win_of,
+        }
+        if cohort is not None:
+            data["stats"] = cohort_stats(emb, cohort)
+            data["win_stats"] = (
+                cohort_stats(win, cohort) if len(win) else np.zeros((0, 2), dtype=np.float64)
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp, tmp.open("wb") as fh:
+            np.savez(fh, **data)
+
     def _cache(self, slice_id: str) -> dict[str, Any]:
         """What ``embeddings/<slice_id>.npz`` holds; a NaN embedding when it is absent or
         unreadable (a slice's analysis is then made again, a part's on its slice's next run)."""
@@ -760,6 +871,50 @@ class SpeakerFilterStage(PassesSlicesOn, Stage[SpeakerFilterConfig, SpeakerRow])
             "join": [self.params.join_gap, self.params.join_max],
             "version": self.version,
         }
+
+
+def _bundle_name(row: dict[str, Any]) -> str:
+    """The bundle a row's analysis goes to: the folder its file is linked in (its track's)."""
+    return Path(str(row.get("path") or "")).parent.name or "_"
+
+
+def _cohort_digest(cohort: Cohort | None) -> str:
+    """What the cohort statistics of a bundle were computed with ('' without a cohort)."""
+    if cohort is None:
+        return ""
+    data = np.ascontiguousarray(cohort.emb, dtype=np.float64).tobytes()
+    return hashlib.sha256(data + f"top{TOP_K}".encode()).hexdigest()[:16]
+
+
+def _read_bundle(
+    path: Path, keys: dict[str, str], made_for: str
+) -> dict[str, dict[str, Any]] | None:
+    """The analyses of a bundle by id, when it holds exactly the rows ``keys`` (id -> key)
+    with the cohort ``made_for``; else None (none, unreadable, or made for other rows)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["cohort"]) != made_for:
+                return None
+            ids = [str(i) for i in z["ids"]]
+            if dict(zip(ids, (str(k) for k in z["keys"]), strict=True)) != keys:
+                return None
+            emb, speech = z["emb"], z["speech"]
+            stats = z["stats"] if made_for else None
+            windows = np.bincount(z["win_of"], minlength=len(ids))
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("%s: unreadable analysis bundle, making it again (%s)", path, exc)
+        return None
+    out: dict[str, dict[str, Any]] = {}
+    for k, i in enumerate(ids):
+        cache: dict[str, Any] = {"emb": emb[k], "windows": int(windows[k])}
+        if not np.isnan(speech[k]):
+            cache["speech"] = speech[k]
+        if stats is not None:
+            cache["stats"] = stats[k]
+        out[i] = cache
+    return out
 
 
 def _read_upstream(path: Path) -> tuple[str, dict[str, tuple[int, np.ndarray]]]:

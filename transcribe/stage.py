@@ -274,7 +274,7 @@ class TranscribeStage(PassesSlicesOn, Stage[TranscribeConfig, TranscribeRow]):
     def after_run(self, report: StageReport) -> None:
         kept_t = Table(self.out_dir, TranscribeRow)
         rej_t = Table(self.out_dir, rejected_model(TranscribeRow))
-        rows = [dict(r.record()) for r in kept_t.rows()] + [dict(r.record()) for r in rej_t.rows()]
+        rows = kept_t.records() + rej_t.records()
         if not rows:
             return
         kept, rejected, fences = partition(rows, self.params)
