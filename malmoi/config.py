@@ -185,7 +185,7 @@ class SegmentConfig(StrictModel):
     engine: Literal["ina"] = Field("ina", description="speech detector: inaSpeechSegmenter smn")
     gender: Literal["male", "female", "any"] = Field("any", description="slices to keep")
     gender_engine: Literal["ina", "ina-slice", "embedding"] = Field(
-        "ina",
+        "ina-slice",
         description="ina: inaSpeechSegmenter's gender CNN on every 20 ms of speech (slow: "
         "RTF about 0.09); ina-slice: the same CNN on a few patches of each slice's speech; "
         "embedding: Resemblyzer + a linear classifier (its embeddings reused by the speaker "

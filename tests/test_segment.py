@@ -107,7 +107,8 @@ def test_slices_respect_bounds_and_add_up_to_the_kept_speech(
     ina_models: Path, ten_minutes: Path, tmp_path: Path
 ) -> None:
     """With no padding and no gap merging, the kept slices are exactly the segment table's
-    male/female segments of at least min_duration, those longer than max_duration cut at
+    speech segments (``speech`` with the default gender engine, ``male``/``female`` with ina's
+    frame-level one) of at least min_duration, those longer than max_duration cut at
     pauses (every piece of a cut keeps at least min_duration, since min_duration <=
     max_duration / 2): their total is the sum of those segments, by plain arithmetic on
     ``segments.csv``. (Without gap merging no speech segment here exceeds 15 s, hence a
@@ -123,7 +124,7 @@ def test_slices_respect_bounds_and_add_up_to_the_kept_speech(
     assert durations.min() >= 1.0 and durations.max() <= 8.0 + 1e-6
     folder = tmp_path / rows["parent_id"][0]
     segments = read_segments(folder / "segments.csv")
-    speech = [s.stop - s.start for s in segments if s.label in ("male", "female")]
+    speech = [s.stop - s.start for s in segments if s.label in ("male", "female", "speech")]
     assert sum(d > 8.0 for d in speech) >= 3  # some speech was cut
     expected = sum(d for d in speech if d >= 1.0)
     assert abs(durations.sum() - expected) <= 0.01 * expected, (durations.sum(), expected)
@@ -158,12 +159,16 @@ def test_musanmix_slices_add_up_to_the_reference_speech(
 
 
 def test_cli_gender_filter_rerun_and_sweep(ina_models: Path, shared: Path, tmp_path: Path) -> None:
+    """ina's frame-level gender engine: its labels are in the segment table, so the sweep
+    applies the gender filter without the audio."""
     out = tmp_path / "seg"
     args = [
         "segment",
         str(shared / "data/ina/lamartine.wav"),
         "--out",
         str(out),
+        "--gender-engine",
+        "ina",
         "--gender",
         "male",
         "--min-duration",
