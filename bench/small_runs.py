@@ -34,10 +34,11 @@ steps), the slices' sample hashes (``.dedup/hashes.json``) are those copies', th
 (``.dedup/fingerprints/``) is random values of the template's length, stored as the check
 stores what ``fpcalc`` computed. Then each stage's ``after_run`` runs once
 over the copied folder (the real code: threshold, rules, duplicate check, the dataset's
-metadata and card), so the folder-wide files are those of a build of that many episodes, and
-the script checks that every stage's :meth:`~malmoi.stage.Stage.pending` is 0 (the rule the
-runs skip by) before the new episode is added. Prints markdown tables and writes them to
-``bench/out/small_runs-<minutes>m-<episodes>.md``.
+metadata and card), so the folder-wide files are those of a build of that many episodes, the
+script checks that every stage's :meth:`~malmoi.stage.Stage.pending` is 0 (the rule the
+runs skip by), and verifies the dataset as the last build's verify step would (remembering
+what each WAV decoded to), before the new episode is added. Prints markdown tables and
+writes them to ``bench/out/small_runs-<minutes>m-<episodes>.md``.
 """
 
 from __future__ import annotations
@@ -420,7 +421,7 @@ def main() -> None:
         raise SystemExit(f"the copied build is not finished: {todo}")
     from export.verify import check
 
-    verified = check(grown / "build" / "export")
+    verified = check(grown / "build" / "export", remember=True)  # as the last build's verify
     print(f"the copied build's dataset: {verified.summary()}", flush=True)
     if not verified.ok:
         raise SystemExit("the copied build's dataset does not verify")

@@ -63,6 +63,9 @@ GENDERS = ("male", "female", "")
 DURATION_TOLERANCE = 0.010  # s, WAV length against the manifest's duration
 VALUE_TOLERANCE = 1e-6  # numbers in metadata.csv against manifest.jsonl
 BLOCK_FRAMES = 1 << 16  # frames decoded at a time
+# what the build's check found each WAV to hold, by its size, modification time and inode (a
+# hidden folder: dataset loaders and the orphan check leave it alone)
+AUDIO_FACTS = ".verify/audio.json"
 
 
 @dataclass(frozen=True)
@@ -128,9 +131,14 @@ def verify(dataset: Path) -> list[Problem]:
     return check(dataset).problems
 
 
-def check(dataset: Path) -> Report:
+def check(dataset: Path, remember: bool = False) -> Report:
     """Read the dataset folder ``dataset`` and return its problems with counts of what was
-    checked. Raises :class:`NotADataset` when it is no dataset folder at all."""
+    checked. Raises :class:`NotADataset` when it is no dataset folder at all.
+
+    ``remember`` (the build's check): what each WAV decoded to is kept in
+    :data:`AUDIO_FACTS`, and a WAV unchanged since (its size, modification time and inode) is
+    not decoded again, so a build's check costs its new slices; without it (``malmoi
+    verify``), every WAV is decoded."""
     dataset = Path(dataset)
     if not dataset.is_dir():
         raise NotADataset(f"{dataset}: not a folder")
@@ -152,7 +160,7 @@ def check(dataset: Path) -> Report:
     if info is not None:
         _check_limits(info, good, problems)
     _check_splits(good, problems)
-    _check_audio(dataset, info, good, report)
+    _check_audio(dataset, info, good, report, remember)
     _check_orphans(dataset, rows, problems)
     log.debug("%s: %d problem(s), %d slices", dataset, len(problems), report.slices)
     return report
@@ -503,13 +511,19 @@ def _check_splits(good: dict[str, _Row], problems: list[Problem]) -> None:
 
 
 def _check_audio(
-    dataset: Path, info: dict[str, Any] | None, good: dict[str, _Row], report: Report
+    dataset: Path,
+    info: dict[str, Any] | None,
+    good: dict[str, _Row],
+    report: Report,
+    remember: bool = False,
 ) -> None:
-    """Decode every listed WAV to the end, one block at a time: format, duration, duplicates."""
-    import soundfile as sf
-
+    """Decode every listed WAV to the end, one block at a time: format, duration, duplicates.
+    With ``remember``, what a WAV decoded to is kept in :data:`AUDIO_FACTS` by its size,
+    modification time and inode, and a WAV unchanged since is not decoded again."""
     problems = report.problems
     want_sr = info.get("sample_rate") if info else None
+    known = _read_facts(dataset) if remember else {}
+    now: dict[str, dict[str, Any]] = {}
     seen: dict[str, str] = {}  # sha256 of the samples -> first file
     for rid, row in good.items():
         rel = f"{WAVS}/{rid}.wav"
@@ -517,7 +531,13 @@ def _check_audio(
         if not path.is_file():
             problems.append(Problem(rel, f"missing (listed on {MANIFEST} line {row.line})"))
             continue
-        short = _data_shortfall(path)
+        st = path.stat()
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+        facts = known.get(rel)
+        if not isinstance(facts, dict) or facts.get("stamp") != stamp:
+            facts = {**_wav_facts(path), "stamp": stamp}
+        now[rel] = facts
+        short = facts["shortfall"]
         if short is not None:
             problems.append(
                 Problem(
@@ -526,27 +546,22 @@ def _check_audio(
                     f"the file holds {short[1]}",
                 )
             )
-        digest = hashlib.sha256()
-        frames = 0
-        try:
-            with sf.SoundFile(path) as f:
-                sr = f.samplerate
-                if f.format not in ("WAV", "WAVEX"):
-                    problems.append(Problem(rel, f"a {f.format} file, not WAV"))
-                if f.subtype != "PCM_16":
-                    problems.append(Problem(rel, f"{f.subtype} samples, not 16-bit PCM (PCM_16)"))
-                if f.channels != 1:
-                    problems.append(Problem(rel, f"{f.channels} channels, not mono"))
-                if want_sr and sr != want_sr:
-                    problems.append(Problem(rel, f"sample rate {sr} Hz, {INFO} says {want_sr} Hz"))
-                digest.update(f"{f.channels}:".encode())
-                for block in f.blocks(blocksize=BLOCK_FRAMES, dtype="int16", always_2d=True):
-                    digest.update(block.tobytes())
-                    frames += len(block)
-        except (sf.SoundFileError, RuntimeError, OSError) as exc:
-            reason = getattr(exc, "error_string", None) or " ".join(str(exc).split())
-            problems.append(Problem(rel, f"does not decode: {reason}"))
+        sr = facts["samplerate"]
+        if facts["opened"]:
+            if facts["format"] not in ("WAV", "WAVEX"):
+                problems.append(Problem(rel, f"a {facts['format']} file, not WAV"))
+            if facts["subtype"] != "PCM_16":
+                problems.append(
+                    Problem(rel, f"{facts['subtype']} samples, not 16-bit PCM (PCM_16)")
+                )
+            if facts["channels"] != 1:
+                problems.append(Problem(rel, f"{facts['channels']} channels, not mono"))
+            if want_sr and sr != want_sr:
+                problems.append(Problem(rel, f"sample rate {sr} Hz, {INFO} says {want_sr} Hz"))
+        if facts["error"] is not None:
+            problems.append(Problem(rel, f"does not decode: {facts['error']}"))
             continue
+        frames = facts["frames"]
         report.audio_files += 1
         seconds = frames / sr
         report.seconds += seconds
@@ -561,13 +576,66 @@ def _check_audio(
                     f"{row.line} says {expected:.3f} s (more than 10 ms apart)",
                 )
             )
-        key = digest.hexdigest()
+        key = facts["sha256"]
         if frames and key in seen:
             problems.append(
                 Problem(rel, f"the same audio as {seen[key]} (sha256 of the decoded samples)")
             )
         else:
             seen.setdefault(key, rel)
+    if remember:
+        from malmoi.files import atomic_write_text
+
+        (dataset / AUDIO_FACTS).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(dataset / AUDIO_FACTS, json.dumps(now) + "\n")
+
+
+def _wav_facts(path: Path) -> dict[str, Any]:
+    """What a WAV decodes to: its header's shortfall (:func:`_data_shortfall`), format,
+    subtype, channels, rate, frames and the sha256 of its int16 samples, or why it does not
+    decode (``error``; ``opened``: whether its header was read)."""
+    import soundfile as sf
+
+    facts: dict[str, Any] = {
+        "shortfall": _data_shortfall(path),
+        "opened": False,
+        "error": None,
+        "format": None,
+        "subtype": None,
+        "channels": None,
+        "samplerate": None,
+        "frames": 0,
+        "sha256": "",
+    }
+    digest = hashlib.sha256()
+    frames = 0
+    try:
+        with sf.SoundFile(path) as f:
+            facts.update(
+                opened=True,
+                format=f.format,
+                subtype=f.subtype,
+                channels=f.channels,
+                samplerate=f.samplerate,
+            )
+            digest.update(f"{f.channels}:".encode())
+            for block in f.blocks(blocksize=BLOCK_FRAMES, dtype="int16", always_2d=True):
+                digest.update(block.tobytes())
+                frames += len(block)
+    except (sf.SoundFileError, RuntimeError, OSError) as exc:
+        facts["error"] = getattr(exc, "error_string", None) or " ".join(str(exc).split())
+        return facts
+    facts.update(frames=frames, sha256=digest.hexdigest())
+    return facts
+
+
+def _read_facts(dataset: Path) -> dict[str, Any]:
+    """What an earlier check kept in :data:`AUDIO_FACTS` ({} when none or unreadable)."""
+    try:
+        data = json.loads((dataset / AUDIO_FACTS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _data_shortfall(path: Path) -> tuple[int, int] | None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import io
 import json
 import os
@@ -308,18 +309,37 @@ def _typed(row_type: type[Row], rec: dict[str, Any]) -> dict[str, Any]:
     """Drop columns the model does not know (an older header); an empty cell of an optional
     field is None, and of a non-text field with a default (a column added by an upgrade,
     filled with "" by an older malmoi) takes the default."""
+    empty = _empty_cells(row_type)
     out = {}
     for k, v in rec.items():
-        field = row_type.model_fields.get(k)
-        if field is None:
+        if k not in empty:
             continue
-        if v == "" and field.annotation is not str:
-            if type(None) in typing.get_args(field.annotation):
+        if v == "":
+            how = empty[k]
+            if how == "none":
                 out[k] = None
                 continue
-            if not field.is_required():
+            if how == "default":
                 continue  # the field's default
         out[k] = v
+    return out
+
+
+@functools.cache
+def _empty_cells(row_type: type[Row]) -> dict[str, str]:
+    """What an empty cell of each field of ``row_type`` means for :func:`_typed`: ``text``
+    (the empty text), ``none`` (an optional field), ``default`` (a non-text field with a
+    default) or ``keep`` (a required non-text field: left for validation to refuse)."""
+    out = {}
+    for name, field in row_type.model_fields.items():
+        if field.annotation is str:
+            out[name] = "text"
+        elif type(None) in typing.get_args(field.annotation):
+            out[name] = "none"
+        elif not field.is_required():
+            out[name] = "default"
+        else:
+            out[name] = "keep"
     return out
 
 

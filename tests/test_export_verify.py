@@ -410,3 +410,31 @@ def test_an_empty_dataset_is_one_clear_problem(tmp_path: Path) -> None:
         '{"name": "x", "sample_rate": 16000, "limits": {}, "splits": {}}', encoding="utf-8"
     )
     assert [str(p) for p in verify(tmp_path)] == ["manifest.jsonl: no slices: the dataset is empty"]
+
+
+def test_a_remembered_check_decodes_only_the_wavs_that_changed(
+    dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The build's check (issue 24) keeps what each WAV decoded to: a rerun decodes none, a
+    WAV written again is decoded again, and the problems are those of a full check."""
+    from export import verify as verify_module
+
+    decoded: list[str] = []
+    real = verify_module._wav_facts
+
+    def counted(path: Path) -> dict:
+        decoded.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(verify_module, "_wav_facts", counted)
+    first = check(dataset, remember=True)
+    assert first.ok and len(decoded) == len(SLICES)
+    decoded.clear()
+    again = check(dataset, remember=True)
+    assert decoded == [] and again.summary() == first.summary()
+    wav = dataset / "wavs" / "ep2.001.wav"
+    os.truncate(wav, wav.stat().st_size // 2)
+    after = check(dataset, remember=True)
+    assert decoded == ["ep2.001.wav"]
+    assert after.problems and after.problems == check(dataset).problems
+    assert (dataset / ".verify" / "audio.json").is_file()  # hidden: no orphan, no loader sees it
