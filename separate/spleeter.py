@@ -35,7 +35,13 @@ class SpleeterEngine(Engine):
 
     name: ClassVar[str] = "spleeter"
 
-    def __init__(self, model_dir: Path, chunk_seconds: float = 30.0, threads: int = 0):
+    def __init__(
+        self,
+        model_dir: Path,
+        chunk_seconds: float = 30.0,
+        threads: int = 0,
+        inter_threads: int | None = None,
+    ):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import tensorflow as tf
         from spleeter.utils.configuration import load_configuration
@@ -55,7 +61,8 @@ class SpleeterEngine(Engine):
         if checkpoint is None:
             raise FileNotFoundError(f"no TensorFlow checkpoint in {model_dir}")
         session_config = tf.compat.v1.ConfigProto(
-            intra_op_parallelism_threads=threads, inter_op_parallelism_threads=threads
+            intra_op_parallelism_threads=threads,
+            inter_op_parallelism_threads=threads if inter_threads is None else inter_threads,
         )
         # Build, create the Saver and restore inside one graph context (TF2 is eager outside
         # it); a fresh graph also keeps Keras's layer names equal to the checkpoint's.
@@ -156,7 +163,7 @@ class SpleeterEngine(Engine):
             w = np.concatenate([ctx, block])
             ctx = w[-C:].copy()
             first = False
-            result = self._session.run(self._outputs, feed_dict={self._wave: w})
+            result = self.separate_block(w)
             lo = max(0, -out_start)
             hi = min(need + (C if last else 0), n_total - out_start)
             for name, y in result.items():
@@ -172,6 +179,11 @@ class SpleeterEngine(Engine):
                 break
         if written != n_total:
             raise RuntimeError(f"Spleeter streaming wrote {written} of {n_total} frames")
+
+    def separate_block(self, w: np.ndarray) -> dict[str, np.ndarray]:
+        """Stereo ``w`` of ``(n_frames + 3) * hop`` samples → each stem's uncropped overlap-add
+        output, ``(n_frames + 3) * hop`` samples (see :meth:`_build_graph`)."""
+        return self._session.run(self._outputs, feed_dict={self._wave: w})
 
     def close(self) -> None:
         self._session.close()
