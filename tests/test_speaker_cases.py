@@ -33,6 +33,7 @@ from eval.episodes import (
 )
 from malmoi.config import ModelsConfig, SegmentConfig, SpeakerFilterConfig
 from malmoi.manifest import read_records
+from tests.conftest import utterances
 
 TARGET, OTHER = "1688", "2609"  # both male
 DOMINANT, MINOR = "3005", ("1688", "2609")
@@ -44,10 +45,6 @@ MIN_PRECISION = 0.9  # issue 11, both cases
 MIN_RECALL_TURNS = 0.80
 MIN_RECALL_DOMINANT = 0.90
 MIN_SHARE = 0.6  # the dominant voice's share of the talk
-
-
-def utterances(shared: Path, speaker: str) -> list[Path]:
-    return sorted((shared / "data" / "librispeech" / "utterances" / speaker).glob("*.flac"))
 
 
 @pytest.fixture(scope="module")

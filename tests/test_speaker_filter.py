@@ -12,13 +12,10 @@ import pytest
 
 from malmoi.config import SpeakerFilterConfig
 from malmoi.manifest import read_records
+from tests.conftest import utterances
 
 TARGET = "1688"
 OTHERS = ("2609", "3005")
-
-
-def utterances(shared: Path, speaker: str) -> list[Path]:
-    return sorted((shared / "data" / "librispeech" / "utterances" / speaker).glob("*.flac"))
 
 
 def items_of(paths: list[Path]):

@@ -24,13 +24,10 @@ import soundfile as sf
 from malmoi.audio import read_audio
 from malmoi.config import ModelsConfig, SpeakerFilterConfig
 from malmoi.manifest import read_records
+from tests.conftest import utterances
 
 SR = 16000
 PAUSE = 0.4
-
-
-def utterances(shared: Path, speaker: str) -> list[Path]:
-    return sorted((shared / "data" / "librispeech" / "utterances" / speaker).glob("*.flac"))
 
 
 def test_speech_mask_is_resemblyzers_own(shared: Path) -> None:
