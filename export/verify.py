@@ -631,11 +631,9 @@ def _wav_facts(path: Path) -> dict[str, Any]:
 
 def _read_facts(dataset: Path) -> dict[str, Any]:
     """What an earlier check kept in :data:`AUDIO_FACTS` ({} when none or unreadable)."""
-    try:
-        data = json.loads((dataset / AUDIO_FACTS).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    from malmoi.manifest import read_json_object
+
+    return read_json_object(dataset / AUDIO_FACTS)
 
 
 def _data_shortfall(path: Path) -> tuple[int, int] | None:

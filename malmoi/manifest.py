@@ -405,13 +405,18 @@ def params_json(params: BaseModel | dict[str, Any]) -> str:
     return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
-def read_record(folder: Path) -> dict[str, Any]:
-    """``folder``'s ``stage.json`` (``{}`` when it has none or it does not parse)."""
+def read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path`` (``{}`` when it is missing, does not parse or is no object)."""
     try:
-        data = json.loads((folder / RECORD).read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def read_record(folder: Path) -> dict[str, Any]:
+    """``folder``'s ``stage.json`` (``{}`` when it has none or it does not parse)."""
+    return read_json_object(folder / RECORD)
 
 
 def write_record(folder: Path, stage: str, inputs: Iterable[Path]) -> None:
